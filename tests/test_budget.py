@@ -1,0 +1,80 @@
+"""Budget arithmetic: both regimes, tiny fractions, accumulation and world sizes, all through plan_phases."""
+
+import pytest
+
+from vitwarm.budget import micro_batch, plan_phases, to_steps
+from vitwarm.config import load_config
+
+
+def plan(overrides, train_samples=50_000, world_size=1):
+    cfg = load_config(None, overrides)
+    return {p.name: p for p in plan_phases(cfg, train_samples=train_samples, world_size=world_size,
+                                           flops_per_sample=1.0)}
+
+
+def test_substitutive_splits_the_budget():
+    # B = 4 epochs x 50k = 200k samples; f = 0.05 -> 10k sequences, 190k images.
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.05", "budget.regime=substitutive",
+                   "warmup.batch_size=100", "train.batch_size=100"])
+    assert phases["warmup"].steps == 100 and phases["warmup"].samples == 10_000
+    assert phases["image"].steps == 1900 and phases["image"].samples == 190_000
+
+
+def test_additive_puts_the_warmup_on_top():
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.05", "budget.regime=additive",
+                   "warmup.batch_size=100", "train.batch_size=100"])
+    assert phases["warmup"].samples == 10_000
+    assert phases["image"].samples == 200_000
+
+
+def test_zero_fraction_has_no_warmup_phase():
+    phases = plan(["warmup.fraction=0"])
+    assert list(phases) == ["image"]
+
+
+def test_tiny_fraction_keeps_at_least_one_step():
+    # 0.001 x 4 x 50k = 200 sequences < one batch of 256: rounds up to one step instead of vanishing.
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.001", "warmup.batch_size=256"])
+    assert phases["warmup"].steps == 1
+    # 0.001 x 300 x 1,281,167 = 384,350 sequences = 1501.4 steps of 256 -> 1501.
+    imagenet = plan(["budget.epochs=300", "warmup.fraction=0.001", "warmup.batch_size=256"],
+                    train_samples=1_281_167)
+    assert imagenet["warmup"].steps == 1501
+
+
+def test_paper_budget_is_15k_steps():
+    # 1% of 300 ImageNet epochs at batch 256 is the paper's ~15k warm-up steps.
+    phases = plan(["budget.epochs=300", "warmup.fraction=0.01", "warmup.batch_size=256",
+                   "train.batch_size=1024"], train_samples=1_281_167)
+    assert phases["warmup"].steps == 15_014  # 3,843,501 sequences / 256 = 15013.7
+    assert phases["warmup"].lr_warmup_steps == 1001  # 1/15 of the steps, the paper's 1k
+    assert phases["image"].steps == round(0.99 * 300 * 1_281_167 / 1024)
+
+
+@pytest.mark.parametrize("world_size,accum", [(1, 1), (2, 1), (4, 2), (8, 4)])
+def test_steps_do_not_depend_on_world_size(world_size, accum):
+    phases = plan(["train.batch_size=256", f"train.grad_accum={accum}", "warmup.batch_size=256",
+                   f"warmup.grad_accum={accum}"], world_size=world_size)
+    reference = plan(["train.batch_size=256", "warmup.batch_size=256"])
+    for name in ("warmup", "image"):
+        assert phases[name].steps == reference[name].steps
+        assert phases[name].micro_batch * world_size * accum == 256
+
+
+def test_uneven_global_batch_is_refused():
+    with pytest.raises(ValueError, match="train.batch_size=100 does not split over 3 processes"):
+        micro_batch(100, 3, 1, "train.batch_size")
+
+
+def test_eval_and_lr_warmup_in_epochs():
+    # 50k samples / 100 per step = 500 steps per epoch.
+    phases = plan(["train.batch_size=100", "train.warmup_epochs=0.5", "eval.every_epochs=2"])
+    assert phases["image"].lr_warmup_steps == 250
+    assert phases["image"].eval_every == 1000
+
+
+def test_to_steps_needs_exactly_one_unit():
+    with pytest.raises(ValueError, match="exactly one"):
+        to_steps(samples=10, epochs=1, global_batch=1)
+    assert to_steps(fraction=0.0, of_steps=100) == 0
+    assert to_steps(epochs=2, epoch_samples=1000, global_batch=64) == 31  # 31.25

@@ -1,0 +1,56 @@
+"""The config tree: recipes and overrides merge; bad keys, types and values fail naming the key."""
+
+import pytest
+
+from vitwarm.config import ConfigError, flatten, load_config
+
+
+def test_recipe_then_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("warmup:\n  fraction: 0.05\nmodel:\n  name: vitwarm_tiny_patch16_224\n")
+    cfg = load_config(recipe, ["warmup.fraction=0.1", "procedural.params.k=16", "seed=3"])
+    assert cfg.warmup.fraction == 0.1 and cfg.model.name == "vitwarm_tiny_patch16_224"
+    assert cfg.procedural.params == {"k": 16} and cfg.seed == 3
+
+
+def test_base_recipes_are_merged_first():
+    cfg = load_config("recipes/imagenet/vit_base_kdyck.yaml")
+    assert cfg.model.name == "vitwarm_base_patch16_224"  # from the recipe itself
+    assert cfg.train.batch_size == 1024 and cfg.data.aug.mixup == 0.8  # from deit.yaml
+    assert cfg.warmup.fraction == 0.01
+
+
+@pytest.mark.parametrize("override,message", [
+    ("warmup.fractoin=0.1", "unknown config key 'warmup.fractoin'. Did you mean warmup.fraction"),
+    ("modle.name=x", "unknown config key 'modle"),
+    ("warmup.fraction=lots", "bad value for config key 'warmup.fraction'"),
+    ("budget.regime=both", r"budget.regime='both' is not valid; choose one of \['substitutive', 'additive'\]"),
+    ("warmup.fraction=1.5", r"warmup.fraction=1.5 is outside the valid range \[0.0, 1.0\]"),
+    ("precision=fp8", "precision='fp8' is not valid"),
+    ("resume=/no/such/checkpoint", "resume='/no/such/checkpoint': expected 'auto', 'never'"),
+    ("train.batch_size=0", "train.batch_size=0 must be positive"),
+    ("seed", "'seed' is not of the form key=value"),
+])
+def test_bad_configs_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_recipe():
+    with pytest.raises(ConfigError, match="recipe 'nope.yaml' does not exist"):
+        load_config("nope.yaml")
+
+
+def test_every_recipe_loads():
+    from pathlib import Path
+    recipes = [p for p in Path("recipes").rglob("*.yaml") if "accelerate" not in p.parts]
+    assert len(recipes) >= 8
+    for path in recipes:
+        load_config(path)
+
+
+def test_flatten_gives_scalars():
+    flat = flatten(load_config(None, ["model.kwargs.img_size=32"]))
+    assert flat["model.kwargs.img_size"] == 32
+    assert flat["transfer.parts"] == "['attn', 'mlp', 'norm']"
+    assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())

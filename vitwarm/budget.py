@@ -1,0 +1,130 @@
+"""The one place where fractions, epochs and samples become optimizer steps.
+
+A run's budget B is counted in image samples: ``budget.epochs`` x the train split's size. The warm-up takes
+``warmup.fraction`` f of it, counted in sequences (one sequence = one sample):
+
+- substitutive: the warm-up gets f·B sequences and the image phase (1 - f)·B images (the total is fixed);
+- additive:     the warm-up gets f·B sequences on top of the image phase's B images.
+
+``plan_phases`` turns that into a list of ``Phase`` descriptions; the training loop only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from omegaconf import DictConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run. Every length is in optimizer steps; every batch counts all processes."""
+
+    name: str
+    """'warmup' (token sequences) or 'image'."""
+    steps: int
+    """Optimizer steps of the phase."""
+    global_batch: int
+    """Samples per optimizer step, summed over processes and accumulation steps."""
+    micro_batch: int
+    """Samples per process per forward pass."""
+    grad_accum: int
+    """Forward/backward passes per optimizer step."""
+    lr_warmup_steps: int
+    """Steps of linear learning-rate warm-up."""
+    eval_every: int
+    """Steps between evaluations (0: only at the end)."""
+    flops: float
+    """Estimated training FLOPs of the whole phase (forward + backward = 3 x forward)."""
+
+    @property
+    def samples(self) -> int:
+        return self.steps * self.global_batch
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"samples": self.samples}
+
+
+def to_steps(*, samples: float | None = None, epochs: float | None = None, fraction: float | None = None,
+             global_batch: int | None = None, epoch_samples: int | None = None,
+             of_steps: int | None = None) -> int:
+    """Convert exactly one of samples, epochs (of ``epoch_samples``) or a fraction (of ``of_steps``) to steps.
+
+    Samples and epochs need ``global_batch`` (samples per step). Rounds to the nearest step, but a positive
+    request never rounds to 0 steps: a warm-up fraction of 0.001 stays a (short) warm-up instead of silently
+    vanishing. Zero stays zero.
+    """
+    given = [name for name, value in (("samples", samples), ("epochs", epochs), ("fraction", fraction))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"to_steps needs exactly one of samples, epochs, fraction; got {given or 'none'}")
+    if epochs is not None:
+        if epoch_samples is None:
+            raise ValueError("to_steps(epochs=...) needs epoch_samples")
+        samples = epochs * epoch_samples
+    if fraction is not None:
+        if of_steps is None:
+            raise ValueError("to_steps(fraction=...) needs of_steps")
+        exact = fraction * of_steps
+    else:
+        if global_batch is None:
+            raise ValueError("to_steps(samples=... or epochs=...) needs global_batch")
+        exact = samples / global_batch
+    if exact < 0:
+        raise ValueError(f"cannot train for a negative length ({exact} steps)")
+    return max(1, round(exact)) if exact > 0 else 0
+
+
+def micro_batch(global_batch: int, world_size: int, grad_accum: int, key: str) -> int:
+    """Per-process batch; the global batch must split evenly so results do not depend on the world size."""
+    per_step = world_size * grad_accum
+    if global_batch % per_step:
+        raise ValueError(f"{key}={global_batch} does not split over {world_size} processes x {grad_accum} "
+                         f"accumulation steps; use a multiple of {per_step}")
+    return global_batch // per_step
+
+
+def vit_flops_per_sample(vit, num_tokens: int) -> float:
+    """Forward FLOPs of a timm ViT on one sample of ``num_tokens`` grid tokens (matmuls only, 2 per MAC).
+
+    Per block, with L tokens (grid + prefix), width D and MLP hidden width H:
+    qkv + projection 4·L·D², attention scores and weighted sum 2·L²·D, MLP 2·L·D·H.
+    """
+    tokens = num_tokens + vit.num_prefix_tokens
+    dim = vit.embed_dim
+    hidden = vit.blocks[0].mlp.fc1.out_features
+    per_block = 4 * tokens * dim**2 + 2 * tokens**2 * dim + 2 * tokens * dim * hidden
+    return 2.0 * per_block * len(vit.blocks)
+
+
+def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
+                flops_per_sample: float) -> list[Phase]:
+    """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring."""
+    budget_samples = cfg.budget.epochs * train_samples
+    warmup_samples = cfg.warmup.fraction * budget_samples
+    image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
+
+    warm_batch, image_batch = cfg.warmup.batch_size, cfg.train.batch_size
+    warm_steps = to_steps(samples=warmup_samples, global_batch=warm_batch)
+    image_steps = to_steps(samples=image_samples, global_batch=image_batch)
+    epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
+    lr_warmup_steps = to_steps(epochs=cfg.train.warmup_epochs, epoch_samples=train_samples,
+                               global_batch=image_batch)
+    phases = [
+        Phase(name="warmup", steps=warm_steps, global_batch=warm_batch,
+              micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
+              grad_accum=cfg.warmup.grad_accum,
+              lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup, of_steps=warm_steps),
+              eval_every=0, flops=3 * flops_per_sample * warm_steps * warm_batch),
+        Phase(name="image", steps=image_steps, global_batch=image_batch,
+              micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),
+              grad_accum=cfg.train.grad_accum,
+              lr_warmup_steps=min(image_steps, lr_warmup_steps),
+              eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps),
+              flops=3 * flops_per_sample * image_steps * image_batch),
+    ]
+    if image_steps == 0:
+        raise ValueError(f"the image phase would get 0 steps (budget.epochs={cfg.budget.epochs}, "
+                         f"{train_samples} train samples, train.batch_size={image_batch}); "
+                         "raise budget.epochs")
+    return [phase for phase in phases if phase.steps > 0]
