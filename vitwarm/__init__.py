@@ -4,3 +4,5 @@ Importing the package registers vitwarm's timm models (``timm.list_models("vitwa
 """
 
 __version__ = "0.1.0"
+
+from . import models  # noqa: F401  (registers vitwarm_* timm models)

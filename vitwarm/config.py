@@ -87,22 +87,18 @@ class AugConfig:
     """timm auto-augment string such as 'rand-m9-mstd0.5-inc1' (DeiT); None disables."""
     re_prob: float = 0.0
     """Random-erasing probability."""
+    re_mode: str = "pixel"
+    """Random-erasing fill: 'const', 'rand' or 'pixel'."""
     color_jitter: float | None = None
-    """Colour-jitter strength; None disables."""
+    """Colour-jitter strength (timm ignores it while auto_augment is set); None disables."""
+    interpolation: str = "bicubic"
+    """Resize interpolation: 'bilinear', 'bicubic' or 'random'."""
     hflip: float = 0.5
     """Horizontal-flip probability."""
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     """RandomResizedCrop area range."""
-    interpolation: str = "bicubic"
-    """Resize interpolation."""
-    crop_pct: float = 0.875
-    """Centre-crop fraction at evaluation."""
-    mixup: float = 0.0
-    """Mixup alpha (0 disables)."""
-    cutmix: float = 0.0
-    """CutMix alpha (0 disables)."""
-    label_smoothing: float = 0.0
-    """Label smoothing of the image-phase loss."""
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    """RandomResizedCrop aspect-ratio range."""
 
 
 @dataclass
@@ -129,8 +125,10 @@ class DataConfig:
     """Normalisation std per channel; None uses the data set's or ImageNet's."""
     strict: bool = False
     """Fail on a corrupt sample instead of skipping and counting it."""
+    crop_pct: float = 0.875
+    """Centre-crop fraction at evaluation."""
     aug: AugConfig = field(default_factory=AugConfig)
-    """Augmentation of the image phase."""
+    """Training augmentation of the image phase."""
 
 
 @dataclass
@@ -155,6 +153,12 @@ class TrainConfig:
     """Gradient norm clip (0 disables)."""
     ema_decay: float = 0.0
     """Decay of an exponential moving average of the weights, evaluated at the end (0 disables)."""
+    mixup: float = 0.0
+    """Mixup alpha (0 disables)."""
+    cutmix: float = 0.0
+    """CutMix alpha (0 disables)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the image-phase loss."""
 
 
 @dataclass

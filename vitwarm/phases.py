@@ -67,8 +67,8 @@ class ImageData:
         aug = OmegaConf.to_container(data.aug)
         train = make_train_loader(data.source, data.train_split, batch_size=micro_batch, seed=cfg.seed,
                                   aug=aug, shuffle_buffer=data.shuffle_buffer, strict=data.strict, **common)
-        evaluation = dict(batch_size=cfg.eval.batch_size, crop_pct=aug["crop_pct"],
-                          interpolation=aug["interpolation"], **common)
+        evaluation = dict(batch_size=cfg.eval.batch_size, crop_pct=data.crop_pct,
+                          interpolation=data.aug.interpolation, **common)
         val = make_val_loader(data.source, data.val_split, **evaluation)
         test = make_val_loader(data.source, data.test_split, **evaluation) if data.test_split else None
         return cls(num_classes=info.num_classes, train_samples=info.num_samples, train=train, val=val, test=test)
@@ -151,14 +151,13 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
                 start_step: int) -> PhaseRun:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
-    export = Path(cfg.run.dir) / WARMUP_EXPORT
-    if cfg.warmup.fraction > 0:  # the warm-up phase ran (or a checkpoint says it did) and left its export
-        load_checkpoint(model, export)
+    if cfg.warmup.fraction > 0 and start_step == 0:  # a resumed phase gets its weights from the checkpoint
+        load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
     model, optimizer = accelerator.prepare(model, optimizer)
-    a = cfg.data.aug
-    mixup, train_loss = make_mixup(a.mixup, a.cutmix, a.label_smoothing, images.num_classes)
+    t = cfg.train
+    mixup, train_loss = make_mixup(t.mixup, t.cutmix, t.label_smoothing, images.num_classes)
 
     def loss(model, batch):
         x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W), (B,)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -54,13 +55,16 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
     window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "counts": {}}
     for step in range(state.step, phase.steps):
         step_started = time.perf_counter()
+        # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
+        # not shift the draws of this step (a resumed run starts its iterators at another step).
+        micro_batches = [next(run.batches) for _ in range(phase.grad_accum)]
         seed_step(cfg.seed, phase.name, step, accelerator.process_index)
         run.scheduler.step_update(step)
         step_loss = torch.zeros((), device=accelerator.device)
-        for micro in range(phase.grad_accum):
+        for micro, batch in enumerate(micro_batches):
             last = micro == phase.grad_accum - 1
             with nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
-                loss, counts = run.loss(run.model, next(run.batches))
+                loss, counts = run.loss(run.model, batch)
                 accelerator.backward(loss / phase.grad_accum)
             step_loss += loss.detach() / phase.grad_accum
             for name, count in counts.items():
@@ -127,7 +131,10 @@ def find_resume_point(cfg: DictConfig) -> Path | None:
 def run(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
     run_dir = Path(cfg.run.dir)
-    accelerator = Accelerator(mixed_precision=cfg.precision, project_dir=str(run_dir),
+    # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
+    # only when told to use the CPU; otherwise each process would silently train alone.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=cfg.precision, project_dir=str(run_dir),
                               log_with="tensorboard" if cfg.log.tensorboard else None)
     checkpoint = find_resume_point(cfg)
     state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name)
@@ -155,7 +162,7 @@ def run(cfg: DictConfig) -> dict:
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
-                          f"samples, ~{phase.flops / 1e12:.2f} TFLOP")
+                          f"samples, ~{phase.flops:.2e} FLOP")
     if checkpoint:
         accelerator.print(f"vitwarm: resuming from {checkpoint} ({state.phase} step {state.step})")
 

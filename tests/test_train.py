@@ -1,0 +1,142 @@
+"""End-to-end runs of vitwarm.train on real Fashion-MNIST shards: both phases, DDP, kill/resume, NaN guard.
+
+Every run is a real subprocess (`python -m vitwarm.train` or `accelerate launch`) on tests/tiny.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+TINY = Path(__file__).with_name("tiny.yaml")
+ROOT = Path(__file__).resolve().parents[1]
+# One thread per process: identical arithmetic in every run (bitwise resume checks) and no oversubscription.
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# A record per step, so that records of a resumed run average over the same steps as the reference's.
+PER_STEP_LOGS = ("log.every_steps=1",)
+
+
+def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={shards}",
+            f"run.dir={run_dir}", *overrides]
+
+
+def train(run_dir: Path, shards: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    """Training and eval records without the timing fields, which differ between any two runs."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fmnist_shards):
+    """One uninterrupted single-process run, the yardstick of the resume tests."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_run_completes_both_phases(reference):
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["phases"]["warmup"]["steps"] > 0 and summary["phases"]["image"]["steps"] > 0
+    assert summary["warmup_samples"] == summary["phases"]["warmup"]["samples"]
+    # Chance is 10%: even this tiny model learns something in one epoch of 2k images.
+    assert summary["top1"] > 30
+    records = train_records(reference)
+    assert {r["phase"] for r in records} == {"warmup", "image"}
+    assert any(r.get("event") == "eval" for r in records)
+    for name in ("config.yaml", "warmup.safetensors", "model.safetensors"):
+        assert (reference / name).is_file(), name
+
+
+@pytest.mark.parametrize("kill_at", ["during warm-up", "at the phase boundary", "during the image phase"])
+def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, reference, kill_at):
+    warm_steps = json.loads((reference / "summary.json").read_text())["phases"]["warmup"]["steps"]
+    checkpoint = {"during warm-up": "0-warmup-00000003",
+                  "at the phase boundary": f"0-warmup-{warm_steps:08d}",
+                  "during the image phase": "1-image-00000006"}[kill_at]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(train_command(run_dir, fmnist_shards, *PER_STEP_LOGS), cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / checkpoint).exists() and process.poll() is None:
+        assert time.monotonic() < deadline, f"checkpoint {checkpoint} never appeared"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+
+    result = train(run_dir, fmnist_shards, "resume=auto", *PER_STEP_LOGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stdout
+    # Bitwise: resumed runs re-seed every step and restart every stream at its sample index.
+    expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] == got[name]).all(), name
+    # No sample lost or repeated: the logged losses (averages over the very same batches) are identical.
+    assert train_records(run_dir) == train_records(reference)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--main_process_port", str(free_port()),
+               *train_command(run_dir, fmnist_shards)[1:]]
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["phases"]["warmup"]["steps"] > 0 and summary["phases"]["image"]["steps"] > 0
+    info = json.loads((fmnist_shards / "_info.json").read_text())
+    evals = [r for r in train_records(run_dir) if r.get("event") == "eval"]
+    # Validation counted every sample exactly once over both processes.
+    assert all(r["samples"] == info["splits"]["validation"]["num_samples"] for r in evals)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, fmnist_shards):
+    run_dir = tmp_path / "nan"
+    result = train(run_dir, fmnist_shards, "warmup.lr=1e30", "warmup.grad_clip=0", "checkpoint.every_steps=1")
+    assert result.returncode != 0
+    assert "loss is nan" in result.stderr or "loss is inf" in result.stderr, result.stderr[-2000:]
+    checkpoints = sorted((run_dir / "checkpoints").iterdir())
+    assert checkpoints, "the last good checkpoint is gone"
+    state = json.loads((checkpoints[-1] / "state.json").read_text())
+    tensors = load_file(checkpoints[-1] / "model.safetensors")
+    assert all(t.isfinite().all() for t in tensors.values()), f"checkpoint at step {state['step']} holds NaN"
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, fmnist_shards, reference):
+    last = sorted((reference / "checkpoints").iterdir())[-1]
+    deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3")
+    assert deeper.returncode != 0
+    assert "does not fit this model" in deeper.stderr and "blocks.2" in deeper.stderr
+    renamed = train(tmp_path / "b", fmnist_shards, f"resume={last}", "model.name=vitwarm_pico_patch4_32")
+    assert renamed.returncode != 0
+    assert "is of model vitwarm_pico_patch7_28, but model.name=vitwarm_pico_patch4_32" in renamed.stderr
+
+
+def test_resume_never_refuses_an_existing_run(fmnist_shards, reference):
+    result = train(reference, fmnist_shards, "resume=never")
+    assert result.returncode != 0
+    assert "resume=never but" in result.stderr

@@ -1,0 +1,23 @@
+"""Models: the token path around a timm ViT, transfer into an image ViT, export/load, timm registry entries.
+
+Importing this package registers the ``vitwarm_*`` timm models (see `registry`).
+"""
+
+from . import registry  # noqa: F401  (registers vitwarm_* timm models)
+from .checkpoint import export_timm_checkpoint, load_checkpoint, read_metadata
+from .token_path import POS_EMBED_MODES, TRAINABLE, WarmupViT, masked_token_loss
+from .transfer import PARTS, SHUFFLE_MODES, TransferReport, transfer
+
+__all__ = [
+    "PARTS",
+    "POS_EMBED_MODES",
+    "SHUFFLE_MODES",
+    "TRAINABLE",
+    "TransferReport",
+    "WarmupViT",
+    "export_timm_checkpoint",
+    "load_checkpoint",
+    "masked_token_loss",
+    "read_metadata",
+    "transfer",
+]
