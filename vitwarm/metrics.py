@@ -38,8 +38,8 @@ class MetricsLog:
         record = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        scalars = {f"{record['phase']}/{k}": v for k, v in record.items()
-                   if isinstance(v, (int, float)) and k not in ("step",)}
+        prefix = "/".join(str(record[k]) for k in ("phase", "split") if k in record)  # e.g. image/validation
+        scalars = {f"{prefix}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.accelerator.trackers:
             global_step = self.step_offset.get(record["phase"], 0) + record["step"]
             self.accelerator.log(scalars, step=global_step)
