@@ -16,7 +16,7 @@ def test_recipe_then_overrides(tmp_path):
 def test_base_recipes_are_merged_first():
     cfg = load_config("recipes/imagenet/vit_base_kdyck.yaml")
     assert cfg.model.name == "vitwarm_base_patch16_224"  # from the recipe itself
-    assert cfg.train.batch_size == 1024 and cfg.data.aug.mixup == 0.8  # from deit.yaml
+    assert cfg.train.batch_size == 1024 and cfg.train.mixup == 0.8  # from deit.yaml
     assert cfg.warmup.fraction == 0.01
 
 

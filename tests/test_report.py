@@ -1,0 +1,220 @@
+"""The sweep report on a synthetic sweep directory whose numbers are known by construction.
+
+Grid: warmup.fraction 0 / 0.01 / 0.05 x data.train_fraction 0.25 / 0.5 / 1.0 x seed 0 / 1. Fractions 0 and
+0.01 finished (two seeds each); of fraction 0.05 one run is interrupted and the others never started.
+Each pair of seeds scores mean ± 1 (so std = sqrt(2), sem = 1):
+
+    data fraction          0.25      0.5       1.0
+    baseline   images     10000    20000     40000     top1 60 / 70 / 76
+    warm-up    images      9900    19800     39600     top1 64 / 73 / 79   (substitutive: 1% fewer images)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from omegaconf import OmegaConf
+
+from vitwarm.sweeps.grid import plan_sweep, write_sweep
+from vitwarm.sweeps.report import build_report
+from vitwarm.sweeps.results import invert_curve, load_results
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_FRACTIONS = {"0.25": 10000, "0.5": 20000, "1.0": 40000}
+TOP1 = {("0", "0.25"): 60.0, ("0", "0.5"): 70.0, ("0", "1.0"): 76.0}
+TOP1.update({("0.01", "0.25"): 64.0, ("0.01", "0.5"): 73.0, ("0.01", "1.0"): 79.0})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, finished: bool = True) -> None:
+    run_dir.mkdir(parents=True)
+    config = {
+        "seed": int(seed),
+        "model": {"name": "vit_tiny_patch16_224"},
+        "procedural": {"grammar": "k_dyck", "shuffled": False},
+        "warmup": {"fraction": float(fraction)},
+        "budget": {"regime": "substitutive", "epochs": 4},
+        "data": {"train_fraction": float(train_fraction)},
+        "run": {"dir": str(run_dir)},
+        "resume": "auto",
+    }
+    OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+    if not finished:
+        return
+    images = TRAIN_FRACTIONS[train_fraction] * (0.99 if fraction != "0" else 1)
+    top1 = TOP1[(fraction, train_fraction)] + (-1.0 if seed == "0" else 1.0)
+    records = [{"phase": "image", "step": 1, "samples": 32, "image_samples": 32, "loss": 2.0, "lr": 1e-3}]
+    # Warmed-up runs start behind: their first evaluation is 10 points lower than the baseline's.
+    early = 20.0 if fraction == "0" else 10.0
+    for share, score in ((0.5, early), (1.0, top1)):
+        record = {"event": "eval", "phase": "image", "step": 2, "image_samples": int(images * share)}
+        records.append({**record, "split": "validation", "top1": score, "top5": 99.0, "loss": 1.0})
+    # A resumed run re-evaluates a point: the last record wins. A test-split record must be ignored.
+    records.insert(1, {**records[1], "top1": 0.0})
+    records.append({**records[-1], "split": "test", "top1": 1.0})
+    lines = [json.dumps(r) for r in records] + ['{"event": "eval", "cut by a cra']
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    summary = {
+        "top1": top1,
+        "top5": 99.0,
+        "split": "validation",
+        "test_top1": None,
+        "test_top5": None,
+        "image_samples": int(images),
+        "warmup_samples": 0 if fraction == "0" else 4000,
+        "masked_acc": None if fraction == "0" else (0.7 if seed == "0" else 0.8),
+        "wall_s": 100.0 if seed == "0" else 200.0,
+        "phases": {},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    recipe = root / "recipe.yaml"
+    recipe.write_text("seed: 0\n")
+    grids = {"warmup.fraction": ["0", "0.01", "0.05"], "data.train_fraction": list(TRAIN_FRACTIONS), "seed": ["0", "1"]}
+    sweep = plan_sweep(str(recipe), grids, {}, root / "sweep")
+    write_sweep(sweep)
+    for run in sweep.runs:
+        fraction, train_fraction, seed = run.overrides.values()
+        if fraction != "0.05":
+            write_run(sweep.run_dir(run), fraction, train_fraction, seed)
+    write_run(sweep.out / "warmup.fraction=0.05__data.train_fraction=1.0__seed=0", "0.05", "1.0", "0", False)
+    return sweep.out
+
+
+@pytest.fixture(scope="module")
+def report(sweep_dir: Path) -> dict:
+    build_report(sweep_dir, out=sweep_dir / "report")
+    return json.loads((sweep_dir / "report" / "report.json").read_text())
+
+
+def find(rows: list[dict], fraction: float, train_fraction: float) -> dict:
+    (row,) = [r for r in rows if r["warmup.fraction"] == fraction and r["data.train_fraction"] == train_fraction]
+    return row
+
+
+def test_cells_are_means_over_seeds(report):
+    assert report["cell_keys"] == ["warmup.fraction", "data.train_fraction"]
+    assert len(report["cells"]) == 6
+    row = find(report["cells"], 0.01, 0.5)
+    assert row["n"] == 2
+    assert row["mean"] == pytest.approx(73.0)
+    assert row["std"] == pytest.approx(math.sqrt(2))
+    assert row["sem"] == pytest.approx(1.0)
+    assert row["image_samples"] == pytest.approx(19800)
+    assert row["masked_acc"] == pytest.approx(0.75)
+    assert row["wall_s"] == pytest.approx(150.0)
+    assert find(report["cells"], 0.0, 1.0)["masked_acc"] is None
+
+
+def test_csv_matches(sweep_dir, report):
+    with open(sweep_dir / "report" / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    row = next(r for r in rows if r["warmup.fraction"] == "0.0" and r["data.train_fraction"] == "0.25")
+    assert float(row["mean"]) == pytest.approx(60.0)
+    assert float(row["std"]) == pytest.approx(math.sqrt(2))
+    assert row["masked_acc"] == ""
+    assert row["runs"].split(";") == [
+        "warmup.fraction=0__data.train_fraction=0.25__seed=0",
+        "warmup.fraction=0__data.train_fraction=0.25__seed=1",
+    ]
+
+
+def test_data_equivalence_matches_hand_computation(report):
+    estimates = {e["data.train_fraction"]: e for e in report["data_equivalence"]}
+    assert set(estimates) == {0.25, 0.5, 1.0}
+    # 64 lies between the baseline's 60 (10000 images) and 70 (20000): S* = 10000 + 0.4 * 10000.
+    quarter = estimates[0.25]["point"]
+    assert quarter["relation"] == "="
+    assert quarter["s_star"] == pytest.approx(14000)
+    assert quarter["saved"] == pytest.approx(1 - 9900 / 14000)
+    assert quarter["worth"] == pytest.approx(14000 / 9900 - 1)
+    # 73 lies between 70 (20000) and 76 (40000): S* = 20000 + 0.5 * 20000; 73 ± sem 1 gives 72 and 74.
+    half = estimates[0.5]
+    assert half["point"]["s_star"] == pytest.approx(30000)
+    assert half["point"]["saved"] == pytest.approx(1 - 19800 / 30000)
+    assert half["low"]["s_star"] == pytest.approx(20000 + 20000 * 2 / 6)
+    assert half["high"]["s_star"] == pytest.approx(20000 + 20000 * 4 / 6)
+    # 79 is above every baseline accuracy: only the bound S* > 40000 is reported.
+    full = estimates[1.0]["point"]
+    assert (full["relation"], full["s_star"]) == (">", 40000)
+    assert full["saved"] == pytest.approx(1 - 39600 / 40000)
+
+
+def test_unfinished_runs_are_listed(sweep_dir, report):
+    unfinished = {u["name"]: u["state"] for u in report["unfinished"]}
+    assert len(unfinished) == 6
+    assert unfinished["warmup.fraction=0.05__data.train_fraction=1.0__seed=0"] == "interrupted"
+    assert unfinished["warmup.fraction=0.05__data.train_fraction=0.25__seed=1"] == "not started"
+    markdown = (sweep_dir / "report" / "report.md").read_text()
+    assert "## Unfinished runs (left out: 6)" in markdown
+    assert "- warmup.fraction=0.05__data.train_fraction=1.0__seed=0 (interrupted)" in markdown
+    assert any("unreadable line" in n for n in report["notes"])
+
+
+def test_markdown_table(sweep_dir, report):
+    markdown = (sweep_dir / "report" / "report.md").read_text()
+    assert "| 0.01 | 0.5 | 2 | 73.00 ± 1.41 | 19,800 | 4,000 | 0.750 | 150 |" in markdown
+    assert "| 0.01 | 1.0 | 79.00 | 39,600 | >40,000 | >1.0% |" in markdown
+    for name in report["plots"]:
+        assert f"![{name}]({name})" in markdown
+
+
+def test_plots_are_valid_pngs(sweep_dir, report):
+    assert report["plots"] == ["top1_vs_warmup_fraction.png", "top1_curves.png", "top1_vs_image_samples.png"]
+    for name in report["plots"]:
+        path = sweep_dir / "report" / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_cell_keys_without_sweep_json_are_the_varying_config_keys(sweep_dir, tmp_path):
+    # Copy the finished runs' files only, without sweep.json: the keys must be found from the configs.
+    for run_dir in sweep_dir.iterdir():
+        if (run_dir / "config.yaml").exists():
+            (tmp_path / run_dir.name).mkdir()
+            for f in run_dir.iterdir():
+                (tmp_path / run_dir.name / f.name).write_bytes(f.read_bytes())
+    results = load_results(tmp_path)
+    assert results.cell_keys == ["data.train_fraction", "warmup.fraction"]
+    assert len(results.runs) == 12
+    assert [name for name, _ in results.unfinished] == ["warmup.fraction=0.05__data.train_fraction=1.0__seed=0"]
+
+
+def test_report_cli_prints_the_table(sweep_dir, tmp_path):
+    command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path)]
+    out = subprocess.run([*command, "--metric", "top5"], capture_output=True, text=True, check=True).stdout
+    assert "| warmup.fraction | data.train_fraction | n | top5 mean ± std |" in out
+    assert (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    "target, log_x, expected",
+    [
+        (65.0, False, (15000.0, "=")),
+        (65.0, True, (10000 * 2**0.5, "=")),  # halfway in log between 10000 and 20000
+        (80.0, False, (40000.0, ">")),
+        (50.0, False, (10000.0, "<")),
+        (70.0, False, (20000.0, "=")),
+    ],
+)
+def test_invert_curve(target, log_x, expected):
+    x, relation = invert_curve([20000, 10000, 40000], [70.0, 60.0, 76.0], target, log_x)
+    assert relation == expected[1]
+    assert x == pytest.approx(expected[0])
+
+
+def test_invert_curve_takes_the_first_crossing_of_a_non_monotone_curve():
+    assert invert_curve([1, 2, 3, 4], [10.0, 30.0, 20.0, 40.0], 25.0) == (pytest.approx(1.75), "=")

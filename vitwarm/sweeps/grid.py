@@ -1,0 +1,200 @@
+"""Expand a sweep specification into runs: names, overrides and launch commands.
+
+A sweep is a base recipe, fixed ``--set`` overrides and grids ``KEY=V1,V2,...``; its runs are the cartesian
+product of the grids (first grid outermost). Each run lives in ``SWEEP_DIR/NAME``, where NAME is built from
+the run's grid values in the order the grids were given, e.g. ``warmup.fraction=0.01__seed=1``. The plan is
+written to ``SWEEP_DIR/sweep.json`` so that launchers and ``tools/report.py`` agree on the run list.
+
+Values are kept as the strings the user typed: OmegaConf parses their types when the trainer reads the
+dotlist, so ``0.010`` and ``0.01`` are different runs here exactly as they are different names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SWEEP_FILE = "sweep.json"
+# The sweep owns these keys: every run gets its own directory and always resumes.
+MANAGED_KEYS = ("run.dir", "resume")
+DEFAULT_PORT_BASE = 29500
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# Characters kept in directory names; anything else (':', '/', spaces, ...) becomes '-'.
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.=+\-]")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: its directory name, its dotlist overrides and the command that trains it."""
+
+    name: str
+    overrides: dict[str, str]
+    command: list[str]
+
+
+def _check_key(key: str, text: str) -> None:
+    if not _KEY_RE.match(key):
+        raise ValueError(f"bad key {key!r} in {text!r}: expected a dotted config key such as warmup.fraction")
+    if key in MANAGED_KEYS:
+        raise ValueError(f"{text!r}: the sweep sets {key} itself (each run gets SWEEP_DIR/NAME, resume=auto)")
+
+
+def parse_assignment(text: str, option: str = "--set") -> tuple[str, str]:
+    """Parse ``KEY=VALUE`` (a fixed override, or ``option``'s value in error messages); VALUE may be empty."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"bad {option} {text!r}: expected KEY=VALUE")
+    _check_key(key, text)
+    return key, value
+
+
+def parse_grid(text: str) -> tuple[str, list[str]]:
+    """Parse ``KEY=V1,V2,...`` into the key and its list of values; reject empty or repeated values."""
+    key, sep, values_text = text.partition("=")
+    if not sep:
+        raise ValueError(f"bad --grid {text!r}: expected KEY=V1,V2,... (no '=' found)")
+    _check_key(key, text)
+    values = values_text.split(",")
+    if any(not v.strip() for v in values):
+        raise ValueError(f"bad --grid {text!r}: empty value (expected KEY=V1,V2,... with non-empty values)")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"bad --grid {text!r}: value(s) {', '.join(repeated)} listed more than once")
+    return key, values
+
+
+def parse_spec(grid_texts: list[str], set_texts: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Parse all ``--grid`` and ``--set`` arguments; a key may appear only once across both."""
+    grids: dict[str, list[str]] = {}
+    sets: dict[str, str] = {}
+    for text in grid_texts:
+        key, values = parse_grid(text)
+        if key in grids:
+            raise ValueError(f"bad --grid {text!r}: key {key} already has a grid")
+        grids[key] = values
+    for text in set_texts:
+        key, value = parse_assignment(text)
+        if key in grids or key in sets:
+            raise ValueError(f"bad --set {text!r}: key {key} is already set or swept")
+        sets[key] = value
+    return grids, sets
+
+
+def run_name(grid_values: dict[str, str]) -> str:
+    """Directory name for one grid point, e.g. ``warmup.fraction=0.01__seed=1`` (``run`` if no grid)."""
+    if not grid_values:
+        return "run"
+    return "__".join(_UNSAFE_NAME_CHARS.sub("-", f"{k}={v}") for k, v in grid_values.items())
+
+
+def accelerate_prefix(nproc: int, port: int, accelerate_config: str | None = None) -> list[str]:
+    """``accelerate launch ... -m vitwarm.train``: the default way a run is started."""
+    prefix = ["accelerate", "launch", "--num_processes", str(nproc), "--main_process_port", str(port)]
+    if accelerate_config:
+        prefix += ["--config_file", accelerate_config]
+    return prefix + ["-m", "vitwarm.train"]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A planned sweep: where it lives, what it was expanded from, and its runs."""
+
+    out: Path
+    base: str
+    grids: dict[str, list[str]]
+    sets: dict[str, str]
+    runs: list[Run]
+
+    def run_dir(self, run: Run) -> Path:
+        return self.out / run.name
+
+
+def plan_sweep(
+    base: str,
+    grids: dict[str, list[str]],
+    sets: dict[str, str],
+    out: str | Path,
+    nproc: int = 1,
+    accelerate_config: str | None = None,
+    port_base: int = DEFAULT_PORT_BASE,
+    entry: list[str] | None = None,
+) -> Sweep:
+    """Expand grids into runs with their commands.
+
+    ``entry`` replaces ``accelerate launch ... -m vitwarm.train`` (e.g. ``["python", "-m", "vitwarm.train"]``
+    for a single process); the trainer arguments after it are the same. Run i gets main_process_port
+    ``port_base + i`` so runs launched side by side on one machine never share a rendezvous port.
+    Paths are made absolute so the commands work from any working directory (e.g. on a cluster node).
+    """
+    out = Path(out).absolute()
+    base = str(Path(base).absolute())
+    if accelerate_config:
+        accelerate_config = str(Path(accelerate_config).absolute())
+    keys = list(grids)
+    runs: list[Run] = []
+    seen: dict[str, dict[str, str]] = {}
+    for i, values in enumerate(itertools.product(*(grids[k] for k in keys))):
+        grid_values = dict(zip(keys, values))
+        name = run_name(grid_values)
+        if name in seen:
+            raise ValueError(f"grid points {seen[name]} and {grid_values} both map to directory {name!r}")
+        seen[name] = grid_values
+        port = port_base + i
+        if port > 65535:
+            raise ValueError(f"--port-base {port_base} leaves no free port for run {i}: lower it")
+        overrides = {**sets, **grid_values}
+        prefix = entry if entry is not None else accelerate_prefix(nproc, port, accelerate_config)
+        command = [
+            *prefix,
+            "--config",
+            base,
+            *(f"{k}={v}" for k, v in overrides.items()),
+            f"run.dir={out / name}",
+            "resume=auto",
+        ]
+        runs.append(Run(name=name, overrides=overrides, command=command))
+    return Sweep(out=out, base=base, grids=grids, sets=sets, runs=runs)
+
+
+def run_state(run_dir: str | Path) -> str:
+    """``finished`` (summary.json), ``interrupted`` (config.yaml but no summary) or ``new``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return "finished"
+    if (run_dir / "config.yaml").exists():
+        return "interrupted"
+    return "new"
+
+
+def write_sweep(sweep: Sweep) -> Path:
+    """Write ``sweep.json``, refusing to reuse a sweep directory planned with another base or ``--set``.
+
+    Grids may change between invocations (adding seeds or fractions extends a sweep); the base and the fixed
+    overrides may not, since the existing run directories would then hold runs of a different config.
+    """
+    path = sweep.out / SWEEP_FILE
+    old = read_sweep(sweep.out)
+    if old is not None and (old.get("base") != sweep.base or old.get("sets") != sweep.sets):
+        raise ValueError(
+            f"{path} was written for base {old.get('base')} with --set {old.get('sets')}; this sweep has "
+            f"base {sweep.base} with --set {sweep.sets}. Use a new --out or the same base and --set."
+        )
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "base": sweep.base,
+        "grids": sweep.grids,
+        "sets": sweep.sets,
+        "runs": [asdict(r) for r in sweep.runs],
+    }
+    path.write_text(json.dumps(spec, indent=2) + "\n")
+    return path
+
+
+def read_sweep(sweep_dir: str | Path) -> dict | None:
+    """The parsed ``sweep.json`` of a sweep directory, or None when there is none."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,203 @@
+"""Launchers for a planned sweep: run it on this machine, print its commands, or submit it to Slurm.
+
+All three skip finished runs (``summary.json`` present) and start every other run with its planned command.
+Each command ends in ``resume=auto``, so a run that was interrupted continues from its last checkpoint and a
+new one starts from scratch: relaunching a whole sweep is always safe.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import TextIO
+
+from vitwarm.sweeps.grid import Run, Sweep, run_state
+
+LOG_FILE = "launch.log"
+
+
+def say(message: str) -> None:
+    """Default progress output: flushed at once, so a sweep's log file shows each run as it ends."""
+    print(message, flush=True)
+
+
+def pending_runs(sweep: Sweep) -> tuple[list[Run], list[Run]]:
+    """Split the sweep's runs into (to launch, already finished)."""
+    todo, done = [], []
+    for run in sweep.runs:
+        (done if run_state(sweep.run_dir(run)) == "finished" else todo).append(run)
+    return todo, done
+
+
+def run_command(command: list[str], log_path: Path, env: dict | None = None, preexec_fn: Callable | None = None) -> int:
+    """Run one command with stdout and stderr appended to ``log_path``; return its exit code.
+
+    The log is appended to, not replaced, so the output of an interrupted attempt survives its resumption.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+        log.flush()
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
+    return proc.returncode
+
+
+def launch_print(sweep: Sweep, file: TextIO | None = None) -> int:
+    """Print one shell command per run that is not finished yet (to stdout by default); run nothing."""
+    file = file or sys.stdout
+    todo, done = pending_runs(sweep)
+    for run in todo:
+        print(shlex.join(run.command), file=file)
+    if done:
+        print(f"# {len(done)} finished run(s) left out", file=sys.stderr)
+    return 0
+
+
+def gpu_slots(gpus: list[str], parallel: int, nproc: int) -> list[str]:
+    """Split GPU ids into ``parallel`` disjoint CUDA_VISIBLE_DEVICES values of ``nproc`` GPUs each."""
+    if len(gpus) < parallel * nproc:
+        raise ValueError(
+            f"--gpus lists {len(gpus)} GPU(s) but --parallel {parallel} x --nproc {nproc} needs {parallel * nproc}"
+        )
+    return [",".join(gpus[i * nproc : (i + 1) * nproc]) for i in range(parallel)]
+
+
+def launch_local(
+    sweep: Sweep,
+    parallel: int = 1,
+    slots: list[str] | None = None,
+    echo: Callable[[str], None] = say,
+) -> int:
+    """Run the unfinished runs here, ``parallel`` at a time; return 0 only if every one of them finished.
+
+    ``slots`` (from :func:`gpu_slots`) gives each concurrent run its own CUDA_VISIBLE_DEVICES; without it the
+    environment is left alone. A run counts as finished when its command exits 0 *and* wrote summary.json.
+    """
+    todo, done = pending_runs(sweep)
+    for run in done:
+        echo(f"skip      {run.name} (finished)")
+    free_slots: queue.Queue = queue.Queue()
+    for slot in slots or [None] * parallel:
+        free_slots.put(slot)
+
+    def attempt(run: Run) -> tuple[int, float]:
+        slot = free_slots.get()
+        env = None if slot is None else {**os.environ, "CUDA_VISIBLE_DEVICES": slot}
+        start = time.monotonic()
+        try:
+            return run_command(run.command, sweep.run_dir(run) / LOG_FILE, env=env), time.monotonic() - start
+        finally:
+            free_slots.put(slot)
+
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=len(slots) if slots else parallel) as pool:
+        futures = {pool.submit(attempt, run): run for run in todo}
+        try:
+            for i, future in enumerate(as_completed(futures), 1):
+                run = futures[future]
+                code, seconds = future.result()
+                finished = code == 0 and run_state(sweep.run_dir(run)) == "finished"
+                if finished:
+                    status = "ok"
+                else:
+                    failed.append(run.name)
+                    reason = f"exit {code}" if code else "exit 0 without summary.json"
+                    status = f"FAILED ({reason}, see {sweep.run_dir(run) / LOG_FILE})"
+                echo(f"[{i}/{len(todo)}] {run.name}: {status} in {seconds:.0f} s")
+        except KeyboardInterrupt:
+            # Runs already started receive the same Ctrl-C; do not start the queued ones.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    echo(
+        f"sweep {sweep.out}: {len(todo) - len(failed)} ran ok, {len(failed)} failed, "
+        f"{len(done)} skipped (already finished)"
+    )
+    for name in failed:
+        echo(f"  failed: {name}")
+    return 1 if failed else 0
+
+
+def _ignore_preemption_signal() -> None:
+    # submitit warns the job with SIGUSR2 before preemption or timeout and requeues it from the parent
+    # process; the trainer must not die of that signal first, or the job would be reported as failed.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+class SlurmJob:
+    """What submitit runs on the node: one training command, requeued on preemption or timeout.
+
+    Requeuing resubmits the very same command; its ``resume=auto`` makes it continue from the run's last
+    checkpoint, so nothing needs to be saved here.
+    """
+
+    def __init__(self, command: list[str], run_dir: Path):
+        self.command = command
+        self.run_dir = Path(run_dir)
+
+    def __call__(self) -> str:
+        code = run_command(self.command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal)
+        if code != 0 or run_state(self.run_dir) != "finished":
+            raise RuntimeError(f"run {self.run_dir} failed (exit {code}), see {self.run_dir / LOG_FILE}")
+        return str(self.run_dir)
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)
+
+
+def _import_submitit():
+    try:
+        import submitit
+    except ImportError as err:
+        raise ImportError(
+            "the slurm launcher needs submitit: pip install 'vitwarm[slurm]' (or pip install submitit)"
+        ) from err
+    return submitit
+
+
+def launch_slurm(
+    sweep: Sweep,
+    parallel: int | None = None,
+    partition: str | None = None,
+    gpus_per_node: int | None = None,
+    cpus_per_task: int | None = None,
+    mem_gb: int | None = None,
+    timeout_min: int = 60 * 24,
+    extra: dict[str, str] | None = None,
+    cluster: str = "slurm",
+    echo: Callable[[str], None] = say,
+) -> list:
+    """Submit the unfinished runs as one job array (one node, one task per run); return submitit's jobs.
+
+    ``extra`` goes to sbatch verbatim (``--slurm-extra account=abc`` → ``#SBATCH --account=abc``).
+    ``cluster`` is submitit's executor name; ``local`` runs the array on this machine, for a trial.
+    """
+    submitit = _import_submitit()
+    todo, done = pending_runs(sweep)
+    echo(f"{len(done)} finished run(s) skipped, submitting {len(todo)}")
+    if not todo:
+        return []
+    executor = submitit.AutoExecutor(folder=sweep.out / "slurm" / "%j", cluster=cluster)
+    params = {"name": f"vitwarm-{sweep.out.name}", "timeout_min": timeout_min, "nodes": 1, "tasks_per_node": 1}
+    optional = {"gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if cluster == "slurm":
+        params["slurm_array_parallelism"] = parallel or len(todo)
+        if partition:
+            params["slurm_partition"] = partition
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    executor.update_parameters(**params)
+    jobs = executor.submit_array([SlurmJob(run.command, sweep.run_dir(run)) for run in todo])
+    for run, job in zip(todo, jobs):
+        echo(f"submitted {job.job_id}: {run.name}")
+    return jobs

@@ -1,0 +1,189 @@
+"""The report's figures, drawn on matplotlib ``Figure`` objects (no pyplot, so no global backend state).
+
+(a) final metric vs warm-up fraction, (b) evaluation curves vs image samples seen, (c) metric vs image samples
+for the baseline and the warm-up cells with the data-equivalence construction drawn in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+try:
+    from matplotlib.figure import Figure
+except ImportError as err:
+    raise ImportError("the sweep report draws its plots with matplotlib: pip install 'vitwarm[report]'") from err
+
+from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
+
+
+def _label(values: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={values[k]}" for k in keys) or "all runs"
+
+
+def _save(fig: Figure, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    return name
+
+
+def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: Path) -> str:
+    """Final metric vs warm-up fraction, one line per setting of the other cell keys; bars = std over seeds.
+
+    The x axis is symlog, linear below the smallest non-zero fraction, so fraction 0 (the baseline) sits on
+    the axis next to fractions spread over decades.
+    """
+    other = [k for k in cell_keys if k != FRACTION_KEY]
+    lines: dict[tuple, list[dict]] = {}
+    for row in stats:
+        if row["mean"] is not None:
+            lines.setdefault(tuple(row[k] for k in other), []).append(row)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    fractions = sorted({row["warmup_fraction"] for row in stats})
+    for rows in lines.values():
+        rows = sorted(rows, key=lambda r: r["warmup_fraction"])
+        ax.errorbar(
+            [r["warmup_fraction"] for r in rows],
+            [r["mean"] for r in rows],
+            yerr=[r["std"] or 0.0 for r in rows],
+            marker="o",
+            capsize=3,
+            label=_label(rows[0], other),
+        )
+    positive = [f for f in fractions if f > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.set_xlabel(f"{FRACTION_KEY} (symlog)")
+    ax.set_ylabel(f"final {metric} (%)")
+    ax.set_title(f"final {metric} vs warm-up fraction (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out, f"{metric}_vs_warmup_fraction.png")
+
+
+def _curve(cell: Cell, metric: str) -> tuple[list[float], list[float]]:
+    """Mean over the cell's seeds of the evaluation metric at each image-sample count, in order."""
+    field = metric.removeprefix("test_")
+    by_x: dict[int, list[float]] = {}
+    for run in cell.runs:
+        # The splits the final numbers were measured on: summary.json names the validation split, the
+        # config the test split.
+        if metric.startswith("test_"):
+            split = run.config.get("data.test_split") or "test"
+        else:
+            split = run.summary.get("split", "validation")
+        # A resumed run may evaluate the same point twice; its last record is the one that counts.
+        points = {r["image_samples"]: r[field] for r in run.evals if r.get("split") == split and field in r}
+        for x, y in points.items():
+            by_x.setdefault(x, []).append(y)
+    xs = sorted(by_x)
+    return xs, [sum(by_x[x]) / len(by_x[x]) for x in xs]
+
+
+def plot_curves(cell_keys: list[str], cells: list[Cell], stats: list[dict], metric: str, out: Path) -> str | None:
+    """Evaluation metric vs image samples seen, one curve per cell from its first evaluation on.
+
+    Curves are drawn raw (no smoothing, a marker per evaluation) because warmed-up models can trail the
+    baseline early and overtake it later; baselines are dashed.
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    drawn = False
+    for cell, row in zip(cells, stats):
+        xs, ys = _curve(cell, metric)
+        if xs:
+            style = "--" if row["warmup_fraction"] == 0 else "-"
+            ax.plot(xs, ys, style, marker=".", label=_label(row, cell_keys))
+            drawn = True
+    if not drawn:
+        return None
+    split = "test" if metric.startswith("test_") else "evaluation"
+    ax.set_xlabel("image samples seen")
+    ax.set_ylabel(f"{split} {metric.removeprefix('test_')} (%)")
+    ax.set_title(f"{split} {metric.removeprefix('test_')} during image training (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out, f"{metric}_curves.png")
+
+
+def plot_equivalence(
+    cell_keys: list[str],
+    stats: list[dict],
+    curves: dict[tuple, list[dict]],
+    estimates: list[dict],
+    metric: str,
+    out: Path,
+    log_x: bool,
+) -> str | None:
+    """Metric vs image samples: the baseline curve of each context, the warm-up cells, and for every
+    data-equivalence estimate a dotted segment from the warm-up cell to the baseline images S* it matches."""
+    context_keys, treatment_keys = split_keys(cell_keys)
+    if not curves:
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for context, points in curves.items():
+        label = _label(dict(zip(context_keys, context)), context_keys)
+        ax.errorbar(
+            [p["image_samples"] for p in points],
+            [p["mean"] for p in points],
+            yerr=[p["std"] or 0.0 for p in points],
+            marker="o",
+            capsize=3,
+            linestyle="--",
+            label=f"baseline ({label})" if context_keys else "baseline",
+        )
+    lines: dict[tuple, list[dict]] = {}
+    for row in stats:
+        if row["warmup_fraction"] != 0 and row["mean"] is not None:
+            lines.setdefault(tuple(row[k] for k in context_keys + treatment_keys), []).append(row)
+    for rows in lines.values():
+        rows = sorted(rows, key=lambda r: r["image_samples"])
+        ax.errorbar(
+            [r["image_samples"] for r in rows],
+            [r["mean"] for r in rows],
+            yerr=[r["std"] or 0.0 for r in rows],
+            marker="s",
+            capsize=3,
+            label=_label(rows[0], context_keys + treatment_keys),
+        )
+    for e in estimates:
+        if e["point"]["relation"] == "=":
+            ax.plot([e["image_samples"], e["point"]["s_star"]], [e["metric"]] * 2, ":", color="gray")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("image samples seen")
+    ax.set_ylabel(f"final {metric} (%)")
+    ax.set_title("data equivalence (dotted: baseline images S* reaching the same accuracy)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out, f"{metric}_vs_image_samples.png")
+
+
+def make_plots(
+    cell_keys: list[str],
+    cells: list[Cell],
+    stats: list[dict],
+    curves: dict[tuple, list[dict]],
+    estimates: list[dict],
+    metric: str,
+    out: Path,
+    log_x: bool = False,
+) -> tuple[list[str], list[str]]:
+    """Draw every plot the sweep has data for; return the file names and notes on the plots left out."""
+    names, notes = [], []
+    if FRACTION_KEY in cell_keys and stats:
+        names.append(plot_vs_fraction(cell_keys, stats, metric, out))
+    else:
+        notes.append(f"no {metric}-vs-fraction plot: {FRACTION_KEY} is not swept")
+    curve_plot = plot_curves(cell_keys, cells, stats, metric, out)
+    if curve_plot:
+        names.append(curve_plot)
+    else:
+        notes.append("no curve plot: no evaluation records in metrics.jsonl")
+    equivalence = plot_equivalence(cell_keys, stats, curves, estimates, metric, out, log_x)
+    if equivalence:
+        names.append(equivalence)
+    else:
+        notes.append(f"no data-equivalence plot: no finished baseline runs ({FRACTION_KEY} = 0)")
+    return names, notes

@@ -1,0 +1,155 @@
+"""Write a sweep's report: report.md, report.csv, report.json and the plots (see docs/sweeps.md).
+
+The numbers come from :mod:`vitwarm.sweeps.results`, the figures from :mod:`vitwarm.sweeps.plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from vitwarm.sweeps import plots
+from vitwarm.sweeps.results import (
+    FRACTION_KEY,
+    METRICS,
+    baseline_curves,
+    cell_stats,
+    data_equivalence,
+    group_cells,
+    load_results,
+)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _fmt_count(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _pct(estimate: dict, key: str) -> str:
+    relation = "" if estimate["relation"] == "=" else estimate["relation"]
+    return f"{relation}{100 * estimate[key]:.1f}%"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cells_table(cell_keys: list[str], stats: list[dict], metric: str) -> str:
+    header = [*cell_keys, "n", f"{metric} mean ± std", "image samples", "warm-up samples", "masked acc", "wall s"]
+    rows = [
+        [
+            *(str(row[k]) for k in cell_keys),
+            str(row["n"]),
+            f"{_fmt(row['mean'])} ± {_fmt(row['std'])}",
+            _fmt_count(row["image_samples"]),
+            _fmt_count(row["warmup_samples"]),
+            _fmt(row["masked_acc"], 3),
+            _fmt(row["wall_s"], 0),
+        ]
+        for row in stats
+    ]
+    return markdown_table(header, rows)
+
+
+def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) -> str:
+    header = [
+        *cell_keys,
+        f"{metric} (a_w)",
+        "images S_w",
+        "baseline images S*",
+        "saved 1 - S_w/S*",
+        "saved ±1 sem",
+        "worth S*/S_w - 1",
+    ]
+    rows = []
+    for e in estimates:
+        p = e["point"]
+        rows.append(
+            [
+                *(str(e[k]) for k in cell_keys),
+                _fmt(e["metric"]),
+                _fmt_count(e["image_samples"]),
+                ("" if p["relation"] == "=" else p["relation"]) + _fmt_count(p["s_star"]),
+                _pct(p, "saved"),
+                f"[{_pct(e['low'], 'saved')}, {_pct(e['high'], 'saved')}]",
+                _pct(p, "worth"),
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
+    columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "wall_s"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*columns, "runs"])
+        for row in stats:
+            writer.writerow([("" if row[c] is None else row[c]) for c in columns] + [";".join(row["runs"])])
+
+
+def build_report(
+    sweep_dir: str | Path, out: str | Path | None = None, metric: str = "top1", log_x: bool = False
+) -> dict:
+    """Write report.md, report.csv, report.json and the plots into ``out`` (default: the sweep directory).
+
+    Returns the report.json content, with ``markdown`` added: report.md without its title and figures.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    sweep_dir = Path(sweep_dir)
+    out = Path(out) if out else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(sweep_dir)
+    keys = results.cell_keys
+    cells = group_cells(results)
+    stats = [cell_stats(cell, metric) for cell in cells]
+    curves = baseline_curves(results, metric)
+    estimates, de_notes = data_equivalence(keys, stats, curves, log_x)
+    notes = results.notes + de_notes
+    if any(row["n"] < len(row["runs"]) for row in stats):
+        notes.append(f"some finished runs have no {metric} in summary.json and are left out of the means")
+
+    figures, plot_notes = plots.make_plots(keys, cells, stats, curves, estimates, metric, out, log_x)
+    notes += plot_notes
+
+    text = f"{len(results.runs)} finished run(s) in {len(stats)} cell(s).\n\n"
+    text += f"## Cells (mean ± std over seeds, {metric} in %)\n\n{cells_table(keys, stats, metric)}\n"
+    if estimates:
+        interp = "log image samples" if log_x else "image samples"
+        text += (
+            f"\n## Data equivalence (baseline = {FRACTION_KEY} 0, piecewise-linear in {interp})\n\n"
+            f"{equivalence_table(keys, estimates, metric)}\n\n"
+            "saved: share of the baseline's images the warm-up run did without for the same accuracy; "
+            "worth: extra images the warm-up is worth. '>' / '<': the accuracy lies outside the baseline's "
+            "range, so only a bound is given.\n"
+        )
+    if results.unfinished:
+        text += f"\n## Unfinished runs (left out: {len(results.unfinished)})\n\n"
+        text += "".join(f"- {name} ({state})\n" for name, state in results.unfinished)
+    if notes:
+        text += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes)
+
+    body = f"# Sweep report: {sweep_dir.name}\n\n{text}" + "".join(f"\n![{name}]({name})\n" for name in figures)
+    (out / "report.md").write_text(body)
+    write_csv(out / "report.csv", keys, stats)
+    report = {
+        "metric": metric,
+        "cell_keys": keys,
+        "cells": stats,
+        "data_equivalence": estimates,
+        "unfinished": [{"name": n, "state": s} for n, s in results.unfinished],
+        "notes": notes,
+        "plots": figures,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return {**report, "markdown": text}
