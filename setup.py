@@ -1,12 +1,14 @@
 """vitwarm: procedural warm-up of vision transformers (timm + webdataset + Accelerate)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="vitwarm",
     version="0.1.0",
     description="Procedural warm-up of timm vision transformers on formal-grammar token sequences",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["vitwarm", "vitwarm.*"]),
     python_requires=">=3.10",

@@ -1,0 +1,203 @@
+"""Bracket, copy and cellular-automaton grammars: k_dyck, k_dyck_shuffle, ww, eca.
+
+Generators are vectorised over the batch: they loop over positions (or rows), and each step is a few
+whole-batch numpy operations. State arrays are laid out (position, batch) so that one step touches
+contiguous memory; the result is transposed to (batch, position) at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vitwarm.procedural.registry import (
+    MAX_K,
+    check_even_seq_len,
+    check_int,
+    check_probability,
+    register_grammar,
+)
+
+# Glyphs for the first bracket types; later types are printed with their number, e.g. "(7" and "7)".
+BRACKET_PAIRS = ("()", "[]", "{}", "<>")
+
+
+def bracket_glyphs(k: int, **_: object) -> list[str]:
+    """Printable glyphs for ids 0..2k-1: openers first, then the matching closers."""
+    openers = [BRACKET_PAIRS[i][0] if i < len(BRACKET_PAIRS) else f"({i}" for i in range(k)]
+    closers = [BRACKET_PAIRS[i][1] if i < len(BRACKET_PAIRS) else f"{i})" for i in range(k)]
+    return openers + closers
+
+
+def _check_brackets(seq_len: int, grammar: str, k: int, p_open: float) -> None:
+    check_even_seq_len(seq_len, grammar)
+    check_int("k", k, 1, MAX_K)
+    check_probability("p_open", p_open)
+
+
+def coin_flips(rng: np.random.Generator, shape: tuple[int, ...], p: float) -> np.ndarray:
+    """bool array, each True with probability p rounded to a multiple of 2**-16.
+
+    16-bit draws compared with a threshold cost about a quarter of float draws; the rounding (at most
+    1.5e-5) is far below anything a warm-up could notice.
+    """
+    threshold = min(max(round(p * 2**16), 1), 2**16 - 1)
+    return rng.integers(0, 2**16, size=shape, dtype=np.uint16) < threshold
+
+
+def narrow_id_dtype(num_ids: int) -> type[np.signedinteger]:
+    """int16 when every id fits, else int32: narrow state keeps the position loop's working set in cache
+    (about 2x faster than int32 at n=16384)."""
+    return np.int16 if num_ids <= np.iinfo(np.int16).max + 1 else np.int32
+
+
+def _opener_types(rng: np.random.Generator, n: int, seq_len: int, k: int) -> np.ndarray:
+    """(seq_len, n) uniform opener types, in the narrow dtype that also holds the closers (< 2k)."""
+    return rng.integers(0, k, size=(seq_len, n), dtype=narrow_id_dtype(2 * k))
+
+
+@register_grammar("k_dyck", vocab_size=lambda k, **_: 2 * k, glyphs=bracket_glyphs)
+def k_dyck(rng: np.random.Generator, n: int, seq_len: int, k: int = 64, p_open: float = 0.5):
+    """Balanced, properly nested brackets of k types (the k-Dyck language).
+
+    Ids: 0..k-1 are openers, i+k closes opener i; vocab size 2k (the default k=64 gives the paper's 128).
+    Each position opens with probability p_open unless forced: at depth 0 it must open, and it must close
+    when the depth equals the number of positions left, so every sequence is exactly balanced. Opener
+    types are uniform. A closer always closes the most recently opened bracket.
+    Targets: the closers (their type is determined by the rest of the sequence).
+    seq_len must be even and >= 2.
+    """
+    _check_brackets(seq_len, "k_dyck", k, p_open)
+    wants_open = coin_flips(rng, (seq_len, n), p_open)
+    opener_types = _opener_types(rng, n, seq_len, k)
+    closer_ids = opener_types + k
+    batch = np.arange(n)
+    # Flat stack: slot depth*n + b holds the closer id of the bracket open at depth `depth` in sequence b
+    # (depth <= seq_len/2). Laid out (depth, batch): sequences at equal depth share cache lines.
+    stack = np.zeros((seq_len // 2 + 1) * n, dtype=opener_types.dtype)
+    depth = np.zeros(n, dtype=np.int64)
+    tokens = np.empty((seq_len, n), dtype=opener_types.dtype)
+    for t in range(seq_len):
+        opens = (depth == 0) | (wants_open[t] & (depth < seq_len - t))
+        slot = depth * n + batch
+        # At depth 0 this reads slot b - n (wrapping to the end): garbage never used, such a sequence opens.
+        top = stack.take(slot - n)
+        tokens[t] = np.where(opens, opener_types[t], top)
+        # Writing above the top is harmless for closing sequences: that slot is free.
+        stack[slot] = closer_ids[t]
+        depth += opens
+        depth -= ~opens
+    tokens = np.ascontiguousarray(tokens.T, dtype=np.int64)
+    return tokens, tokens >= k
+
+
+@register_grammar("k_dyck_shuffle", vocab_size=lambda k, **_: 2 * k, glyphs=bracket_glyphs)
+def k_dyck_shuffle(
+    rng: np.random.Generator,
+    n: int,
+    seq_len: int,
+    k: int = 64,
+    p_open: float = 0.5,
+    max_depth: int | None = None,
+):
+    """Brackets of k types, each type balanced on its own; types may interleave and cross (shuffle-Dyck).
+
+    Ids: 0..k-1 are openers, i+k closes an open bracket of type i; vocab size 2k.
+    A closer closes any currently open bracket, chosen uniformly among all open brackets (so a type with
+    more open brackets is closed more often), not only the most recent one. Each position opens with
+    probability p_open unless forced: at depth 0 it must open; it must close when the total number of open
+    brackets equals the positions left or reaches max_depth (None: no bound beyond seq_len/2). All brackets
+    are closed by the end, and no prefix closes more brackets of a type than it opened.
+    Targets: the closers (determined as a multiset, not individually: any open type fits a closer).
+    seq_len must be even and >= 2.
+    """
+    _check_brackets(seq_len, "k_dyck_shuffle", k, p_open)
+    depth_bound = seq_len // 2
+    if max_depth is not None:
+        depth_bound = min(check_int("max_depth", max_depth, 1), depth_bound)
+    wants_open = coin_flips(rng, (seq_len, n), p_open)
+    opener_types = _opener_types(rng, n, seq_len, k)
+    # Uniform 32-bit draws; (draw * depth) >> 32 is a uniform index in [0, depth) (bias below 2**-16).
+    close_draws = rng.integers(0, 2**32, size=(seq_len, n), dtype=np.uint32)
+    closer_ids = opener_types + k
+    batch = np.arange(n)
+    # Flat bag: slots d*n + b for d < depth hold the closer ids of sequence b's open brackets, in no order.
+    open_bag = np.zeros((depth_bound + 1) * n, dtype=opener_types.dtype)
+    depth = np.zeros(n, dtype=np.int64)
+    tokens = np.empty((seq_len, n), dtype=opener_types.dtype)
+    for t in range(seq_len):
+        # Closing is forced when the open brackets fill the positions left or reach the depth bound.
+        opens = (depth == 0) | (wants_open[t] & (depth < min(seq_len - t, depth_bound)))
+        end_slot = depth * n + batch
+        picked_slot = ((close_draws[t] * depth) >> 32) * n + batch  # a uniform open bracket
+        closer = open_bag.take(picked_slot)
+        last = open_bag.take(end_slot - n)
+        tokens[t] = np.where(opens, opener_types[t], closer)
+        # Opening appends at the end; closing moves the last open bracket into the freed slot.
+        open_bag[np.where(opens, end_slot, picked_slot)] = np.where(opens, closer_ids[t], last)
+        depth += opens
+        depth -= ~opens
+    tokens = np.ascontiguousarray(tokens.T, dtype=np.int64)
+    return tokens, tokens >= k
+
+
+@register_grammar("ww", vocab_size=lambda k, **_: k)
+def ww(rng: np.random.Generator, n: int, seq_len: int, k: int = 128):
+    """A random string w of seq_len/2 symbols followed by its exact copy (the copy language ww).
+
+    Ids: 0..k-1, uniform i.i.d. symbols; vocab size k (default 128, the size of the paper's vocabulary).
+    Targets: the second half (the copy). seq_len must be even and >= 2.
+    """
+    check_even_seq_len(seq_len, "ww")
+    check_int("k", k, 1, MAX_K)
+    half = rng.integers(0, k, size=(n, seq_len // 2))
+    tokens = np.concatenate([half, half], axis=1)
+    target_mask = np.zeros((n, seq_len), dtype=bool)
+    target_mask[:, seq_len // 2 :] = True
+    return tokens, target_mask
+
+
+def eca_width(seq_len: int, width: int | None = None, **_: object) -> int:
+    """The automaton width: ``width`` if given, else the largest divisor of seq_len that is <= sqrt(seq_len).
+
+    The default makes the grid as square as possible, e.g. 14 x 14 for seq_len 196 (a 224 px ViT/16 grid).
+    """
+    check_int("seq_len", seq_len, 6, why="the automaton needs at least 2 rows of 3 cells")
+    if width is None:
+        width = max(d for d in range(1, int(np.sqrt(seq_len)) + 1) if seq_len % d == 0)
+        if width < 3:
+            raise ValueError(
+                f"seq_len {seq_len} has no divisor in [3, sqrt(seq_len)] to use as the default width; "
+                "pass width explicitly (a divisor of seq_len, >= 3)"
+            )
+    check_int("width", width, 3, seq_len // 2, why="at least 3 cells and 2 rows")
+    if seq_len % width:
+        raise ValueError(f"seq_len ({seq_len}) must be a multiple of width ({width})")
+    return width
+
+
+@register_grammar("eca", vocab_size=lambda **_: 2, glyphs=lambda **_: [".", "#"], row_length=eca_width)
+def eca(rng: np.random.Generator, n: int, seq_len: int, rule: int = 110, width: int | None = None):
+    """Rows of an elementary cellular automaton (Wolfram rule numbering, periodic boundary).
+
+    Ids: 0 and 1 (cell states); vocab size 2. The sequence is seq_len/width rows of width cells in
+    raster order: a uniformly random first row, then each row is the rule applied to the previous one
+    (cell i reads cells i-1, i, i+1, wrapping around). Default rule 110; default width: the largest
+    divisor of seq_len that is <= sqrt(seq_len) (14 for 196, 8 for 64). width must divide seq_len, be >= 3
+    and leave at least 2 rows.
+    Targets: every row after the first.
+    """
+    check_int("rule", rule, 0, 255)
+    width = eca_width(seq_len, width)
+    num_rows = seq_len // width
+    # new state of a cell = bit (4*left + 2*centre + right) of the rule number
+    rule_table = (rule >> np.arange(8)) & 1
+    grid = np.empty((num_rows, n, width), dtype=np.int64)
+    grid[0] = rng.integers(0, 2, size=(n, width))
+    for row in range(1, num_rows):
+        previous = grid[row - 1]
+        neighbourhood = 4 * np.roll(previous, 1, axis=1) + 2 * previous + np.roll(previous, -1, axis=1)
+        grid[row] = rule_table[neighbourhood]
+    tokens = np.ascontiguousarray(grid.transpose(1, 0, 2).reshape(n, seq_len))
+    target_mask = np.zeros((n, seq_len), dtype=bool)
+    target_mask[:, width:] = True
+    return tokens, target_mask
