@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vitwarm.data import AugConfig, make_train_loader, write_folder_shards
+from vitwarm.config import AugConfig
+from vitwarm.data import make_train_loader, write_folder_shards
 from vitwarm.data.transforms import fix_posterize
 
 NAME = "bench"
@@ -72,7 +73,7 @@ def main() -> None:
         shards = Path(args.shards) if args.shards else write_folder_shards(
             write_jpeg_set(Path(tmp) / "jpeg", args.images), Path(tmp) / "shards", name=NAME,
             shard_size=max(1, args.images // 10))
-        aug = AugConfig(auto_augment=args.auto_augment)
+        aug = AugConfig(auto_augment=args.auto_augment, re_prob=0.25, color_jitter=0.4)  # DeiT's training transform
         needed = args.warmup + args.batches + 1
 
         def vitwarm_batches():

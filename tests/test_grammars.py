@@ -5,6 +5,8 @@ import pytest
 
 from vitwarm.procedural import GRAMMARS, generate, get_grammar
 
+from checkers import is_dyck_word
+
 SEEDS = (0, 1, 7)
 
 
@@ -17,17 +19,6 @@ def sample(name, n, seq_len, seed, **params):
 
 
 # ---- bracket languages -------------------------------------------------------------------------
-
-
-def is_dyck_word(sequence, k):
-    """Properly nested and balanced: every closer matches the most recent unclosed opener."""
-    open_stack = []
-    for token in sequence:
-        if token < k:
-            open_stack.append(token)
-        elif not open_stack or open_stack.pop() != token - k:
-            return False
-    return not open_stack
 
 
 def is_shuffle_dyck_word(sequence, k):

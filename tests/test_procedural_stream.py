@@ -10,16 +10,7 @@ from torch.utils.data import DataLoader
 from vitwarm.procedural import ProceduralTask, TokenStream, mask_targets
 from vitwarm.procedural.stream import BLOCK_SIZE
 
-
-def is_dyck_word(sequence, k):
-    open_stack = []
-    for token in sequence:
-        if token < k:
-            open_stack.append(token)
-        elif not open_stack or open_stack.pop() != token - k:
-            return False
-    return not open_stack
-
+from checkers import is_dyck_word
 
 # ---- masking -----------------------------------------------------------------------------------
 

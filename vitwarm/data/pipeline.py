@@ -34,7 +34,7 @@ import logging
 import os
 import random
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
@@ -46,8 +46,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
+from ..config import AugConfig
 from .shards import INFO_NAME, read_info
-from .transforms import AugConfig, ImageTransform
+from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +415,7 @@ class ValLoader(_Loader):
 def make_train_loader(
     source: str | os.PathLike, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
     num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None, aug: AugConfig | dict | None = None,
+    std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False, pin_memory: bool = False,
 ) -> TrainLoader:
     """Training loader for one rank; ``len(loader) = num_samples // (batch_size * world_size)`` on every rank.

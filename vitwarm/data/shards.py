@@ -20,6 +20,7 @@ into ``train`` (the 60k training images minus a class-balanced held-out ``valida
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -257,6 +258,21 @@ def _temp_dir_beside(out_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
+@contextlib.contextmanager
+def _staged(out_dir: Path, info: dict, *, overwrite: bool, verify: bool, workers: int, progress: bool):
+    """Yield a temporary folder beside ``out_dir`` to write shards into; when the body succeeds, write ``info``
+    (filled in by the body) as _info.json, optionally verify, and publish the folder in one rename."""
+    tmp = _temp_dir_beside(out_dir)
+    try:
+        yield tmp
+        _write_info(tmp, info)
+        if verify:
+            verify_shards(tmp, workers=workers, progress=progress)
+        _publish(tmp, out_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_fmnist_shards(
     out_dir: str | os.PathLike, *, src: str | os.PathLike = FMNIST_SRC, fraction: float = 1.0,
     val_size: int = 5000, shard_size: int = 1000, workers: int = 1, seed: int = 0, overwrite: bool = False,
@@ -272,22 +288,15 @@ def write_fmnist_shards(
     build = _fmnist_build_params(fraction, val_size, shard_size, seed)
     splits = fmnist_split_indices({p: lbl for p, (_, lbl) in data.items()}, fraction=fraction, val_size=val_size,
                                   seed=seed)
-    tmp = _temp_dir_beside(out_dir)
-    try:
-        info = {"name": FMNIST_NAME, "num_classes": len(FMNIST_CLASSES), "classes": list(FMNIST_CLASSES),
-                "mean": list(FMNIST_MEAN), "std": list(FMNIST_STD), "build": build, "splits": {}}
+    info = {"name": FMNIST_NAME, "num_classes": len(FMNIST_CLASSES), "classes": list(FMNIST_CLASSES),
+            "mean": list(FMNIST_MEAN), "std": list(FMNIST_STD), "build": build, "splits": {}}
+    with _staged(out_dir, info, overwrite=overwrite, verify=verify, workers=workers, progress=progress) as tmp:
         for split, (part, rows) in splits.items():
             images, labels = data[part]
             # The key names the IDX row (e.g. "train_012345"), so a sample can always be traced to its source.
             items = [(f"{part}_{r:05d}", images[r], labels[r]) for r in rows]
             info["splits"][split] = write_split(tmp, FMNIST_NAME, split, items, shard_size=shard_size,
                                                 workers=workers, progress=progress)
-        _write_info(tmp, info)
-        if verify:
-            verify_shards(tmp, workers=workers, progress=progress)
-        _publish(tmp, out_dir, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -387,9 +396,8 @@ def write_folder_shards(
         if not trees["train"].is_dir():
             raise ValueError(f"{src} has no train/ subdirectory; pass split=NAME (--split) for a single class tree")
     classes = None
-    tmp = _temp_dir_beside(out_dir)
-    try:
-        info = {"name": name, "splits": {}}
+    info = {"name": name, "splits": {}}
+    with _staged(out_dir, info, overwrite=overwrite, verify=verify, workers=workers, progress=progress) as tmp:
         rng = np.random.default_rng(seed)
         for s, tree in trees.items():
             classes, files = scan_folder(tree, classes)
@@ -400,12 +408,6 @@ def write_folder_shards(
         info.update(num_classes=len(classes), classes=classes,
                     build={"source": "folder", "format_version": FORMAT_VERSION, "shard_size": shard_size,
                            "seed": seed})
-        _write_info(tmp, info)
-        if verify:
-            verify_shards(tmp, workers=workers, progress=progress)
-        _publish(tmp, out_dir, overwrite)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

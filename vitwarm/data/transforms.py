@@ -9,46 +9,25 @@ geometric ops is the (gray) mean, so the result stays gray.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from PIL import Image
 from timm.data import auto_augment, create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from ..config import AugConfig
 
-@dataclass
-class AugConfig:
-    """Training augmentation options (names follow timm's ``create_transform`` arguments).
 
-    ``auto_augment``: a timm RandAugment/AutoAugment string or None; ``re_prob``/``re_mode``: random erasing
-    probability and fill mode; ``color_jitter``: strength (ignored by timm while auto_augment is set);
-    ``interpolation``: "bilinear", "bicubic" or "random"; ``hflip``: flip probability; ``scale``/``ratio``:
-    RandomResizedCrop area fraction and aspect ratio ranges.
-    """
-
-    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
-    re_prob: float = 0.25
-    re_mode: str = "pixel"
-    color_jitter: float = 0.4
-    interpolation: str = "bicubic"
-    hflip: float = 0.5
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-    @classmethod
-    def from_any(cls, aug: AugConfig | dict | None) -> AugConfig:
-        """Accept an AugConfig, a dict of its fields (unknown keys raise ValueError) or None (defaults)."""
-        if aug is None:
-            return cls()
-        if isinstance(aug, cls):
-            return aug
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(aug) - names)
-        if unknown:
-            raise ValueError(f"unknown augmentation option(s) {unknown}; valid: {sorted(names)}")
-        return cls(**aug)
+def as_aug_config(aug: AugConfig | Mapping | None) -> AugConfig:
+    """An AugConfig from itself, a mapping of its fields (unknown keys raise ValueError) or None (defaults)."""
+    if aug is None or isinstance(aug, AugConfig):
+        return aug or AugConfig()
+    names = {f.name for f in dataclasses.fields(AugConfig)}
+    unknown = sorted(set(aug) - names)
+    if unknown:
+        raise ValueError(f"unknown augmentation option(s) {unknown}; valid: {sorted(names)}")
+    return AugConfig(**aug)
 
 
 def channel_stats(
@@ -94,7 +73,7 @@ class ImageTransform:
 
     def __init__(
         self, *, is_training: bool, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, aug: AugConfig | dict | None = None, crop_pct: float | None = None,
+        std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None, crop_pct: float | None = None,
         interpolation: str = "bicubic",
     ):
         mean, std = channel_stats(in_chans, mean, std)
@@ -102,7 +81,7 @@ class ImageTransform:
         # timm runs on 3 channels; a single-channel statistic is repeated so fill colours stay gray.
         mean3, std3 = mean * (3 // in_chans), std * (3 // in_chans)
         if is_training:
-            a = AugConfig.from_any(aug)
+            a = as_aug_config(aug)
             self.tfm = create_transform(
                 (3, img_size, img_size), is_training=True, auto_augment=a.auto_augment, re_prob=a.re_prob,
                 re_mode=a.re_mode, color_jitter=a.color_jitter, interpolation=a.interpolation, hflip=a.hflip,

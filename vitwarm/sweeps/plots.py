@@ -16,6 +16,12 @@ except ImportError as err:
 from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
 
 
+def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
+    """One line of cell means against ``x_key`` with ± std error bars (std 0 for single-seed cells)."""
+    ax.errorbar([r[x_key] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] or 0.0 for r in rows],
+                capsize=3, **style)
+
+
 def _label(values: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={values[k]}" for k in keys) or "all runs"
 
@@ -42,14 +48,7 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
     fractions = sorted({row["warmup_fraction"] for row in stats})
     for rows in lines.values():
         rows = sorted(rows, key=lambda r: r["warmup_fraction"])
-        ax.errorbar(
-            [r["warmup_fraction"] for r in rows],
-            [r["mean"] for r in rows],
-            yerr=[r["std"] or 0.0 for r in rows],
-            marker="o",
-            capsize=3,
-            label=_label(rows[0], other),
-        )
+        _mean_std(ax, rows, "warmup_fraction", marker="o", label=_label(rows[0], other))
     positive = [f for f in fractions if f > 0]
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
@@ -124,29 +123,15 @@ def plot_equivalence(
     ax = fig.subplots()
     for context, points in curves.items():
         label = _label(dict(zip(context_keys, context)), context_keys)
-        ax.errorbar(
-            [p["image_samples"] for p in points],
-            [p["mean"] for p in points],
-            yerr=[p["std"] or 0.0 for p in points],
-            marker="o",
-            capsize=3,
-            linestyle="--",
-            label=f"baseline ({label})" if context_keys else "baseline",
-        )
+        _mean_std(ax, points, "image_samples", marker="o", linestyle="--",
+                  label=f"baseline ({label})" if context_keys else "baseline")
     lines: dict[tuple, list[dict]] = {}
     for row in stats:
         if row["warmup_fraction"] != 0 and row["mean"] is not None:
             lines.setdefault(tuple(row[k] for k in context_keys + treatment_keys), []).append(row)
     for rows in lines.values():
         rows = sorted(rows, key=lambda r: r["image_samples"])
-        ax.errorbar(
-            [r["image_samples"] for r in rows],
-            [r["mean"] for r in rows],
-            yerr=[r["std"] or 0.0 for r in rows],
-            marker="s",
-            capsize=3,
-            label=_label(rows[0], context_keys + treatment_keys),
-        )
+        _mean_std(ax, rows, "image_samples", marker="s", label=_label(rows[0], context_keys + treatment_keys))
     for e in estimates:
         if e["point"]["relation"] == "=":
             ax.plot([e["image_samples"], e["point"]["s_star"]], [e["metric"]] * 2, ":", color="gray")
