@@ -3,8 +3,9 @@
     python benchmarks/generators.py [--seq-len 196] [--n 16384] [--reference-n 1000] [--repeats 5]
 
 For each grammar, prints tokens/s of ``vitwarm.procedural`` (n sequences per call) beside a
-straightforward reference written here (one sequence at a time, one token at a time, ``random``), and
-their ratio. Targets: at least 20x the reference for k_dyck, k_dyck_shuffle and ww, and k_dyck at least
+straightforward reference written here (one sequence at a time, one token at a time, ``random``;
+it returns what the generators return: int64 tokens and a bool target mask), and their ratio. Targets: at least
+20x the reference for k_dyck, k_dyck_shuffle and ww, and k_dyck at least
 10 million tokens/s. A last row times the masked training stream (``ProceduralTask.batch``, micro-batches
 of 256), i.e. what one data-loader worker delivers.
 """
@@ -29,37 +30,47 @@ TARGET_K_DYCK_TOKENS_PER_S = 10e6
 # ---- per-token Python references ---------------------------------------------------------------
 
 
-def reference_k_dyck(rng: random.Random, seq_len: int) -> list[int]:
-    tokens, open_stack = [], []
+def reference_k_dyck(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
+    tokens, targets, open_stack = [], [], []
     for t in range(seq_len):
         depth = len(open_stack)
         if depth == 0 or (depth < seq_len - t and rng.random() < P_OPEN):
             opener = rng.randrange(K)
             open_stack.append(opener)
             tokens.append(opener)
+            targets.append(False)
         else:
             tokens.append(open_stack.pop() + K)
-    return tokens
+            targets.append(True)
+    return tokens, targets
 
 
-def reference_k_dyck_shuffle(rng: random.Random, seq_len: int) -> list[int]:
-    tokens, open_bag = [], []
+def reference_k_dyck_shuffle(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
+    tokens, targets, open_bag = [], [], []
     for t in range(seq_len):
         depth = len(open_bag)
         if depth == 0 or (depth < seq_len - t and rng.random() < P_OPEN):
             opener = rng.randrange(K)
             open_bag.append(opener)
             tokens.append(opener)
+            targets.append(False)
         else:
             index = rng.randrange(depth)
             open_bag[index], open_bag[-1] = open_bag[-1], open_bag[index]
             tokens.append(open_bag.pop() + K)
-    return tokens
+            targets.append(True)
+    return tokens, targets
 
 
-def reference_ww(rng: random.Random, seq_len: int) -> list[int]:
+def reference_ww(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
     half = [rng.randrange(2 * K) for _ in range(seq_len // 2)]
-    return half + half
+    return half + half, [False] * len(half) + [True] * len(half)
+
+
+def reference_batch(reference, rng: random.Random, n: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """n sequences as the vectorised generators return them: int64 tokens and a bool target mask."""
+    tokens, targets = zip(*(reference(rng, seq_len) for _ in range(n)))
+    return np.array(tokens, dtype=np.int64), np.array(targets, dtype=bool)
 
 
 REFERENCES = {
@@ -98,7 +109,7 @@ def compare(name: str, n: int, reference_n: int, seq_len: int, repeats: int) -> 
     fast, slow = best_seconds(
         [
             lambda: grammar.sample(rng, n, seq_len, **params),
-            lambda: [reference(reference_rng, seq_len) for _ in range(reference_n)],
+            lambda: reference_batch(reference, reference_rng, reference_n, seq_len),
         ],
         repeats,
     )

@@ -8,6 +8,7 @@ contiguous memory; the result is transposed to (batch, position) at the end.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from vitwarm.procedural.registry import (
     MAX_K,
@@ -55,6 +56,16 @@ def _opener_types(rng: np.random.Generator, n: int, seq_len: int, k: int) -> np.
     return rng.integers(0, k, size=(seq_len, n), dtype=narrow_id_dtype(2 * k))
 
 
+def _batch_major(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(seq_len, n) bracket ids -> C-contiguous int64 (n, seq_len) and the closer mask (ids >= k).
+
+    torch's transposing copy is cache-blocked and about twice as fast as numpy's for this shape, which
+    matters because the transpose is a sixth of a k_dyck call.
+    """
+    tokens = torch.from_numpy(tokens).T.contiguous().long().numpy()  # (n, seq_len)
+    return tokens, tokens >= k
+
+
 @register_grammar("k_dyck", vocab_size=lambda k, **_: 2 * k, glyphs=bracket_glyphs)
 def k_dyck(rng: np.random.Generator, n: int, seq_len: int, k: int = 64, p_open: float = 0.5):
     """Balanced, properly nested brackets of k types (the k-Dyck language).
@@ -70,24 +81,28 @@ def k_dyck(rng: np.random.Generator, n: int, seq_len: int, k: int = 64, p_open: 
     wants_open = coin_flips(rng, (seq_len, n), p_open)
     opener_types = _opener_types(rng, n, seq_len, k)
     closer_ids = opener_types + k
-    batch = np.arange(n)
-    # Flat stack: slot depth*n + b holds the closer id of the bracket open at depth `depth` in sequence b
-    # (depth <= seq_len/2). Laid out (depth, batch): sequences at equal depth share cache lines.
-    stack = np.zeros((seq_len // 2 + 1) * n, dtype=opener_types.dtype)
-    depth = np.zeros(n, dtype=np.int64)
+    # The stack is flat, laid out (depth, batch) so that sequences at equal depth share cache lines; row 0 is
+    # a dummy. top[b] = depth * n + b indexes the cell holding the closer id of sequence b's innermost open
+    # bracket (the dummy at depth 0); an opener pushes into the cell one row above, `above[top]`.
+    stack = np.zeros((seq_len // 2 + 2) * n, dtype=opener_types.dtype)
+    above = stack[n:]
+    top = np.arange(n, dtype=np.intp)
     tokens = np.empty((seq_len, n), dtype=opener_types.dtype)
+    opens = np.empty(n, dtype=bool)
+    step = np.empty(n, dtype=np.intp)
     for t in range(seq_len):
-        opens = (depth == 0) | (wants_open[t] & (depth < seq_len - t))
-        slot = depth * n + batch
-        # At depth 0 this reads slot b - n (wrapping to the end): garbage never used, such a sequence opens.
-        top = stack.take(slot - n)
-        tokens[t] = np.where(opens, opener_types[t], top)
-        # Writing above the top is harmless for closing sequences: that slot is free.
-        stack[slot] = closer_ids[t]
-        depth += opens
-        depth -= ~opens
-    tokens = np.ascontiguousarray(tokens.T, dtype=np.int64)
-    return tokens, tokens >= k
+        # Every operation writes into preallocated arrays: at n = 16384 allocation would cost as much as the math.
+        np.less(top, (seq_len - t) * n, out=opens)  # depth < positions left: closing is not forced
+        opens &= wants_open[t]
+        opens |= top < n  # depth 0: opening is forced
+        row = tokens[t]
+        stack.take(top, out=row)  # a closer repeats the innermost opener's closer id
+        np.copyto(row, opener_types[t], where=opens)
+        above[top] = closer_ids[t]  # push (for a closer this writes a cell above the top: free, harmless)
+        np.multiply(opens, 2 * n, out=step)
+        step -= n
+        top += step  # one row up or down
+    return _batch_major(tokens, k)
 
 
 @register_grammar("k_dyck_shuffle", vocab_size=lambda k, **_: 2 * k, glyphs=bracket_glyphs)
@@ -136,8 +151,7 @@ def k_dyck_shuffle(
         open_bag[np.where(opens, end_slot, picked_slot)] = np.where(opens, closer_ids[t], last)
         depth += opens
         depth -= ~opens
-    tokens = np.ascontiguousarray(tokens.T, dtype=np.int64)
-    return tokens, tokens >= k
+    return _batch_major(tokens, k)
 
 
 @register_grammar("ww", vocab_size=lambda k, **_: k)
