@@ -28,7 +28,7 @@ from vitwarm.data import ensure_fmnist_shards, read_dataset_info
 from vitwarm.metrics import MetricsLog
 from vitwarm.phases import ImageData, create_vit, setup_image
 from vitwarm.resume import RunState
-from vitwarm.train import train_phase
+from vitwarm.train import accelerate_precision, train_phase
 
 
 def vitwarm_loop(cfg, accelerator, images, batches, steps: int) -> float:
@@ -41,22 +41,31 @@ def vitwarm_loop(cfg, accelerator, images, batches, steps: int) -> float:
     start = time.perf_counter()
     skip = lambda *args: None  # no checkpoints or evaluations inside the timed steps
     train_phase(cfg, replace(phase, steps=steps), run, state, accelerator, log, save=skip, evaluate_now=skip)
+    synchronize(accelerator.device)
     return steps * phase.global_batch / (time.perf_counter() - start)
 
 
-def plain_loop(cfg, num_classes: int, batches, steps: int) -> float:
-    """Images/s of the textbook loop: forward, cross-entropy, backward, AdamW step."""
-    model = create_vit(cfg, "image-init", num_classes=num_classes)
+def plain_loop(cfg, num_classes: int, batches, steps: int, device: torch.device) -> float:
+    """Images/s of the textbook loop: forward (autocast under bf16), cross-entropy, backward, AdamW step."""
+    model = create_vit(cfg, "image-init", num_classes=num_classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     data = itertools.cycle(batches)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        images, labels = next(data)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        images, labels = (t.to(device, non_blocking=True) for t in next(data))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
     return steps * len(labels) / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # GPU work is asynchronous: wait for it before reading the clock
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -67,17 +76,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round and loop")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="mixed precision (bf16 on GPUs)")
+    parser.add_argument("--img-size", type=int, default=None, help="override the model's image size")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak dense TFLOP/s at this precision, to print model FLOP utilisation")
     parser.add_argument("--shards", default=None, help="Fashion-MNIST shard root (built in a temp dir if absent)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or ensure_fmnist_shards(Path(tmp) / "shards", fraction=0.05, progress=False)
-        cfg = load_config(None, [f"model.name={args.model}", "model.in_chans=1", f"data.source={shards}",
+        size = [f"model.kwargs.img_size={args.img_size}"] if args.img_size else []
+        cfg = load_config(None, size + [f"model.name={args.model}", "model.in_chans=1", f"data.source={shards}",
+                                 f"precision={args.precision}",
                                  "warmup.fraction=0", f"train.batch_size={args.batch}", "log.tensorboard=false",
                                  "log.every_steps=1000000", "checkpoint.every_steps=1000000", f"run.dir={tmp}/run"])
         Path(cfg.run.dir).mkdir()
-        accelerator = Accelerator(cpu=True)
+        accelerator = Accelerator(mixed_precision=accelerate_precision(args.precision))
         info = read_dataset_info(shards, "train")
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
@@ -86,19 +101,24 @@ def main() -> None:
         batches = list(itertools.islice(images.train.epoch(0), 8))  # decoded once, reused by both loops
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
 
-        plain_loop(cfg, info.num_classes, batches, 3)  # warm-up of allocator and kernels, not timed
+        device = accelerator.device
+        plain_loop(cfg, info.num_classes, batches, 3, device)  # warm-up of allocator and kernels, not timed
         rows = []
         for _ in range(args.rounds):
-            plain = plain_loop(cfg, info.num_classes, batches, args.steps)
+            plain = plain_loop(cfg, info.num_classes, batches, args.steps, device)
             ours = vitwarm_loop(cfg, accelerator, images, batches, args.steps)
             rows.append((plain, ours, ours / plain))
             print(f"round: plain {plain:8.1f} img/s   vitwarm {ours:8.1f} img/s   ratio {ours / plain:.3f}")
     ratio = statistics.median(r[2] for r in rows)
-    print(f"\n{args.model}, batch {args.batch}, {args.threads} threads, {args.steps} steps x {args.rounds} rounds")
+    print(f"\n{args.model} on {device}, batch {args.batch}, precision {args.precision}, {args.threads} threads, "
+          f"{args.steps} steps x {args.rounds} rounds")
     print(f"plain timm+torch loop: {statistics.median(r[0] for r in rows):8.1f} img/s")
     print(f"vitwarm train_phase:   {statistics.median(r[1] for r in rows):8.1f} img/s "
           f"({statistics.median(r[1] for r in rows) * flops / 1e9:.1f} GFLOP/s)")
     print(f"ratio vitwarm / plain: {ratio:.3f} (median over rounds)")
+    if args.peak_tflops:
+        mfu = statistics.median(r[1] for r in rows) * flops / (args.peak_tflops * 1e12)
+        print(f"model FLOP utilisation of vitwarm's loop: {100 * mfu:.1f}% of {args.peak_tflops:g} TFLOP/s")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def test_base_recipes_are_merged_first():
     ("budget.regime=both", r"budget.regime='both' is not valid; choose one of \['substitutive', 'additive'\]"),
     ("warmup.fraction=1.5", r"warmup.fraction=1.5 is outside the valid range \[0.0, 1.0\]"),
     ("precision=fp8", "precision='fp8' is not valid"),
+    ("precision=no", "precision='False' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
     ("resume=/no/such/checkpoint", "resume='/no/such/checkpoint': expected 'auto', 'never'"),
     ("train.batch_size=0", "train.batch_size=0 must be positive"),
     ("seed", "'seed' is not of the form key=value"),

@@ -205,8 +205,8 @@ class Config:
     """Seed of everything: model inits, token streams, data order, augmentation."""
     resume: str = "auto"
     """'auto' continues from the newest checkpoint in run.dir, 'never' refuses to reuse one, or a path."""
-    precision: str = "no"
-    """Mixed precision: 'no', 'bf16' or 'fp16' (as accelerate's mixed_precision)."""
+    precision: str = "fp32"
+    """'fp32', or mixed precision 'bf16' / 'fp16' (not 'no': YAML reads a bare no as false)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The ViT."""
     procedural: ProceduralConfig = field(default_factory=ProceduralConfig)
@@ -234,7 +234,7 @@ class Config:
 # Keys whose values come from a fixed set; checked after merging, because OmegaConf types them as str.
 CHOICES = {
     "resume": None,  # 'auto', 'never' or a path: checked in validate()
-    "precision": ("no", "bf16", "fp16"),
+    "precision": ("fp32", "bf16", "fp16"),
     "budget.regime": ("substitutive", "additive"),
     "warmup.pos_embed": ("frozen", "random", "learned"),
     "transfer.shuffle": (None, "all", "attn", "mlp"),

@@ -115,6 +115,11 @@ def log_window(phase: Phase, state: RunState, window: dict, run: PhaseRun, accel
     return record
 
 
+def accelerate_precision(precision: str) -> str:
+    """Accelerate's name for a precision: full fp32 is 'no' (mixed precision off)."""
+    return "no" if precision == "fp32" else precision
+
+
 def find_resume_point(cfg: DictConfig) -> Path | None:
     """The checkpoint to continue from, per ``resume``: 'auto' (newest, if any), 'never', or a path."""
     existing = list_checkpoints(cfg.run.dir)
@@ -134,8 +139,8 @@ def run(cfg: DictConfig) -> dict:
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
     # only when told to use the CPU; otherwise each process would silently train alone.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=cfg.precision, project_dir=str(run_dir),
-                              log_with="tensorboard" if cfg.log.tensorboard else None)
+    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
+                              project_dir=str(run_dir), log_with="tensorboard" if cfg.log.tensorboard else None)
     checkpoint = find_resume_point(cfg)
     state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name)
     if state.model_name != cfg.model.name:
