@@ -50,8 +50,9 @@ def seed_step(seed: int, phase: str, step: int, rank: int) -> None:
 def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, accelerator: Accelerator,
                 log: MetricsLog, save, evaluate_now) -> None:
     """Run ``phase`` from ``state.step`` to its end: accumulate, clip, step, log, evaluate, checkpoint."""
+    # In a terminal the bar redraws in place; in a log file every redraw is a new line, so update rarely.
     bar = tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "counts": {}}
     for step in range(state.step, phase.steps):
         step_started = time.perf_counter()
