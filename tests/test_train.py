@@ -141,3 +141,10 @@ def test_resume_never_refuses_an_existing_run(fmnist_shards, reference):
     result = train(reference, fmnist_shards, "resume=never")
     assert result.returncode != 0
     assert "resume=never but" in result.stderr
+
+
+def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
+    # 21 px / patch 7 = 3 x 3 = 9 tokens: no balanced bracket sequence has odd length.
+    result = train(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
+    assert result.returncode != 0
+    assert "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in result.stderr

@@ -27,6 +27,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from .budget import Phase
+from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
 from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
 from .procedural import ProceduralTask, TokenStream
@@ -98,9 +99,15 @@ def _optimize(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: st
 def setup_warmup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData,
                  start_step: int) -> PhaseRun:
     vit = create_vit(cfg, "warmup-init", num_classes=0)
-    task = ProceduralTask(cfg.procedural.grammar, seq_len=vit.patch_embed.num_patches,
-                          params=OmegaConf.to_container(cfg.procedural.params),
-                          mask_ratio=cfg.procedural.mask_ratio, shuffled=cfg.procedural.shuffled)
+    try:  # fail here, naming the model's grid, rather than inside a DataLoader worker
+        task = ProceduralTask(cfg.procedural.grammar, seq_len=vit.patch_embed.num_patches,
+                              params=OmegaConf.to_container(cfg.procedural.params),
+                              mask_ratio=cfg.procedural.mask_ratio, shuffled=cfg.procedural.shuffled)
+        task.batch(0, 1, seed=0)
+    except ValueError as err:
+        H, W = vit.patch_embed.grid_size
+        raise ConfigError(f"procedural.grammar={cfg.procedural.grammar!r} on the {H} x {W} = {H * W} token grid "
+                          f"of model {cfg.model.name}: {err}") from None
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
     optimizer, scheduler = _optimize(cfg.warmup, model, phase, opt="adamw", sched="cosine")

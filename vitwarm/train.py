@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_config(args.config, args.overrides)
         run(cfg)
-    except (ConfigError, NonFiniteLoss) as err:
+    except (ConfigError, NonFiniteLoss, ValueError, FileNotFoundError) as err:
+        # Bad configs, data or checkpoints: the message names the problem; a traceback would bury it.
         sys.exit(f"vitwarm: error: {err}")
 
 
