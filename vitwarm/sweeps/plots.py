@@ -23,12 +23,17 @@ def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
 
 
 def _label(values: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={values[k]}" for k in keys) or "all runs"
+    # The last part of a dotted key is enough in a legend: "grammar=ww", not "procedural.grammar=ww".
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={values[k]}" for k in keys) or "all runs"
+
+
+def _legend_below(ax) -> None:
+    """The legend under the axes, so that long cell labels never cover the curves."""
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
 
 
 def _save(fig: Figure, out: Path, name: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
+    fig.savefig(out / name, dpi=120, bbox_inches="tight")  # "tight" grows the canvas to hold the legend
     return name
 
 
@@ -56,7 +61,7 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
     ax.set_ylabel(f"final {metric} (%)")
     ax.set_title(f"final {metric} vs warm-up fraction (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    _legend_below(ax)
     return _save(fig, out, f"{metric}_vs_warmup_fraction.png")
 
 
@@ -101,7 +106,7 @@ def plot_curves(cell_keys: list[str], cells: list[Cell], stats: list[dict], metr
     ax.set_ylabel(f"{split} {metric.removeprefix('test_')} (%)")
     ax.set_title(f"{split} {metric.removeprefix('test_')} during image training (mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    _legend_below(ax)
     return _save(fig, out, f"{metric}_curves.png")
 
 
@@ -141,7 +146,7 @@ def plot_equivalence(
     ax.set_ylabel(f"final {metric} (%)")
     ax.set_title("data equivalence (dotted: baseline images S* reaching the same accuracy)", fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    _legend_below(ax)
     return _save(fig, out, f"{metric}_vs_image_samples.png")
 
 
