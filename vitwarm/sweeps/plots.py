@@ -27,12 +27,13 @@ def _label(values: dict, keys: list[str]) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={values[k]}" for k in keys) or "all runs"
 
 
-def _legend_below(ax) -> None:
-    """The legend under the axes, so that long cell labels never cover the curves."""
+def _finish(fig: Figure, ax, out: Path, name: str, *, xlabel: str, ylabel: str, title: str) -> str:
+    """Labels, grid, the legend under the axes (long cell labels never cover the curves); saves the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
-
-
-def _save(fig: Figure, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=120, bbox_inches="tight")  # "tight" grows the canvas to hold the legend
     return name
 
@@ -57,12 +58,8 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
     positive = [f for f in fractions if f > 0]
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-    ax.set_xlabel(f"{FRACTION_KEY} (symlog)")
-    ax.set_ylabel(f"final {metric} (%)")
-    ax.set_title(f"final {metric} vs warm-up fraction (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    _legend_below(ax)
-    return _save(fig, out, f"{metric}_vs_warmup_fraction.png")
+    return _finish(fig, ax, out, f"{metric}_vs_warmup_fraction.png", xlabel=f"{FRACTION_KEY} (symlog)",
+                   ylabel=f"final {metric} (%)", title=f"final {metric} vs warm-up fraction (mean ± std over seeds)")
 
 
 def _curve(cell: Cell, metric: str) -> tuple[list[float], list[float]]:
@@ -101,13 +98,9 @@ def plot_curves(cell_keys: list[str], cells: list[Cell], stats: list[dict], metr
             drawn = True
     if not drawn:
         return None
-    split = "test" if metric.startswith("test_") else "evaluation"
-    ax.set_xlabel("image samples seen")
-    ax.set_ylabel(f"{split} {metric.removeprefix('test_')} (%)")
-    ax.set_title(f"{split} {metric.removeprefix('test_')} during image training (mean over seeds)")
-    ax.grid(alpha=0.3)
-    _legend_below(ax)
-    return _save(fig, out, f"{metric}_curves.png")
+    name = f"{'test' if metric.startswith('test_') else 'evaluation'} {metric.removeprefix('test_')}"
+    return _finish(fig, ax, out, f"{metric}_curves.png", xlabel="image samples seen", ylabel=f"{name} (%)",
+                   title=f"{name} during image training (mean over seeds)")
 
 
 def plot_equivalence(
@@ -142,12 +135,9 @@ def plot_equivalence(
             ax.plot([e["image_samples"], e["point"]["s_star"]], [e["metric"]] * 2, ":", color="gray")
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("image samples seen")
-    ax.set_ylabel(f"final {metric} (%)")
-    ax.set_title("data equivalence (dotted: baseline images S* reaching the same accuracy)", fontsize="medium")
-    ax.grid(alpha=0.3)
-    _legend_below(ax)
-    return _save(fig, out, f"{metric}_vs_image_samples.png")
+    return _finish(fig, ax, out, f"{metric}_vs_image_samples.png", xlabel="image samples seen",
+                   ylabel=f"final {metric} (%)",
+                   title="data equivalence (dotted: baseline images S* reaching the same accuracy)")
 
 
 def make_plots(
