@@ -34,6 +34,8 @@ class Phase:
     """Steps of linear learning-rate warm-up."""
     eval_every: int
     """Steps between evaluations (0: only at the end)."""
+    grad_clip: float
+    """Gradient-norm clip (0: none)."""
     flops: float
     """Estimated training FLOPs of the whole phase (forward + backward = 3 x forward)."""
 
@@ -115,12 +117,12 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
               lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup, of_steps=warm_steps),
-              eval_every=0, flops=3 * flops_per_sample * warm_steps * warm_batch),
+              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch),
         Phase(name="image", steps=image_steps, global_batch=image_batch,
               micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),
               grad_accum=cfg.train.grad_accum,
               lr_warmup_steps=min(image_steps, lr_warmup_steps),
-              eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps),
+              eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
               flops=3 * flops_per_sample * image_steps * image_batch),
     ]
     if image_steps == 0:

@@ -75,9 +75,8 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
             raise NonFiniteLoss(f"{phase.name} loss is {step_loss.item()} at step {step}; stopped without "
                                 f"applying it. The newest checkpoint in {cfg.run.dir}/checkpoints is intact: "
                                 "lower the learning rate or enable gradient clipping, then resume.")
-        grad_clip = cfg.warmup.grad_clip if phase.name == "warmup" else cfg.train.grad_clip
-        if grad_clip > 0:
-            accelerator.clip_grad_norm_(run.model.parameters(), grad_clip)
+        if phase.grad_clip > 0:
+            accelerator.clip_grad_norm_(run.model.parameters(), phase.grad_clip)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         if run.ema is not None:
