@@ -177,6 +177,8 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
 
 
 PHASE_SETUP = {"warmup": setup_warmup, "image": setup_image}
+# What happens once a phase has finished, before its phase-end checkpoint; returns a line for the log.
+PHASE_END = {"warmup": finish_warmup}
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from .config import ConfigError, flatten, load_config, save_config
 from .data import ensure_fmnist_shards, read_dataset_info
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
-from .phases import PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate, finish_warmup
+from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
 from .resume import RunState, checkpoint_name, list_checkpoints, load_checkpoint, read_state, save_checkpoint
 
 
@@ -200,8 +200,8 @@ def run(cfg: DictConfig) -> dict:
         train_phase(cfg, phase, run, state, accelerator, log, save, evaluate_now)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
-        if phase.name == "warmup":
-            accelerator.print(finish_warmup(cfg, run, accelerator, images, run_dir))
+        if phase.name in PHASE_END:
+            accelerator.print(PHASE_END[phase.name](cfg, run, accelerator, images, run_dir))
         save(run, state)  # the phase-end checkpoint, now marking the phase finished
         if phase.name != phases[-1].name:
             del run
