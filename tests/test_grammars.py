@@ -79,6 +79,31 @@ def test_k_dyck_shuffle_crosses_types():
     assert nested < 0.2 * len(tokens)
 
 
+def test_k_dyck_shuffle_closes_a_uniform_open_bracket():
+    """A closer closes each open bracket with equal probability, whatever its age.
+
+    With 4096 types the open brackets almost always have distinct types, so a closer's type tells which one
+    it closed; count the closed bracket's age rank (0 = oldest) separately for 2..5 open brackets. A stack
+    (always the newest) or a queue (always the oldest) would put every count in one rank.
+    """
+    ranks = {depth: [0] * depth for depth in range(2, 6)}
+    for sequence in generate("k_dyck_shuffle", 3000, 64, seed=0, k=4096).tolist():
+        open_types = []  # oldest first
+        for token in sequence:
+            if token < 4096:
+                open_types.append(token)
+                continue
+            if len(open_types) in ranks and len(set(open_types)) == len(open_types):
+                ranks[len(open_types)][open_types.index(token - 4096)] += 1
+            open_types.remove(token - 4096)
+    for depth, counts in ranks.items():
+        total = sum(counts)
+        assert total > 2000, (depth, total)
+        expected = total / depth
+        spread = np.sqrt(total * (1 / depth) * (1 - 1 / depth))  # binomial standard deviation
+        assert all(abs(count - expected) < 5 * spread for count in counts), (depth, counts)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(("seq_len", "k"), [(2, 1), (10, 3), (196, 128)])
 def test_ww_second_half_copies_first(seed, seq_len, k):

@@ -56,6 +56,17 @@ def _opener_types(rng: np.random.Generator, n: int, seq_len: int, k: int) -> np.
     return rng.integers(0, k, size=(seq_len, n), dtype=narrow_id_dtype(2 * k))
 
 
+def _blend_into(out: np.ndarray, value: np.ndarray, mask: np.ndarray, scratch: np.ndarray) -> None:
+    """out[mask] = value[mask] for narrow integer arrays, as out += mask * (value - out).
+
+    On the random masks of the position loops this is about 4x faster than np.where or a masked np.copyto,
+    whose per-element branches mispredict half the time.
+    """
+    np.subtract(value, out, out=scratch)
+    scratch *= mask
+    out += scratch
+
+
 def _batch_major(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(seq_len, n) bracket ids -> C-contiguous int64 (n, seq_len) and the closer mask (ids >= k).
 
@@ -90,6 +101,7 @@ def k_dyck(rng: np.random.Generator, n: int, seq_len: int, k: int = 64, p_open: 
     tokens = np.empty((seq_len, n), dtype=opener_types.dtype)
     opens = np.empty(n, dtype=bool)
     step = np.empty(n, dtype=np.intp)
+    scratch = np.empty(n, dtype=opener_types.dtype)
     for t in range(seq_len):
         # Every operation writes into preallocated arrays: at n = 16384 allocation would cost as much as the math.
         np.less(top, (seq_len - t) * n, out=opens)  # depth < positions left: closing is not forced
@@ -97,7 +109,7 @@ def k_dyck(rng: np.random.Generator, n: int, seq_len: int, k: int = 64, p_open: 
         opens |= top < n  # depth 0: opening is forced
         row = tokens[t]
         stack.take(top, out=row)  # a closer repeats the innermost opener's closer id
-        np.copyto(row, opener_types[t], where=opens)
+        _blend_into(row, opener_types[t], opens, scratch)  # an opening step emits its opener
         above[top] = closer_ids[t]  # push (for a closer this writes a cell above the top: free, harmless)
         np.multiply(opens, 2 * n, out=step)
         step -= n
@@ -134,21 +146,40 @@ def k_dyck_shuffle(
     # Uniform 32-bit draws; (draw * depth) >> 32 is a uniform index in [0, depth) (bias below 2**-16).
     close_draws = rng.integers(0, 2**32, size=(seq_len, n), dtype=np.uint32)
     closer_ids = opener_types + k
+    ids = opener_types.dtype
+    # The open bag is flat, laid out (row, batch) as k_dyck's stack: rows 1..depth of sequence b (slots
+    # row * n + b) hold the closer ids of its open brackets, in no order; row 0 is a dummy and row depth + 1
+    # is free. Every step runs the same whole-batch operations for openers and closers (no masked writes,
+    # which cost more than the arithmetic here): a step that opens rewrites a bag slot with its own value.
+    bag = np.zeros((depth_bound + 2) * n, dtype=ids)
+    above = bag[n:]
     batch = np.arange(n)
-    # Flat bag: slots d*n + b for d < depth hold the closer ids of sequence b's open brackets, in no order.
-    open_bag = np.zeros((depth_bound + 1) * n, dtype=opener_types.dtype)
-    depth = np.zeros(n, dtype=np.int64)
-    tokens = np.empty((seq_len, n), dtype=opener_types.dtype)
+    first_row = batch + n  # slots of row 1
+    depth = np.zeros(n, dtype=narrow_id_dtype(depth_bound + 1))
+    opens, at_zero = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    picked, top = np.empty(n, dtype=np.intp), np.empty(n, dtype=np.intp)
+    last, scratch = np.empty(n, dtype=ids), np.empty(n, dtype=ids)
+    tokens = np.empty((seq_len, n), dtype=ids)
     for t in range(seq_len):
         # Closing is forced when the open brackets fill the positions left or reach the depth bound.
-        opens = (depth == 0) | (wants_open[t] & (depth < min(seq_len - t, depth_bound)))
-        end_slot = depth * n + batch
-        picked_slot = ((close_draws[t] * depth) >> 32) * n + batch  # a uniform open bracket
-        closer = open_bag.take(picked_slot)
-        last = open_bag.take(end_slot - n)
-        tokens[t] = np.where(opens, opener_types[t], closer)
-        # Opening appends at the end; closing moves the last open bracket into the freed slot.
-        open_bag[np.where(opens, end_slot, picked_slot)] = np.where(opens, closer_ids[t], last)
+        np.less(depth, min(seq_len - t, depth_bound), out=opens)
+        opens &= wants_open[t]
+        opens |= np.equal(depth, 0, out=at_zero)  # depth 0: opening is forced
+        np.multiply(close_draws[t], depth, out=picked)
+        picked >>= 32  # uniform in [0, depth): ...
+        picked *= n
+        picked += first_row  # ... a uniform open bracket, rows 1..depth
+        np.multiply(depth, n, out=top, dtype=np.intp)
+        top += batch  # the last open bracket (the dummy at depth 0)
+        row = tokens[t]
+        bag.take(picked, out=row)  # the closer, if this step closes
+        bag.take(top, out=last)
+        # Swap-remove: a closing step moves the last open bracket into the picked slot; an opening step
+        # writes the picked slot's own value back.
+        _blend_into(last, row, opens, scratch)
+        bag[picked] = last
+        above[top] = closer_ids[t]  # push (after a close this writes a free row: harmless)
+        _blend_into(row, opener_types[t], opens, scratch)  # an opening step emits its opener
         depth += opens
         depth -= ~opens
     return _batch_major(tokens, k)
