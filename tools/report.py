@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
         parser.error(f"{args.sweep_dir}: not a directory")
-    report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
+    try:
+        report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
+    except ValueError as err:  # no finished runs, or a run directory whose files do not parse
+        sys.exit(f"vitwarm: error: {err}")
     print(report["markdown"])
     return 0
 

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from vitwarm.sweeps.grid import DEFAULT_PORT_BASE, parse_assignment, parse_spec, plan_sweep, run_state, write_sweep
+from vitwarm.sweeps.grid import DEFAULT_PORT_BASE, parse_assignment, parse_spec, plan_sweep, write_sweep
 from vitwarm.sweeps.launch import gpu_slots, launch_local, launch_print, launch_slurm
 
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dry_run:
         for run in sweep.runs:
-            print(f"{run_state(sweep.run_dir(run)):<11} {shlex.join(run.command)}")
+            print(f"{sweep.state(run):<12} {shlex.join(run.command)}")
         return 0
     try:
         write_sweep(sweep)

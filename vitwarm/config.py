@@ -2,8 +2,7 @@
 
 One dataclass tree, read through OmegaConf structured configs: the schema below, then a recipe YAML, then
 ``key=value`` overrides from the command line. Unknown keys and wrong types fail with a message naming the
-key and what would be valid. ``load_config`` is the only entry point; ``save_config`` writes the resolved
-tree into the run directory.
+key and what would be valid. ``load_config`` is the only entry point.
 """
 
 from __future__ import annotations
@@ -204,7 +203,9 @@ class Config:
     seed: int = 0
     """Seed of everything: model inits, token streams, data order, augmentation."""
     resume: str = "auto"
-    """'auto' continues from the newest checkpoint in run.dir, 'never' refuses to reuse one, or a path."""
+    """'auto' continues from the newest checkpoint in run.dir that verifies, 'never' refuses to reuse one, or a path."""
+    resume_allow_changed: list[str] = field(default_factory=list)
+    """Keys of the run's identity deliberately changed on resume (e.g. [budget.epochs]); logged as an event."""
     precision: str = "fp32"
     """'fp32', or mixed precision 'bf16' / 'fp16' (not 'no': YAML reads a bare no as false)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -331,11 +332,6 @@ def validate(cfg: DictConfig) -> None:
                 "eval.batch_size"):
         if _select(cfg, key) <= 0:
             raise ConfigError(f"{key}={_select(cfg, key)} must be positive")
-
-
-def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (what the run actually used)."""
-    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

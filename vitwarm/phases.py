@@ -31,8 +31,7 @@ from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
 from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
 from .procedural import ProceduralTask, TokenStream
-
-WARMUP_EXPORT = "warmup.safetensors"
+from .rundir import WARMUP_EXPORT
 
 
 def derive_seed(seed: int, *tags: str | int) -> int:
@@ -139,9 +138,7 @@ def finish_warmup(cfg: DictConfig, run: PhaseRun, accelerator: Accelerator, imag
         description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
                        "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
                        "transferred": report.copied}
-        tmp = run_dir / f".tmp-{WARMUP_EXPORT}"
-        export_timm_checkpoint(image_vit, tmp, architecture=cfg.model.name, warmup=description)
-        tmp.replace(run_dir / WARMUP_EXPORT)  # atomic: a half-written export is never picked up
+        export_timm_checkpoint(image_vit, run_dir / WARMUP_EXPORT, architecture=cfg.model.name, warmup=description)
     accelerator.wait_for_everyone()
     return str(report)
 

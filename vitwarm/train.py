@@ -12,12 +12,12 @@ what the uninterrupted run would have.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,27 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .budget import Phase, plan_phases, vit_flops_per_sample
-from .config import ConfigError, flatten, load_config, save_config
+from .config import ConfigError, flatten, load_config
 from .data import ensure_fmnist_shards, read_dataset_info
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
-from .resume import RunState, checkpoint_name, list_checkpoints, load_checkpoint, read_state, save_checkpoint
+from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
+from .rundir import (
+    MODEL_EXPORT,
+    SUMMARY,
+    TRACKERS,
+    Summary,
+    changed_keys,
+    check_hashes,
+    describe_changes,
+    eval_record,
+    hash_exports,
+    identity,
+    read_summary,
+    write_config,
+    write_summary,
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -49,11 +64,15 @@ def seed_step(seed: int, phase: str, step: int, rank: int) -> None:
 
 def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, accelerator: Accelerator,
                 log: MetricsLog, save, evaluate_now) -> None:
-    """Run ``phase`` from ``state.step`` to its end: accumulate, clip, step, log, evaluate, checkpoint."""
+    """Run ``phase`` from ``state.step`` to its end: accumulate, clip, step, log, evaluate, checkpoint.
+
+    The phase-end checkpoint is the caller's (after the phase-end action), so no step is saved twice.
+    """
     # In a terminal the bar redraws in place; in a log file every redraw is a new line, so update rarely.
     bar = tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-    window = {"loss": 0.0, "steps": 0, "start": time.perf_counter(), "counts": {}}
+    window_start = time.perf_counter()
+    pending: dict[str, torch.Tensor] = {}  # this process's counts not yet summed into state.window_counts
     for step in range(state.step, phase.steps):
         step_started = time.perf_counter()
         # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
@@ -69,7 +88,7 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
                 accelerator.backward(loss / phase.grad_accum)
             step_loss += loss.detach() / phase.grad_accum
             for name, count in counts.items():
-                window["counts"][name] = window["counts"].get(name, 0) + count.detach()
+                pending[name] = pending.get(name, 0) + count.detach()
         step_loss = accelerator.reduce(step_loss, reduction="mean")  # every rank sees the same value
         if not torch.isfinite(step_loss):
             raise NonFiniteLoss(f"{phase.name} loss is {step_loss.item()} at step {step}; stopped without "
@@ -83,35 +102,45 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
             run.ema.update(accelerator.unwrap_model(run.model), step=step)
         state.step = step + 1
         state.wall_s[phase.name] = state.wall_s.get(phase.name, 0.0) + time.perf_counter() - step_started
-        window["loss"] += step_loss.item()
-        window["steps"] += 1
+        state.window_loss += step_loss.item()
+        state.window_steps += 1
         bar.update(1)
 
         done = state.step == phase.steps
         if state.step % cfg.log.every_steps == 0 or done:
-            record = log_window(phase, state, window, run, accelerator)
+            add_counts(state, pending, accelerator)
+            record = log_window(phase, state, time.perf_counter() - window_start, run)
+            window_start = time.perf_counter()
             log.write(record)
             state.masked_acc = record.get("masked_acc", state.masked_acc)
             bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
         if phase.eval_every and state.step % phase.eval_every == 0 and not done:
-            evaluate_now(run, state)
-        if state.step % cfg.checkpoint.every_steps == 0 or done:
-            save(run, state)
+            evaluate_now(phase, run, state)
+        if state.step % cfg.checkpoint.every_steps == 0 and not done:
+            add_counts(state, pending, accelerator)
+            save(phase, run, state)
     bar.close()
 
 
-def log_window(phase: Phase, state: RunState, window: dict, run: PhaseRun, accelerator: Accelerator) -> dict:
-    """One metrics record averaged over the steps since the last one; resets the window."""
-    seconds = time.perf_counter() - window["start"]
+def add_counts(state: RunState, pending: dict[str, torch.Tensor], accelerator: Accelerator) -> None:
+    """Sum this window's counts over processes into the (checkpointed) state; empties ``pending``."""
+    for name, count in pending.items():
+        total = int(accelerator.reduce(torch.as_tensor(count, device=accelerator.device), reduction="sum").item())
+        state.window_counts[name] = state.window_counts.get(name, 0) + total
+    pending.clear()
+
+
+def log_window(phase: Phase, state: RunState, seconds: float, run: PhaseRun) -> dict:
+    """One metrics record averaged over the steps since the last one; resets the window in ``state``."""
     samples = state.step * phase.global_batch
     record = {"phase": phase.name, "step": state.step, "samples": samples,
               "image_samples": samples if phase.name == "image" else 0,
-              "loss": window["loss"] / window["steps"], "lr": run.optimizer.param_groups[0]["lr"],
-              "samples_per_s": window["steps"] * phase.global_batch / max(seconds, 1e-9)}
-    counts = {k: accelerator.reduce(v, reduction="sum").item() for k, v in window["counts"].items()}
+              "loss": state.window_loss / state.window_steps, "lr": run.optimizer.param_groups[0]["lr"],
+              "samples_per_s": state.window_steps * phase.global_batch / max(seconds, 1e-9)}
+    counts = state.window_counts
     if "masked" in counts:
         record["masked_acc"] = 100 * counts["correct"] / max(counts["masked"], 1)
-    window.update(loss=0.0, steps=0, start=time.perf_counter(), counts={})
+    state.window_loss, state.window_steps, state.window_counts = 0.0, 0, {}
     return record
 
 
@@ -120,17 +149,20 @@ def accelerate_precision(precision: str) -> str:
     return "no" if precision == "fp32" else precision
 
 
-def find_resume_point(cfg: DictConfig) -> Path | None:
-    """The checkpoint to continue from, per ``resume``: 'auto' (newest, if any), 'never', or a path."""
-    existing = list_checkpoints(cfg.run.dir)
-    if cfg.resume == "auto":
-        return existing[-1] if existing else None
-    if cfg.resume == "never":
-        if existing:
-            raise ConfigError(f"resume=never but {cfg.run.dir} already holds checkpoints ({existing[-1].name}); "
-                              "use resume=auto to continue it or choose another run.dir")
-        return None
-    return Path(cfg.resume)
+def check_identity(cfg: DictConfig, recorded: dict, source: Path) -> dict[str, list]:
+    """The identity keys ``cfg`` changes against the run in ``source``; refused unless deliberately allowed."""
+    changes = changed_keys(recorded, identity(cfg))
+    allowed = set(cfg.resume_allow_changed)
+    unknown = sorted(allowed - recorded.keys())
+    if unknown:
+        raise ConfigError(f"resume_allow_changed names {', '.join(unknown)}, which "
+                          f"{'is' if len(unknown) == 1 else 'are'} not among the keys that identify a run")
+    refused = {k: v for k, v in changes.items() if k not in allowed}
+    if refused:
+        raise ConfigError(f"{source} belongs to a run with other settings: {describe_changes(refused)}. Use the "
+                          "same values, another run.dir, or allow the change deliberately with "
+                          f"resume_allow_changed=[{','.join(refused)}]")
+    return changes
 
 
 def run(cfg: DictConfig) -> dict:
@@ -141,14 +173,26 @@ def run(cfg: DictConfig) -> dict:
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
                               project_dir=str(run_dir), log_with="tensorboard" if cfg.log.tensorboard else None)
-    checkpoint = find_resume_point(cfg)
-    state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name)
+    # What is in the run directory decides what happens, before anything in it is touched.
+    summary = read_summary(run_dir)
+    checkpoint, warnings = choose_checkpoint(run_dir, cfg.resume)
+    for warning in warnings:
+        accelerator.print(warning)
+    state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name, identity=identity(cfg))
+    changes: dict[str, list] = {}
     if state.model_name != cfg.model.name:
         raise ConfigError(f"checkpoint {checkpoint} is of model {state.model_name}, but model.name="
                           f"{cfg.model.name}; resume with the same model or choose another run.dir")
+    if checkpoint or summary:
+        changes = check_identity(cfg, state.identity if checkpoint else summary.identity,
+                                 checkpoint or run_dir / SUMMARY)
+        if summary and not changes:
+            accelerator.print(f"vitwarm: {run_dir} is already finished ({summary.split} top-1 {summary.top1:.2f}%); "
+                              "nothing to do")
+            return asdict(summary)
+        state.identity = identity(cfg)
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        write_config(run_dir, cfg)
         if cfg.data.prepare == "fmnist":
             ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
@@ -160,10 +204,12 @@ def run(cfg: DictConfig) -> dict:
                          flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
     images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
                             micro_batch=phases[-1].micro_batch)
-    log = MetricsLog(run_dir, accelerator, phase_order=[p.name for p in phases])
-    log.truncate_after(state.phase, state.step)
+    log = MetricsLog(run_dir, accelerator)
+    log.restore(state.records)
+    if checkpoint and changes:
+        log.write({"event": "config_changed", "phase": state.phase, "step": state.step, "changes": changes})
     if cfg.log.tensorboard:
-        accelerator.init_trackers("tensorboard", config=flatten(cfg))
+        accelerator.init_trackers(TRACKERS, config=flatten(cfg))
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
@@ -171,28 +217,39 @@ def run(cfg: DictConfig) -> dict:
     if checkpoint:
         accelerator.print(f"vitwarm: resuming from {checkpoint} ({state.phase} step {state.step})")
 
-    def save(run: PhaseRun, state: RunState) -> None:
-        index = [p.name for p in phases].index(state.phase)
+    skipped_counted = 0  # of this process's train-loader skips, those already in state.skipped_samples
+
+    def save(phase: Phase, run: PhaseRun, state: RunState) -> None:
+        nonlocal skipped_counted
+        new = torch.tensor(images.train.skipped - skipped_counted, device=accelerator.device)
+        skipped_counted = images.train.skipped
+        state.skipped_samples += int(accelerator.reduce(new, reduction="sum").item())
         if accelerator.is_main_process:
-            save_checkpoint(run_dir, checkpoint_name(index, state.phase, state.step), state,
+            log.sync()
+            state.records = log.count
+            state.exports = hash_exports(run_dir)
+            save_checkpoint(run_dir, checkpoint_name(phases.index(phase), phase.name, state.step), state,
                             accelerator.unwrap_model(run.model), run.optimizer, run.ema, cfg.checkpoint.keep)
         accelerator.wait_for_everyone()
 
-    def evaluate_now(run: PhaseRun, state: RunState) -> None:
+    def evaluate_now(phase: Phase, run: PhaseRun, state: RunState) -> None:
         result = evaluate(accelerator.unwrap_model(run.model), images.val, accelerator)
-        log.write({"event": "eval", "phase": "image", "step": state.step, "split": cfg.data.val_split,
-                   "image_samples": state.step * phases[-1].global_batch} | result)
+        log.write(eval_record(phase.name, state.step, cfg.data.val_split, state.step * phase.global_batch, result))
         accelerator.print(f"  eval @ step {state.step}: {cfg.data.val_split} top-1 {result['top1']:.2f}%")
 
     offset = 0
-    for phase in phases:
+    for index, phase in enumerate(phases):
         log.step_offset[phase.name] = offset
         offset += phase.steps
-        if phase.name in state.finished and phase.name != phases[-1].name:
-            continue
+        last = index == len(phases) - 1
+        if phase.name in state.finished and not last:
+            # Done, unless the next phase has yet to read this one's export and the export is damaged.
+            damaged = state.phase == phase.name and state.exports and check_hashes(run_dir, state.exports)
+            if not damaged:
+                continue
+            accelerator.print(f"vitwarm: warning: {run_dir}: {damaged}; redoing the end of phase {phase.name}")
         resuming = state.phase == phase.name
-        start_step = state.step if resuming else 0
-        run = PHASE_SETUP[phase.name](cfg, phase, accelerator, images, start_step)
+        run = PHASE_SETUP[phase.name](cfg, phase, accelerator, images, state.step if resuming else 0)
         if resuming:
             load_checkpoint(checkpoint, accelerator.unwrap_model(run.model), run.optimizer, run.ema)
         else:
@@ -202,8 +259,8 @@ def run(cfg: DictConfig) -> dict:
             state.finished.append(phase.name)
         if phase.name in PHASE_END:
             accelerator.print(PHASE_END[phase.name](cfg, run, accelerator, images, run_dir))
-        save(run, state)  # the phase-end checkpoint, now marking the phase finished
-        if phase.name != phases[-1].name:
+        save(phase, run, state)  # the phase-end checkpoint, marking the phase finished
+        if not last:
             del run
             accelerator.free_memory()  # the next phase prepares its own model and optimizer
     summary = finish(cfg, run, state, phases, images, accelerator, log)
@@ -213,32 +270,34 @@ def run(cfg: DictConfig) -> dict:
 
 def finish(cfg: DictConfig, run: PhaseRun, state: RunState, phases: list[Phase], images: ImageData,
            accelerator: Accelerator, log: MetricsLog) -> dict:
-    """Final evaluation, the exported image model and summary.json."""
+    """Final evaluation, the exported image model and, last, summary.json."""
     model = accelerator.unwrap_model(run.model)
     image_phase = phases[-1]
-    final = {"event": "eval", "phase": "image", "step": state.step, "image_samples": image_phase.samples}
     val = evaluate(model, images.val, accelerator)
-    log.write(final | {"split": cfg.data.val_split} | val)
+    log.write(eval_record(image_phase.name, state.step, cfg.data.val_split, image_phase.samples, val))
     test = evaluate(model, images.test, accelerator) if images.test is not None else {}
     if test:
-        log.write(final | {"split": cfg.data.test_split} | test)
+        log.write(eval_record(image_phase.name, state.step, cfg.data.test_split, image_phase.samples, test))
     ema = evaluate(run.ema.module, images.val, accelerator) if run.ema is not None else {}
     warm = next((p for p in phases if p.name == "warmup"), None)
-    summary = {
-        "top1": val["top1"], "top5": val["top5"], "split": cfg.data.val_split,
-        "test_top1": test.get("top1"), "test_top5": test.get("top5"), "ema_top1": ema.get("top1"),
-        "image_samples": image_phase.samples, "warmup_samples": warm.samples if warm else 0,
-        "masked_acc": state.masked_acc, "wall_s": sum(state.wall_s.values()),
-        "skipped_samples": getattr(images.train, "skipped", 0),
-        "phases": {p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in phases},
-    }
+    summary = Summary(
+        top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
+        test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
+        image_samples=image_phase.samples, warmup_samples=warm.samples if warm else 0,
+        masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
+        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in phases},
+        identity=state.identity,
+    )
+    run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:
-        export_timm_checkpoint(model, Path(cfg.run.dir) / "model.safetensors", architecture=cfg.model.name)
-        (Path(cfg.run.dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+        log.sync()
+        export_timm_checkpoint(model, run_dir / MODEL_EXPORT, architecture=cfg.model.name)
+        write_summary(run_dir, summary)
+    accelerator.wait_for_everyone()
     test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
     accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "
-                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {cfg.run.dir}/summary.json")
-    return summary
+                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {run_dir / SUMMARY}")
+    return asdict(summary)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,9 +19,10 @@ import json
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
+from ..rundir import write_safetensors
 from .transfer import classifier_prefixes
 
 
@@ -55,10 +56,7 @@ def export_timm_checkpoint(
         "architecture": architecture,
         "vitwarm.warmup": json.dumps(warmup or {}, sort_keys=True),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
-    return path
+    return write_safetensors(path, state, metadata)  # atomic, and the same bytes for the same weights
 
 
 def read_metadata(path: str | Path) -> dict:

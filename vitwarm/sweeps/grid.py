@@ -17,6 +17,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vitwarm.config import load_config
+from vitwarm.rundir import identity, run_state
+
 SWEEP_FILE = "sweep.json"
 # The sweep owns these keys: every run gets its own directory and always resumes.
 MANAGED_KEYS = ("run.dir", "resume")
@@ -112,6 +115,19 @@ class Sweep:
     def run_dir(self, run: Run) -> Path:
         return self.out / run.name
 
+    def identity(self, run: Run) -> dict:
+        """The identity (vitwarm.rundir.identity) the run's planned command trains under."""
+        return planned_identity(self.base, run.overrides)
+
+    def state(self, run: Run) -> str:
+        """``finished`` only when the run's summary parses and was written under its planned identity."""
+        return run_state(self.run_dir(run), self.identity(run))
+
+
+def planned_identity(base: str, overrides: dict[str, str]) -> dict:
+    """The identity a run of ``base`` with ``overrides`` would have (bad overrides raise ConfigError)."""
+    return identity(load_config(base, [f"{k}={v}" for k, v in overrides.items()]))
+
 
 def plan_sweep(
     base: str,
@@ -158,16 +174,6 @@ def plan_sweep(
         ]
         runs.append(Run(name=name, overrides=overrides, command=command))
     return Sweep(out=out, base=base, grids=grids, sets=sets, runs=runs)
-
-
-def run_state(run_dir: str | Path) -> str:
-    """``finished`` (summary.json), ``interrupted`` (config.yaml but no summary) or ``new``."""
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").exists():
-        return "finished"
-    if (run_dir / "config.yaml").exists():
-        return "interrupted"
-    return "new"
 
 
 def write_sweep(sweep: Sweep) -> Path:

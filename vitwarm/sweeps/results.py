@@ -9,15 +9,16 @@ accuracy-vs-images curve, to reach the warm-up cell's accuracy, and reports the 
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from vitwarm.sweeps.grid import read_sweep, run_state
+from vitwarm import rundir
+from vitwarm.rundir import CONFIG, read_records, read_summary, run_state
+from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")
 FRACTION_KEY = "warmup.fraction"
@@ -87,20 +88,8 @@ def _sort_key(value):
 
 def read_evals(path: Path) -> tuple[list[dict], int]:
     """Evaluation records of a metrics.jsonl and the number of unreadable lines (e.g. cut by a crash)."""
-    evals, bad = [], 0
-    if not path.exists():
-        return evals, bad
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if record.get("event") == "eval":
-            evals.append(record)
-    return evals, bad
+    records, warnings = read_records(path)
+    return [r for r in records if r.get("event") == "eval"], len(warnings)
 
 
 @dataclass
@@ -125,23 +114,25 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     found = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and run_state(p) != "new")
     names = listed + [n for n in found if n not in listed]
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
+    states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
 
     runs, unfinished, notes, configs = [], [], [], {}
     for name in names:
         run_dir = sweep_dir / name
-        state = run_state(run_dir)
-        if (run_dir / "config.yaml").exists():
-            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+        # A listed run counts only when it finished under the config its sweep planned for it.
+        state = run_state(run_dir, planned_identity(spec["base"], overrides[name]) if name in overrides else None)
+        if (run_dir / CONFIG).exists():
+            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
             configs[name] = _flatten(cfg)
         else:
             configs[name] = {}
         if state != "finished":
-            unfinished.append((name, "interrupted" if state == "interrupted" else "not started"))
+            unfinished.append((name, states[state]))
             continue
-        evals, bad = read_evals(run_dir / "metrics.jsonl")
+        evals, bad = read_evals(run_dir / rundir.METRICS)
         if bad:
             notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = asdict(read_summary(run_dir))
         # Values typed by the trainer's config win; the sweep's override strings fill in keys it lacks.
         config = {**overrides.get(name, {}), **configs[name]}
         runs.append(RunResult(name=name, config=config, summary=summary, evals=evals))
