@@ -20,12 +20,13 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from finished import write_finished
 from omegaconf import OmegaConf
 
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
 from vitwarm.sweeps.results import invert_curve, load_results
+
+from finished import write_finished
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FRACTIONS = {"0.25": 10000, "0.5": 20000, "1.0": 40000}

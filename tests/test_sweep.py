@@ -14,10 +14,11 @@ import types
 from pathlib import Path
 
 import pytest
-from finished import write_finished
 
 from vitwarm.sweeps import launch
 from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, run_name, write_sweep
+
+from finished import write_finished
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -185,8 +185,9 @@ def choose_checkpoint(run_dir: str | Path, resume: str) -> tuple[Path | None, li
         return Path(resume), []
     checkpoint, warnings = newest_valid(run_dir)
     if checkpoint is None and warnings:
-        raise ConfigError(f"no checkpoint in {run_dir} verifies ({len(warnings)} damaged or incomplete, "
-                          "listed above); move them away or choose another run.dir to start over")
+        reasons = "; ".join(w.removeprefix("vitwarm: warning: skipping checkpoint ") for w in warnings)
+        raise ConfigError(f"no checkpoint in {run_dir} verifies ({reasons}); move them away or choose another "
+                          "run.dir to start over")
     return checkpoint, warnings
 
 
