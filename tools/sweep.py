@@ -4,8 +4,8 @@
         --out runs/sweep1 --launcher local --parallel 2
 
 Each run trains in SWEEP_DIR/NAME with ``accelerate launch ... -m vitwarm.train --config BASE k=v ...
-run.dir=SWEEP_DIR/NAME resume=auto``. Finished runs (summary.json) are skipped and interrupted ones resume,
-so the same command can be repeated until the whole sweep is done.
+run.dir=SWEEP_DIR/NAME resume=auto``. Finished runs (a summary.json under the run's planned config) are
+skipped and interrupted ones resume, so the same command can be repeated until the whole sweep is done.
 """
 
 from __future__ import annotations
