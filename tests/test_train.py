@@ -131,6 +131,11 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, fmnist_shards, referen
     last = sorted((reference / "checkpoints").iterdir())[-1]
     deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3")
     assert deeper.returncode != 0
+    assert "belongs to a run with other settings: model.kwargs.depth: 2 -> 3" in deeper.stderr
+    # Even when the change is declared deliberate, weights that do not fit are never loaded.
+    deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3",
+                   "resume_allow_changed=[model.kwargs.depth]")
+    assert deeper.returncode != 0
     assert "does not fit this model" in deeper.stderr and "blocks.2" in deeper.stderr
     renamed = train(tmp_path / "b", fmnist_shards, f"resume={last}", "model.name=vitwarm_pico_patch4_32")
     assert renamed.returncode != 0

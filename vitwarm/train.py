@@ -34,6 +34,7 @@ from .models import export_timm_checkpoint
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
 from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .rundir import (
+    CHECKPOINTS,
     MODEL_EXPORT,
     SUMMARY,
     TRACKERS,
@@ -205,7 +206,9 @@ def run(cfg: DictConfig) -> dict:
     images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
                             micro_batch=phases[-1].micro_batch)
     log = MetricsLog(run_dir, accelerator)
-    log.restore(state.records)
+    # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
+    log.restore(state.records if checkpoint is None or checkpoint.parent.resolve() == (run_dir / CHECKPOINTS).resolve()
+                else 0)
     if checkpoint and changes:
         log.write({"event": "config_changed", "phase": state.phase, "step": state.step, "changes": changes})
     if cfg.log.tensorboard:
