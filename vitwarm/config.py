@@ -166,7 +166,7 @@ class BudgetConfig:
     epochs: float = 4.0
     """The budget B, in epochs of the train split (B = epochs x train samples)."""
     regime: str = "substitutive"
-    """'substitutive': warm-up replaces fraction x B of the images; 'additive': it comes on top of B."""
+    """'substitutive' (warm-up replaces f·B images), 'additive' (on top of B), 'compute_matched' (see budget.py)."""
 
 
 @dataclass
@@ -235,7 +235,7 @@ class Config:
 CHOICES = {
     "resume": None,  # 'auto', 'never' or a path: checked in validate()
     "precision": ("fp32", "bf16", "fp16"),
-    "budget.regime": ("substitutive", "additive"),
+    "budget.regime": ("substitutive", "additive", "compute_matched"),
     "warmup.pos_embed": ("frozen", "random", "learned"),
     "transfer.shuffle": (None, "all", "attn", "mlp"),
     "data.prepare": (None, "fmnist"),
@@ -324,6 +324,9 @@ def validate(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if not low <= value <= high:
             raise ConfigError(f"{key}={value} is outside the valid range [{low}, {high}]")
+    if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
+        raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
+                          "additive warm-up whose FLOPs the extra image steps match")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
     for key in ("budget.epochs", "warmup.batch_size", "train.batch_size", "warmup.grad_accum",

@@ -26,7 +26,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from .budget import Phase
+from .budget import Phase, runs_warmup
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
 from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
@@ -158,7 +158,7 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
                 start_step: int) -> PhaseRun:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
-    if cfg.warmup.fraction > 0 and start_step == 0:  # a resumed phase gets its weights from the checkpoint
+    if runs_warmup(cfg) and start_step == 0:  # a resumed phase gets its weights from the checkpoint
         load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
