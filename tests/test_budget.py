@@ -102,8 +102,8 @@ def test_compute_matched_adds_the_warmups_flops_as_image_steps(fraction, warm_ba
 
 def test_compute_matched_keeps_the_image_schedule_in_epochs():
     matched = plan(["budget.epochs=4", "warmup.batch_size=32", "train.batch_size=64", "warmup.fraction=1.0",
-                    "budget.regime=compute_matched", "train.warmup_epochs=0.3",
-                            "eval.every_epochs=1"], train_samples=5504)
+                    "budget.regime=compute_matched", "train.warmup_epochs=0.3", "eval.every_epochs=1"],
+                   train_samples=5504)
     assert matched["image"].lr_warmup_steps == 26  # 0.3 x 86 steps per epoch = 25.8
     assert matched["image"].eval_every == 86
 
