@@ -18,6 +18,20 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 
 @dataclass
+class MimeticConfig:
+    """Mimetic init targets (Trockman & Kolter, ICML 2023; defaults: their ViT values, section 4)."""
+
+    alpha1: float = 0.7
+    """Noise weight of the per-head W_q W_k^T target alpha1 Z + beta1 I (>= 0)."""
+    beta1: float = 0.7
+    """Identity weight of the W_q W_k^T target (>= 0)."""
+    alpha2: float = 0.4
+    """Noise weight of the per-head W_v W_o target alpha2 Z - beta2 I (>= 0)."""
+    beta2: float = 0.4
+    """Negative-identity weight of the W_v W_o target (>= 0)."""
+
+
+@dataclass
 class ModelConfig:
     name: str = "vitwarm_pico_patch4_32"
     """timm model name (any VisionTransformer); the warm-up and the image phase use the same architecture."""
@@ -27,6 +41,10 @@ class ModelConfig:
     """Stochastic depth rate in the image phase (the warm-up runs without it)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for timm.create_model (e.g. img_size, class_token, reg_tokens)."""
+    init: str = "default"
+    """Attention init of both phases' fresh ViTs: 'default' (timm's) or 'mimetic' (see model.mimetic)."""
+    mimetic: MimeticConfig = field(default_factory=MimeticConfig)
+    """Targets of model.init=mimetic (vitwarm/models/mimetic.py)."""
 
 
 @dataclass
@@ -235,6 +253,7 @@ class Config:
 CHOICES = {
     "resume": None,  # 'auto', 'never' or a path: checked in validate()
     "precision": ("fp32", "bf16", "fp16"),
+    "model.init": ("default", "mimetic"),
     "budget.regime": ("substitutive", "additive", "compute_matched"),
     "warmup.pos_embed": ("frozen", "random", "learned"),
     "transfer.shuffle": (None, "all", "attn", "mlp"),
@@ -315,6 +334,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume={cfg.resume!r}: expected 'auto', 'never' or an existing checkpoint path")
     ranges = {
+        **{f"model.mimetic.{name}": (0.0, 10.0) for name in ("alpha1", "beta1", "alpha2", "beta2")},
         "warmup.fraction": (0.0, 1.0),
         "procedural.mask_ratio": (0.0, 1.0),
         "data.train_fraction": (0.0, 1.0),

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from .budget import Phase, runs_warmup
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
-from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
+from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, mimetic_init_, transfer
 from .procedural import ProceduralTask, TokenStream
 
 WARMUP_EXPORT = "warmup.safetensors"
@@ -42,10 +42,13 @@ def derive_seed(seed: int, *tags: str | int) -> int:
 
 
 def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> torch.nn.Module:
-    """The configured timm ViT with a seeded initialisation, so a restarted run rebuilds the same one."""
+    """The configured timm ViT with a seeded initialisation (``model.init``), so a restarted run rebuilds it."""
     torch.manual_seed(derive_seed(cfg.seed, purpose))
     model_kwargs = OmegaConf.to_container(cfg.model.kwargs) | kwargs
-    return timm.create_model(cfg.model.name, pretrained=False, in_chans=cfg.model.in_chans, **model_kwargs)
+    vit = timm.create_model(cfg.model.name, pretrained=False, in_chans=cfg.model.in_chans, **model_kwargs)
+    if cfg.model.init == "mimetic":
+        mimetic_init_(vit, seed=derive_seed(cfg.seed, purpose, "mimetic"), **cfg.model.mimetic)
+    return vit
 
 
 @dataclass
@@ -138,7 +141,7 @@ def finish_warmup(cfg: DictConfig, run: PhaseRun, accelerator: Accelerator, imag
     if accelerator.is_main_process:
         description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
                        "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
-                       "transferred": report.copied}
+                       "init": cfg.model.init, "transferred": report.copied}
         tmp = run_dir / f".tmp-{WARMUP_EXPORT}"
         export_timm_checkpoint(image_vit, tmp, architecture=cfg.model.name, warmup=description)
         tmp.replace(run_dir / WARMUP_EXPORT)  # atomic: a half-written export is never picked up
