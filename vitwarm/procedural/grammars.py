@@ -1,4 +1,4 @@
-"""Bracket, copy and cellular-automaton grammars: k_dyck, k_dyck_shuffle, ww, eca.
+"""Bracket, copy and cellular-automaton grammars: k_dyck, k_dyck_shuffle (and its LM variant), ww, eca.
 
 Generators are vectorised over the batch: they loop over positions (or rows), and each step is a few
 whole-batch numpy operations. State arrays are laid out (position, batch) so that one step touches
