@@ -9,6 +9,9 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
   FLOPs equal those of the additive warm-up of fraction f (the control that spends the warm-up's compute
   on more image training instead).
 
+A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
+source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
+
 ``plan_phases`` turns that into a list of ``Phase`` descriptions; the training loop only reads them.
 """
 
@@ -103,8 +106,9 @@ def vit_flops_per_sample(vit, num_tokens: int) -> float:
 
 
 def runs_warmup(cfg: DictConfig) -> bool:
-    """Whether the run has a warm-up phase of its own (a compute-matched run only borrows its length)."""
-    return cfg.warmup.fraction > 0 and cfg.budget.regime != "compute_matched"
+    """Whether the run has a warm-up phase of its own. A compute-matched run only borrows its length; a
+    composed run (``transfer.sources``) takes its parts from warm-ups run before, of that fraction."""
+    return cfg.warmup.fraction > 0 and cfg.budget.regime != "compute_matched" and not cfg.transfer.sources
 
 
 def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
@@ -124,6 +128,7 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     if cfg.budget.regime == "compute_matched":
         # The matched warm-up's steps x batch sequences, as image steps of the same FLOPs per sample.
         image_steps += to_steps(samples=warm_steps * warm_batch, global_batch=image_batch)
+    if not runs_warmup(cfg):
         warm_steps = 0
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
     lr_warmup_steps = to_steps(epochs=cfg.train.warmup_epochs, epoch_samples=train_samples,

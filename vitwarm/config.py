@@ -97,6 +97,8 @@ class TransferConfig:
     """Carry the class token into the image model instead of a fresh one."""
     shuffle: str | None = None
     """Ablation: permute the transferred weights ('all', 'attn', 'mlp'); None copies them as they are."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup.safetensors of a finished warm-up; no own warm-up."""
 
 
 @dataclass
@@ -347,6 +349,17 @@ def validate(cfg: DictConfig) -> None:
     if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
         raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
                           "additive warm-up whose FLOPs the extra image steps match")
+    if cfg.transfer.sources:
+        # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
+        if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":
+            raise ConfigError("transfer.sources needs warmup.fraction > 0, the fraction the source warm-ups "
+                              "ran with (checked against their exports), and budget.regime additive or "
+                              f"substitutive; got warmup.fraction={cfg.warmup.fraction}, "
+                              f"budget.regime={cfg.budget.regime}")
+        t = cfg.transfer
+        if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
+            raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
+                              "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
     for key in ("budget.epochs", "warmup.batch_size", "train.batch_size", "warmup.grad_accum",
