@@ -196,7 +196,10 @@ def cell_stats(cell: Cell, metric: str) -> dict:
 
 
 def fraction_of(config: dict) -> float:
-    """The run's warm-up fraction; a config without the key has no warm-up."""
+    """The run's warm-up fraction; a config without the key has no warm-up, and neither has the
+    compute-matched control (its fraction only sizes the extra image steps): it is a baseline point."""
+    if config.get("budget.regime") == "compute_matched":
+        return 0.0
     return float(config.get(FRACTION_KEY) or 0.0)
 
 
@@ -248,7 +251,8 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
         if fraction_of(run.config) != 0 or summary.get(metric) is None or not summary.get("image_samples"):
             continue
         context = tuple(_hashable(run.config.get(k)) for k in context_keys)
-        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys)
+        # The images seen as well: a compute-matched run has the budget keys of a baseline but more images.
+        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys) + (summary["image_samples"],)
         groups.setdefault(context, {}).setdefault(amount, []).append(run)
     curves = {}
     for context, by_amount in groups.items():
