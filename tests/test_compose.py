@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
-from vitwarm.config import ConfigError, load_config
+from vitwarm.config import ConfigError, flatten, load_config
 from vitwarm.models import compose, export_timm_checkpoint, read_metadata
 from vitwarm.models.transfer import param_part
 
@@ -151,3 +151,12 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
     assert lines[-1].startswith("vitwarm: error: transfer.sources.attn=") and "Traceback" not in result.stderr
     assert not (tmp_path / "refused" / "metrics.jsonl").exists() or "image" not in (
         tmp_path / "refused" / "metrics.jsonl").read_text()
+
+
+def test_compare_recipe_is_the_reproduction_recipe_but_for_grammar_params():
+    """recipes/fmnist_compare.yaml repeats fmnist_repro.yaml (whose k cannot be removed by an override, and
+    ECA takes no k); this keeps the two from drifting apart."""
+    compare = flatten(load_config(ROOT / "recipes" / "fmnist_compare.yaml"))
+    repro = flatten(load_config(ROOT / "recipes" / "fmnist_repro.yaml"))
+    differ = {key for key in compare.keys() | repro.keys() if compare.get(key) != repro.get(key)}
+    assert differ == {"procedural.params.k", "run.dir"}
