@@ -105,12 +105,14 @@ def run_name(grid_values: dict[str, str]) -> str:
     """
     if not grid_values:
         return "run"
-    parts = []
-    for key, value in grid_values.items():
-        if len(value) > _MAX_NAME_VALUE:
-            value = f"{value[:_MAX_NAME_VALUE // 2]}-h{zlib.crc32(value.encode()):08x}"
-        parts.append(_UNSAFE_NAME_CHARS.sub("-", f"{key}={value}"))
-    return "__".join(parts)
+    return "__".join(_UNSAFE_NAME_CHARS.sub("-", f"{k}={short_value(v)}") for k, v in grid_values.items())
+
+
+def short_value(value: str) -> str:
+    """``value``, or for one longer than ``_MAX_NAME_VALUE`` its start tagged with a CRC-32 of the whole."""
+    if len(value) <= _MAX_NAME_VALUE:
+        return value
+    return f"{value[:_MAX_NAME_VALUE // 2]}-h{zlib.crc32(value.encode()):08x}"
 
 
 def accelerate_prefix(nproc: int, port: int, accelerate_config: str | None = None) -> list[str]:

@@ -27,8 +27,8 @@ _PER_RUN_PREFIXES = ("run.",)
 # Keys that set how many image samples a run sees: they are the x axis of the baseline curve.
 _AMOUNT_KEYS = ("data.train_fraction",)
 _AMOUNT_PREFIXES = ("budget.",)
-# Keys that describe the warm-up itself; meaningless for a baseline run (fraction 0).
-_TREATMENT_PREFIXES = ("warmup.", "procedural.")
+# Keys that describe the warm-up itself (or what is taken from it); meaningless for a baseline run (fraction 0).
+_TREATMENT_PREFIXES = ("warmup.", "procedural.", "transfer.")
 _TREATMENT_KEYS = ("budget.regime",)
 
 
@@ -126,13 +126,13 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     names = listed + [n for n in found if n not in listed]
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
 
-    runs, unfinished, notes, configs = [], [], [], {}
+    runs, unfinished, notes, configs, trees = [], [], [], {}, {}
     for name in names:
         run_dir = sweep_dir / name
         state = run_state(run_dir)
         if (run_dir / "config.yaml").exists():
-            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-            configs[name] = _flatten(cfg)
+            trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+            configs[name] = _flatten(trees[name])
         else:
             configs[name] = {}
         if state != "finished":
@@ -151,7 +151,21 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     else:
         all_keys = sorted({k for c in configs.values() for k in c})
         cell_keys = [k for k in all_keys if not _is_per_run(k) and len({repr(c.get(k)) for c in configs.values()}) > 1]
+    for run in runs:  # a swept mapping (procedural.params) of a run not in sweep.json: its resolved value
+        for key in cell_keys:
+            value = _select(trees.get(run.name, {}), key)
+            if isinstance(value, dict) and key not in run.config:
+                run.config[key] = json.dumps(value, sort_keys=True)
     return SweepResults(cell_keys=cell_keys, runs=runs, unfinished=unfinished, notes=notes)
+
+
+def _select(tree: dict, key: str):
+    """The node at dotted ``key`` of a nested dict, or None."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def group_cells(results: SweepResults) -> list[Cell]:
@@ -229,7 +243,7 @@ def invert_curve(xs: list[float], ys: list[float], target: float, log_x: bool = 
 
 def split_keys(cell_keys: list[str]) -> tuple[list[str], list[str]]:
     """(context keys, treatment keys): a warm-up cell is compared with the baseline of the same context;
-    treatment keys (``warmup.*``, ``procedural.*``, ``budget.regime``) tell warm-up variants apart."""
+    treatment keys (``warmup.*``, ``procedural.*``, ``transfer.*``, ``budget.regime``) tell warm-up variants apart."""
     context = [k for k in cell_keys if not _is_amount(k) and not _is_treatment(k)]
     treatment = [k for k in cell_keys if _is_treatment(k)]
     return context, treatment
