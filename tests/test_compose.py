@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,9 +106,17 @@ def test_bad_declarations_are_refused(tmp_path, dst):
         load_config(TINY, [src, "transfer.shuffle=attn"])
 
 
-def train(run_dir: Path, shards: Path, *overrides: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={shards}",
-               f"run.dir={run_dir}", "budget.epochs=0.5", *overrides]
+def train(run_dir: Path, shards: Path, *overrides: str, processes: int = 1) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "vitwarm.train"]
+    if processes > 1:  # real accelerate launch on CPU/gloo
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--main_process_port", str(port), "-m",
+                  "vitwarm.train"]
+    command = [*launch, "--config", str(TINY), f"data.source={shards}", f"run.dir={run_dir}", "budget.epochs=0.5",
+               *overrides]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=os.environ | {"OMP_NUM_THREADS": "1"})
 
@@ -120,11 +129,13 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
     for name in ("k_dyck", "k_dyck_shuffle_lm"):
         result = train(tmp_path / f"{name}_s0", fmnist_shards, f"procedural.grammar={name}")
         assert result.returncode == 0, result.stderr[-3000:]
-    # Source paths interpolated by seed, as a sweep over seeds declares them (each seed its own sources).
+    # Source paths interpolated by seed, as a sweep over seeds declares them (each seed its own sources);
+    # two processes, as under accelerate launch on several GPUs: both compose, the main one exports.
     composed = tmp_path / "composed"
     result = train(composed, fmnist_shards, f"transfer.sources.attn={tmp_path}/k_dyck_s${{seed}}/warmup.safetensors",
-                   f"transfer.sources.mlp={tmp_path}/k_dyck_shuffle_lm_s${{seed}}/warmup.safetensors")
+                   f"transfer.sources.mlp={tmp_path}/k_dyck_shuffle_lm_s${{seed}}/warmup.safetensors", processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
     summary = json.loads((composed / "summary.json").read_text())
     assert "warmup" not in summary["phases"] and summary["top1"] > 10
 
