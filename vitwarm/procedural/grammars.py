@@ -220,28 +220,57 @@ def _close_any_type(wants_open, opener_types, close_draws, limits, k, depth_boun
     batch = np.arange(n)
     # counts[type * n + b]: open brackets of each type in sequence b. Rows 0..m-1 of the flat `kinds`
     # ((row, batch) as the bag of _close_any_bracket) list sequence b's m distinct open types, in no order.
+    # As there, every step runs the same whole-batch operations into preallocated arrays for openers and
+    # closers alike; a step that does not change a slot writes its own value back.
     counts = np.zeros(k * n, dtype=narrow_id_dtype(depth_bound + 1))
     kinds = np.zeros((min(k, depth_bound) + 1) * n, dtype=ids)
     distinct = np.zeros(n, dtype=np.intp)  # m per sequence
     depth = np.zeros(n, dtype=np.intp)
+    opens, closes, at_zero, removes, adds = (np.empty(n, dtype=bool) for _ in range(5))
+    picked, cell, slot, step = (np.empty(n, dtype=np.intp) for _ in range(4))
+    kind, picked_kind, last_kind, scratch = (np.empty(n, dtype=ids) for _ in range(4))
+    before, after = np.empty(n, dtype=counts.dtype), np.empty(n, dtype=counts.dtype)
     tokens = np.empty((seq_len, n), dtype=ids)
     for t in range(seq_len):
-        opens = (depth < limits[t]) & wants_open[t]
-        opens |= depth == 0  # depth 0: opening is forced
-        picked = ((close_draws[t] * distinct) >> 32) * n + batch  # slot of a uniform open type
-        kind = np.where(opens, opener_types[t], kinds[picked])
-        cell = kind.astype(np.intp) * n + batch
-        before = counts[cell]
-        counts[cell] = before + np.where(opens, 1, -1)
+        np.less(depth, limits[t], out=opens)
+        opens &= wants_open[t]
+        opens |= np.equal(depth, 0, out=at_zero)  # depth 0: opening is forced
+        np.logical_not(opens, out=closes)
+        np.multiply(close_draws[t], distinct, out=picked)
+        picked >>= 32  # uniform in [0, m): ...
+        picked *= n
+        picked += batch  # ... the slot of a uniform open type
+        kinds.take(picked, out=picked_kind)
+        np.copyto(kind, picked_kind)
+        _blend_into(kind, opener_types[t], opens, scratch)  # the type this step opens or closes
+        np.multiply(kind, n, out=cell, dtype=np.intp)
+        cell += batch
+        counts.take(cell, out=before)
+        np.multiply(opens, 2, out=step)
+        step -= 1  # +1 opens, -1 closes
+        np.add(before, step, out=after, casting="unsafe")
+        counts[cell] = after
         # A closer that empties its type swap-removes it from the list (the last listed type fills the slot).
-        last = np.maximum(distinct - 1, 0) * n + batch
-        removes = ~opens & (before == 1)
-        kinds[picked] = np.where(removes, kinds[last], kinds[picked])
+        np.equal(after, 0, out=removes)
+        removes &= closes
+        np.subtract(distinct, 1, out=slot)
+        np.maximum(slot, 0, out=slot)
+        slot *= n
+        slot += batch
+        kinds.take(slot, out=last_kind)
+        _blend_into(picked_kind, last_kind, removes, scratch)
+        kinds[picked] = picked_kind
         # An opener of a type not yet open appends it (else this writes an unused row: harmless).
-        kinds[distinct * n + batch] = opener_types[t]
-        distinct += (opens & (before == 0)).astype(np.intp) - removes
-        depth += np.where(opens, 1, -1)
-        tokens[t] = np.where(opens, kind, kind + k)
+        np.multiply(distinct, n, out=slot)
+        slot += batch
+        kinds[slot] = opener_types[t]
+        np.equal(before, 0, out=adds)
+        adds &= opens
+        distinct += adds
+        distinct -= removes
+        depth += step
+        np.multiply(closes, k, out=scratch, casting="unsafe")
+        np.add(kind, scratch, out=tokens[t])  # closers are type + k
     return tokens
 
 
