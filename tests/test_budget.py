@@ -3,7 +3,7 @@
 import pytest
 
 from vitwarm.budget import micro_batch, plan_phases, to_steps
-from vitwarm.config import load_config
+from vitwarm.config import ConfigError, load_config
 
 
 def plan(overrides, train_samples=50_000, world_size=1):
@@ -78,3 +78,38 @@ def test_to_steps_needs_exactly_one_unit():
         to_steps(samples=10, epochs=1, global_batch=1)
     assert to_steps(fraction=0.0, of_steps=100) == 0
     assert to_steps(epochs=2, epoch_samples=1000, global_batch=64) == 31  # 31.25
+
+
+# ---- compute-matched control ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fraction,warm_batch,image_batch,extra_steps", [
+    # Hand-computed on the reproduction's 5,504-image train split, B = 4 x 5,504 = 22,016 images:
+    (1.0, 32, 64, 344),     # 22,016 / 32 = 688 warm-up steps = 22,016 sequences = 344 image steps of 64
+    (0.25, 32, 100, 55),    # 5,504 / 32 = 172 steps = 5,504 sequences = 55.04 -> 55 image steps of 100
+    (0.05, 32, 64, 17),     # 1,100.8 / 32 = 34.4 -> 34 steps = 1,088 sequences = 17 image steps of 64
+])  # fmt: skip
+def test_compute_matched_adds_the_warmups_flops_as_image_steps(fraction, warm_batch, image_batch, extra_steps):
+    common = ["budget.epochs=4", f"warmup.fraction={fraction}", f"warmup.batch_size={warm_batch}",
+              f"train.batch_size={image_batch}"]
+    additive = plan(common + ["budget.regime=additive"], train_samples=5504)
+    matched = plan(common + ["budget.regime=compute_matched"], train_samples=5504)
+    assert list(matched) == ["image"]
+    assert matched["image"].steps == round(22_016 / image_batch) + extra_steps
+    # flops_per_sample=1: the plan's FLOPs are 3 x samples, so total compute matches up to one step's rounding.
+    total_additive = additive["warmup"].flops + additive["image"].flops
+    assert abs(matched["image"].flops - total_additive) <= 3 * image_batch / 2
+
+
+def test_compute_matched_keeps_the_image_schedule_in_epochs():
+    matched = plan(["budget.epochs=4", "warmup.batch_size=32", "train.batch_size=64", "warmup.fraction=1.0",
+                    "budget.regime=compute_matched", "train.warmup_epochs=0.3", "eval.every_epochs=1"],
+                   train_samples=5504)
+    assert matched["image"].lr_warmup_steps == 26  # 0.3 x 86 steps per epoch = 25.8
+    assert matched["image"].eval_every == 86
+
+
+def test_compute_matched_needs_the_matched_fraction():
+    with pytest.raises(ConfigError, match="compute_matched needs warmup.fraction > 0"):
+        load_config(None, ["budget.regime=compute_matched", "warmup.fraction=0"])
+    with pytest.raises(ConfigError, match="choose one of .*compute_matched"):
+        load_config(None, ["budget.regime=compute-matched"])

@@ -17,6 +17,20 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 
 @dataclass
+class MimeticConfig:
+    """Mimetic init targets (Trockman & Kolter, ICML 2023; defaults: their ViT values, section 4)."""
+
+    alpha1: float = 0.7
+    """Noise weight of the per-head W_q W_k^T target alpha1 Z + beta1 I (>= 0)."""
+    beta1: float = 0.7
+    """Identity weight of the W_q W_k^T target (>= 0)."""
+    alpha2: float = 0.4
+    """Noise weight of the per-head W_v W_o target alpha2 Z - beta2 I (>= 0)."""
+    beta2: float = 0.4
+    """Negative-identity weight of the W_v W_o target (>= 0)."""
+
+
+@dataclass
 class ModelConfig:
     name: str = "vitwarm_pico_patch4_32"
     """timm model name (any VisionTransformer); the warm-up and the image phase use the same architecture."""
@@ -26,6 +40,10 @@ class ModelConfig:
     """Stochastic depth rate in the image phase (the warm-up runs without it)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for timm.create_model (e.g. img_size, class_token, reg_tokens)."""
+    init: str = "default"
+    """Attention init of both phases' fresh ViTs: 'default' (timm's) or 'mimetic' (see model.mimetic)."""
+    mimetic: MimeticConfig = field(default_factory=MimeticConfig)
+    """Targets of model.init=mimetic (vitwarm/models/mimetic.py)."""
 
 
 @dataclass
@@ -78,6 +96,8 @@ class TransferConfig:
     """Carry the class token into the image model instead of a fresh one."""
     shuffle: str | None = None
     """Ablation: permute the transferred weights ('all', 'attn', 'mlp'); None copies them as they are."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup.safetensors of a finished warm-up; no own warm-up."""
 
 
 @dataclass
@@ -165,7 +185,7 @@ class BudgetConfig:
     epochs: float = 4.0
     """The budget B, in epochs of the train split (B = epochs x train samples)."""
     regime: str = "substitutive"
-    """'substitutive': warm-up replaces fraction x B of the images; 'additive': it comes on top of B."""
+    """'substitutive' (warm-up replaces f·B images), 'additive' (on top of B), 'compute_matched' (see budget.py)."""
 
 
 @dataclass
@@ -236,7 +256,8 @@ class Config:
 CHOICES = {
     "resume": None,  # 'auto', 'never' or a path: checked in validate()
     "precision": ("fp32", "bf16", "fp16"),
-    "budget.regime": ("substitutive", "additive"),
+    "model.init": ("default", "mimetic"),
+    "budget.regime": ("substitutive", "additive", "compute_matched"),
     "warmup.pos_embed": ("frozen", "random", "learned"),
     "transfer.shuffle": (None, "all", "attn", "mlp"),
     "data.prepare": (None, "fmnist"),
@@ -316,6 +337,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume={cfg.resume!r}: expected 'auto', 'never' or an existing checkpoint path")
     ranges = {
+        **{f"model.mimetic.{name}": (0.0, 10.0) for name in ("alpha1", "beta1", "alpha2", "beta2")},
         "warmup.fraction": (0.0, 1.0),
         "procedural.mask_ratio": (0.0, 1.0),
         "data.train_fraction": (0.0, 1.0),
@@ -325,6 +347,20 @@ def validate(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if not low <= value <= high:
             raise ConfigError(f"{key}={value} is outside the valid range [{low}, {high}]")
+    if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
+        raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
+                          "additive warm-up whose FLOPs the extra image steps match")
+    if cfg.transfer.sources:
+        # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
+        if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":
+            raise ConfigError("transfer.sources needs warmup.fraction > 0, the fraction the source warm-ups "
+                              "ran with (checked against their exports), and budget.regime additive or "
+                              f"substitutive; got warmup.fraction={cfg.warmup.fraction}, "
+                              f"budget.regime={cfg.budget.regime}")
+        t = cfg.transfer
+        if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
+            raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
+                              "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
     for key in ("budget.epochs", "warmup.batch_size", "train.batch_size", "warmup.grad_accum",

@@ -26,10 +26,18 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from .budget import Phase
+from .budget import Phase, runs_warmup
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
-from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
+from .models import (
+    WarmupViT,
+    compose,
+    export_timm_checkpoint,
+    load_checkpoint,
+    masked_token_loss,
+    mimetic_init_,
+    transfer,
+)
 from .procedural import ProceduralTask, TokenStream
 from .rundir import WARMUP_EXPORT
 
@@ -41,10 +49,13 @@ def derive_seed(seed: int, *tags: str | int) -> int:
 
 
 def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> torch.nn.Module:
-    """The configured timm ViT with a seeded initialisation, so a restarted run rebuilds the same one."""
+    """The configured timm ViT with a seeded initialisation (``model.init``), so a restarted run rebuilds it."""
     torch.manual_seed(derive_seed(cfg.seed, purpose))
     model_kwargs = OmegaConf.to_container(cfg.model.kwargs) | kwargs
-    return timm.create_model(cfg.model.name, pretrained=False, in_chans=cfg.model.in_chans, **model_kwargs)
+    vit = timm.create_model(cfg.model.name, pretrained=False, in_chans=cfg.model.in_chans, **model_kwargs)
+    if cfg.model.init == "mimetic":
+        mimetic_init_(vit, seed=derive_seed(cfg.seed, purpose, "mimetic"), **cfg.model.mimetic)
+    return vit
 
 
 @dataclass
@@ -134,13 +145,31 @@ def finish_warmup(cfg: DictConfig, run: PhaseRun, accelerator: Accelerator, imag
     report = transfer(warm_vit, image_vit, parts=tuple(t.parts), blocks=t.blocks,
                       keep_pos_embed=t.keep_pos_embed, keep_cls_token=t.keep_cls_token, shuffle=t.shuffle,
                       seed=derive_seed(cfg.seed, "transfer-shuffle"))
+    description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
+                   "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
+                   "init": cfg.model.init, "transferred": report.copied}
+    export_handover(cfg, image_vit, accelerator, run_dir, description)
+    return str(report)
+
+
+def export_handover(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator, run_dir: Path,
+                    description: dict) -> None:
+    """Write the image model the image phase starts from as RUN_DIR/warmup.safetensors (main process)."""
     if accelerator.is_main_process:
-        description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
-                       "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
-                       "transferred": report.copied}
         export_timm_checkpoint(image_vit, run_dir / WARMUP_EXPORT, architecture=cfg.model.name, warmup=description)
     accelerator.wait_for_everyone()
-    return str(report)
+
+
+def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Composed transfer (``transfer.sources``) into the fresh image model, checked and exported with its
+    provenance before the image phase's first step."""
+    sources = OmegaConf.to_container(cfg.transfer.sources, resolve=True)
+    report, provenance = compose(image_vit, sources, architecture=cfg.model.name, blocks=cfg.transfer.blocks,
+                                 fraction=cfg.warmup.fraction)
+    description = {"sources": provenance, "fraction": cfg.warmup.fraction, "init": cfg.model.init,
+                   "transferred": report.copied}
+    export_handover(cfg, image_vit, accelerator, Path(cfg.run.dir), description)
+    accelerator.print(f"vitwarm: composed transfer from {len(sources)} warm-up exports\n{report}")
 
 
 def image_batches(loader, start_micro: int) -> Iterator:
@@ -155,8 +184,10 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
                 start_step: int) -> PhaseRun:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
-    if cfg.warmup.fraction > 0 and start_step == 0:  # a resumed phase gets its weights from the checkpoint
+    if runs_warmup(cfg) and start_step == 0:  # a resumed phase gets its weights from the checkpoint
         load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
+    elif cfg.transfer.sources and start_step == 0:
+        compose_sources(cfg, model, accelerator)
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
     model, optimizer = accelerator.prepare(model, optimizer)

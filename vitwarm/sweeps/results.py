@@ -9,6 +9,7 @@ accuracy-vs-images curve, to reach the warm-up cell's accuracy, and reports the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +29,8 @@ _PER_RUN_PREFIXES = ("run.",)
 # Keys that set how many image samples a run sees: they are the x axis of the baseline curve.
 _AMOUNT_KEYS = ("data.train_fraction",)
 _AMOUNT_PREFIXES = ("budget.",)
-# Keys that describe the warm-up itself; meaningless for a baseline run (fraction 0).
-_TREATMENT_PREFIXES = ("warmup.", "procedural.")
+# Keys that describe the warm-up itself (or what is taken from it); meaningless for a baseline run (fraction 0).
+_TREATMENT_PREFIXES = ("warmup.", "procedural.", "transfer.")
 _TREATMENT_KEYS = ("budget.regime",)
 
 
@@ -116,14 +117,14 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
     states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
 
-    runs, unfinished, notes, configs = [], [], [], {}
+    runs, unfinished, notes, configs, trees = [], [], [], {}, {}
     for name in names:
         run_dir = sweep_dir / name
         # A listed run counts only when it finished under the config its sweep planned for it.
         state = run_state(run_dir, planned_identity(spec["base"], overrides[name]) if name in overrides else None)
         if (run_dir / CONFIG).exists():
-            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
-            configs[name] = _flatten(cfg)
+            trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
+            configs[name] = _flatten(trees[name])
         else:
             configs[name] = {}
         if state != "finished":
@@ -142,7 +143,21 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     else:
         all_keys = sorted({k for c in configs.values() for k in c})
         cell_keys = [k for k in all_keys if not _is_per_run(k) and len({repr(c.get(k)) for c in configs.values()}) > 1]
+    for run in runs:  # a swept mapping (procedural.params) of a run not in sweep.json: its resolved value
+        for key in cell_keys:
+            value = _select(trees.get(run.name, {}), key)
+            if isinstance(value, dict) and key not in run.config:
+                run.config[key] = json.dumps(value, sort_keys=True)
     return SweepResults(cell_keys=cell_keys, runs=runs, unfinished=unfinished, notes=notes)
+
+
+def _select(tree: dict, key: str):
+    """The node at dotted ``key`` of a nested dict, or None."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def group_cells(results: SweepResults) -> list[Cell]:
@@ -187,7 +202,10 @@ def cell_stats(cell: Cell, metric: str) -> dict:
 
 
 def fraction_of(config: dict) -> float:
-    """The run's warm-up fraction; a config without the key has no warm-up."""
+    """The run's warm-up fraction; a config without the key has no warm-up, and neither has the
+    compute-matched control (its fraction only sizes the extra image steps): it is a baseline point."""
+    if config.get("budget.regime") == "compute_matched":
+        return 0.0
     return float(config.get(FRACTION_KEY) or 0.0)
 
 
@@ -217,7 +235,7 @@ def invert_curve(xs: list[float], ys: list[float], target: float, log_x: bool = 
 
 def split_keys(cell_keys: list[str]) -> tuple[list[str], list[str]]:
     """(context keys, treatment keys): a warm-up cell is compared with the baseline of the same context;
-    treatment keys (``warmup.*``, ``procedural.*``, ``budget.regime``) tell warm-up variants apart."""
+    treatment keys (``warmup.*``, ``procedural.*``, ``transfer.*``, ``budget.regime``) tell warm-up variants apart."""
     context = [k for k in cell_keys if not _is_amount(k) and not _is_treatment(k)]
     treatment = [k for k in cell_keys if _is_treatment(k)]
     return context, treatment
@@ -239,7 +257,8 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
         if fraction_of(run.config) != 0 or summary.get(metric) is None or not summary.get("image_samples"):
             continue
         context = tuple(_hashable(run.config.get(k)) for k in context_keys)
-        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys)
+        # The images seen as well: a compute-matched run has the budget keys of a baseline but more images.
+        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys) + (summary["image_samples"],)
         groups.setdefault(context, {}).setdefault(amount, []).append(run)
     curves = {}
     for context, by_amount in groups.items():
