@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from .errors import ConfigError
+
 
 @dataclass
 class ModelConfig:
@@ -240,10 +242,6 @@ CHOICES = {
     "transfer.shuffle": (None, "all", "attn", "mlp"),
     "data.prepare": (None, "fmnist"),
 }
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: the message names the key and what would be valid."""
 
 
 def _valid_keys(node: Any, prefix: str) -> list[str]:
