@@ -27,7 +27,7 @@ def test_base_recipes_are_merged_first():
     ("budget.regime=both", r"budget.regime='both' is not valid; choose one of \['substitutive', 'additive'\]"),
     ("warmup.fraction=1.5", r"warmup.fraction=1.5 is outside the valid range \[0, 1\]"),
     ("precision=fp8", "precision='fp8' is not valid"),
-    ("precision=no", "precision='False' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
+    ("precision=no", "precision='no' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
     ("resume=/no/such/checkpoint", "resume='/no/such/checkpoint': expected 'auto', 'never'"),
     ("train.batch_size=0", r"train.batch_size=0 is outside the valid range \[1, inf\)"),
     ("train.lr=-1", r"train.lr=-1.0 is outside the valid range \(0, inf\)"),
@@ -64,6 +64,12 @@ def test_every_recipe_loads():
     assert len(recipes) >= 8
     for path in recipes:
         load_config(path)
+
+
+def test_text_keys_keep_their_text():
+    # YAML alone would read these as the integer 492 and the boolean false.
+    cfg = load_config(None, ["transfer.blocks=8:12", "run.dir=no", "procedural.grammar=k_dyck", "seed=3"])
+    assert cfg.transfer.blocks == "8:12" and cfg.run.dir == "no" and cfg.seed == 3
 
 
 def test_flatten_gives_scalars():

@@ -9,6 +9,7 @@ tree into the run directory.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -364,6 +365,33 @@ def read_recipe(path: str | Path) -> list[DictConfig]:
     return (read_recipe(path.parent / base) if base else []) + [recipe]
 
 
+def _is_text(key: str) -> bool:
+    """Whether the schema types ``key`` as a string (annotations are text here: 'str', 'str | None')."""
+    node: Any = Config
+    for part in key.split("."):
+        found = {f.name: f for f in fields(node)}.get(part) if is_dataclass(node) else None
+        if found is None:
+            return False
+        node = found.default_factory if is_dataclass(found.default_factory) else found.type
+    return isinstance(node, str) and "str" in node.split(" | ")
+
+
+def _as_typed(override: str) -> str:
+    """``key=value`` with the value kept as text where the key is a string.
+
+    YAML would read 8:12 as the sexagesimal integer 492 and no as false, so ``transfer.blocks=8:12`` and
+    ``precision=no`` would arrive as '492' and 'False'.
+    """
+    key, _, value = override.partition("=")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return override
+    if _is_text(key) and parsed is not None and not isinstance(parsed, str):
+        return f"{key}={json.dumps(value)}"  # a double-quoted YAML string
+    return override
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """Schema defaults, then the recipe YAML (after its ``base:``), then ``key=value`` overrides.
 
@@ -378,7 +406,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([_as_typed(o) for o in overrides]))
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
     validate(cfg)

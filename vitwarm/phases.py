@@ -48,18 +48,24 @@ def build_vit(model: DictConfig, **kwargs) -> VisionTransformer:
     model_kwargs = OmegaConf.to_container(model.kwargs) | kwargs
     try:
         vit = timm.create_model(model.name, pretrained=False, in_chans=model.in_chans, **model_kwargs)
-    except TypeError as err:  # an argument the model class does not take
+    except TypeError as err:  # an argument the model class does not take, or no ViT at all
+        with torch.device("meta"):
+            _check_is_vit(timm.create_model(model.name, pretrained=False), model.name)
         valid = sorted(set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "kwargs"})
         raise ConfigError(f"model.kwargs={OmegaConf.to_container(model.kwargs)} cannot build {model.name}: {err}; "
                           f"valid arguments of timm's VisionTransformer: {', '.join(valid)}") from None
     except (ValueError, AssertionError, RuntimeError) as err:  # values the model cannot be built with
         raise ConfigError(f"model.name={model.name} with model.kwargs={OmegaConf.to_container(model.kwargs)} "
                           f"cannot be built: {type(err).__name__}: {err}") from None
-    if not isinstance(vit, VisionTransformer):
-        examples = ", ".join(timm.list_models("vitwarm_*")[:3] + ["vit_small_patch16_224", "deit_tiny_patch16_224"])
-        raise ConfigError(f"model.name={model.name} is a {type(vit).__name__}, not a timm VisionTransformer; "
-                          f"supported are timm's VisionTransformer models and their subclasses, e.g. {examples}")
+    _check_is_vit(vit, model.name)
     return vit
+
+
+def _check_is_vit(model: torch.nn.Module, name: str) -> None:
+    if not isinstance(model, VisionTransformer):
+        examples = ", ".join(timm.list_models("vitwarm_*")[:3] + ["vit_small_patch16_224", "deit_tiny_patch16_224"])
+        raise ConfigError(f"model.name={name} is a {type(model).__name__}, not a timm VisionTransformer; "
+                          f"supported are timm's VisionTransformer models and their subclasses, e.g. {examples}")
 
 
 def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> VisionTransformer:

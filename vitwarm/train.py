@@ -252,7 +252,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. warmup.fraction=0.01 procedural.grammar=ww")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before and after --config
 
 
 @one_line_errors
