@@ -59,7 +59,7 @@ CONFIG_KEYS = [
     train("unknown interpolation", "data.aug.interpolation=foo", names="data.aug.interpolation='foo'"),
     train("random interpolation at evaluation", "data.aug.interpolation=random",
           names="data.aug.interpolation='random'"),
-    train("unknown auto-augment policy", "data.aug.auto_augment=bogus", names="Unknown AA policy (bogus)"),
+    train("unknown auto-augment policy", "data.aug.auto_augment=bogus", names="data.aug.auto_augment='bogus'"),
     train("unknown random-erasing mode", "data.aug.re_mode=foo", names="data.aug.re_mode='foo'"),
     train("crop scale reversed", "data.aug.scale=[0.9,0.1]", names="data.aug.scale="),
     train("mean of two channels", "data.mean=[0.5,0.5]", names="data.mean="),

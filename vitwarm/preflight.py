@@ -91,8 +91,8 @@ def checkmake_optimizerr(section: str, opt_cfg: DictConfig, model: torch.nn.Modu
 
 def check_images(data: DictConfig, in_chans: int, img_size: int) -> None:
     """The training and evaluation transforms of the config's ``data`` section."""
-    with blame(f"data.aug / data.mean={data.mean} / data.std={data.std} (training transform for "
-               f"model.in_chans={in_chans})"):
+    with blame(f"data.aug.auto_augment={data.aug.auto_augment!r}, data.mean={data.mean}, data.std={data.std} "
+               f"(training transform for model.in_chans={in_chans})"):
         ImageTransform(is_training=True, img_size=img_size, in_chans=in_chans, mean=data.mean, std=data.std,
                        aug=OmegaConf.to_container(data.aug))
     with blame(f"data.aug.interpolation={data.aug.interpolation!r} / data.crop_pct={data.crop_pct} "
