@@ -96,8 +96,8 @@ def main() -> None:
         info = read_dataset_info(shards, "train")
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
-        images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
-                                micro_batch=args.batch)
+        images = ImageData.open(cfg, info, img_size=probe.patch_embed.img_size[0], micro_batch=args.batch,
+                                rank=accelerator.process_index, world_size=accelerator.num_processes)
         batches = list(itertools.islice(images.train.epoch(0), 8))  # decoded once, reused by both loops
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
 

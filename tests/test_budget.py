@@ -33,13 +33,26 @@ def test_zero_fraction_has_no_warmup_phase():
 
 
 def test_tiny_fraction_keeps_at_least_one_step():
-    # 0.001 x 4 x 50k = 200 sequences < one batch of 256: rounds up to one step instead of vanishing.
-    phases = plan(["budget.epochs=4", "warmup.fraction=0.001", "warmup.batch_size=256"])
-    assert phases["warmup"].steps == 1
+    # 0.001 x 4 x 50k = 200 sequences = 1.56 steps of 128 -> 2 steps.
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.001", "warmup.batch_size=128"])
+    assert phases["warmup"].steps == 2
     # 0.001 x 300 x 1,281,167 = 384,350 sequences = 1501.4 steps of 256 -> 1501.
     imagenet = plan(["budget.epochs=300", "warmup.fraction=0.001", "warmup.batch_size=256"],
                     train_samples=1_281_167)
     assert imagenet["warmup"].steps == 1501
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # 200 sequences cannot fill one batch of 256: refused rather than run as one step of 256.
+    (["warmup.fraction=0.001", "warmup.batch_size=256"], "warmup.batch_size=256 is larger than the whole "
+                                                         "warm-up budget of 200 sequences"),
+    (["budget.epochs=0.001", "warmup.fraction=0", "train.batch_size=128"],
+     "train.batch_size=128 is larger than the image budget of 50 samples"),
+    (["train.batch_size=60000"], "train.batch_size=60000 is larger than the image budget"),
+])
+def test_batch_larger_than_its_budget_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(["budget.epochs=4", *overrides])
 
 
 def test_paper_budget_is_15k_steps():

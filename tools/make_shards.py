@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from vitwarm.data.shards import FMNIST_SRC, read_info, verify_shards, write_fmnist_shards, write_folder_shards
+from vitwarm.errors import ArgumentParser, one_line_errors
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output directory (created; must be empty or absent)")
@@ -62,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

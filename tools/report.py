@@ -8,16 +8,17 @@ the tables. Unfinished runs are left out and listed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from vitwarm.errors import ArgumentParser, one_line_errors
 from vitwarm.sweeps.report import build_report
 from vitwarm.sweeps.results import METRICS
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="a sweep directory (with sweep.json, or run directories inside)")
     parser.add_argument("--out", help="where to write the report (default: SWEEP_DIR)")
     parser.add_argument(

@@ -15,12 +15,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from vitwarm.errors import ArgumentParser, VitwarmError, one_line_errors
 from vitwarm.sweeps.grid import DEFAULT_PORT_BASE, parse_assignment, parse_spec, plan_sweep, write_sweep
 from vitwarm.sweeps.launch import gpu_slots, launch_local, launch_print, launch_slurm
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Grid values are passed to the trainer as typed (OmegaConf parses them); values cannot contain "
         "commas (write mixtures as k_dyck:3+ww:1).",
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -130,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_min=args.timeout_min,
             extra=extra,
         )
-    except ImportError as err:
-        print(f"sweep.py: error: {err}", file=sys.stderr)
-        return 2
+    except ImportError as err:  # the optional slurm dependency
+        raise VitwarmError(str(err)) from None
     return 0
 
 

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -87,7 +89,7 @@ def micro_batch(global_batch: int, world_size: int, grad_accum: int, key: str) -
     """Per-process batch; the global batch must split evenly so results do not depend on the world size."""
     per_step = world_size * grad_accum
     if global_batch % per_step:
-        raise ValueError(f"{key}={global_batch} does not split over {world_size} processes x {grad_accum} "
+        raise ConfigError(f"{key}={global_batch} does not split over {world_size} processes x {grad_accum} "
                          f"accumulation steps; use a multiple of {per_step}")
     return global_batch // per_step
 
@@ -123,6 +125,14 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
 
     warm_batch, image_batch = cfg.warmup.batch_size, cfg.train.batch_size
+    # A batch larger than its whole budget would round up to one step of that batch: a run of another size.
+    if 0 < warmup_samples < warm_batch:
+        raise ConfigError(f"warmup.batch_size={warm_batch} is larger than the whole warm-up budget of "
+                          f"{warmup_samples:g} sequences (warmup.fraction={cfg.warmup.fraction} x budget.epochs="
+                          f"{cfg.budget.epochs} x {train_samples} train samples); lower warmup.batch_size")
+    if image_batch > min(train_samples, image_samples):
+        raise ConfigError(f"train.batch_size={image_batch} is larger than the image budget of {image_samples:g} "
+                          f"samples or the train split's {train_samples} samples; lower train.batch_size")
     warm_steps = to_steps(samples=warmup_samples, global_batch=warm_batch)
     image_steps = to_steps(samples=image_samples, global_batch=image_batch)
     if cfg.budget.regime == "compute_matched":
@@ -146,8 +156,4 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
               flops=3 * flops_per_sample * image_steps * image_batch),
     ]
-    if image_steps == 0:
-        raise ValueError(f"the image phase would get 0 steps (budget.epochs={cfg.budget.epochs}, "
-                         f"{train_samples} train samples, train.batch_size={image_batch}); "
-                         "raise budget.epochs")
     return [phase for phase in phases if phase.steps > 0]

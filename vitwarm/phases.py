@@ -11,6 +11,7 @@ uninterrupted run would have used next.
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import timm
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
+from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
@@ -48,11 +50,35 @@ def derive_seed(seed: int, *tags: str | int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
-def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> torch.nn.Module:
+def build_vit(model: DictConfig, **kwargs) -> VisionTransformer:
+    """The timm ViT of the config's ``model`` section; ``kwargs`` (num_classes, ...) add to model.kwargs."""
+    model_kwargs = OmegaConf.to_container(model.kwargs) | kwargs
+    try:
+        vit = timm.create_model(model.name, pretrained=False, in_chans=model.in_chans, **model_kwargs)
+    except TypeError as err:  # an argument the model class does not take, or no ViT at all
+        with torch.device("meta"):
+            _check_is_vit(timm.create_model(model.name, pretrained=False), model.name)
+        valid = sorted(set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "kwargs"})
+        raise ConfigError(f"model.kwargs={OmegaConf.to_container(model.kwargs)} cannot build {model.name}: {err}; "
+                          f"valid arguments of timm's VisionTransformer: {', '.join(valid)}") from None
+    except (ValueError, AssertionError, RuntimeError) as err:  # values the model cannot be built with
+        raise ConfigError(f"model.name={model.name} with model.kwargs={OmegaConf.to_container(model.kwargs)} "
+                          f"cannot be built: {type(err).__name__}: {err}") from None
+    _check_is_vit(vit, model.name)
+    return vit
+
+
+def _check_is_vit(model: torch.nn.Module, name: str) -> None:
+    if not isinstance(model, VisionTransformer):
+        examples = ", ".join(timm.list_models("vitwarm_*")[:3] + ["vit_small_patch16_224", "deit_tiny_patch16_224"])
+        raise ConfigError(f"model.name={name} is a {type(model).__name__}, not a timm VisionTransformer; "
+                          f"supported are timm's VisionTransformer models and their subclasses, e.g. {examples}")
+
+
+def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> VisionTransformer:
     """The configured timm ViT with a seeded initialisation (``model.init``), so a restarted run rebuilds it."""
     torch.manual_seed(derive_seed(cfg.seed, purpose))
-    model_kwargs = OmegaConf.to_container(cfg.model.kwargs) | kwargs
-    vit = timm.create_model(cfg.model.name, pretrained=False, in_chans=cfg.model.in_chans, **model_kwargs)
+    vit = build_vit(cfg.model, **kwargs)
     if cfg.model.init == "mimetic":
         mimetic_init_(vit, seed=derive_seed(cfg.seed, purpose, "mimetic"), **cfg.model.mimetic)
     return vit
@@ -69,10 +95,10 @@ class ImageData:
     test: object | None
 
     @classmethod
-    def open(cls, cfg: DictConfig, accelerator: Accelerator, info, img_size: int, micro_batch: int) -> ImageData:
+    def open(cls, cfg: DictConfig, info, img_size: int, micro_batch: int, rank: int, world_size: int) -> ImageData:
         """``info``: the train split's ``read_dataset_info``; ``micro_batch``: the image phase's."""
         data = cfg.data
-        common = dict(rank=accelerator.process_index, world_size=accelerator.num_processes,
+        common = dict(rank=rank, world_size=world_size,
                       num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
                       mean=data.mean, std=data.std)
         aug = OmegaConf.to_container(data.aug)
@@ -97,7 +123,7 @@ class PhaseRun:
     ema: ModelEmaV3 | None = None
 
 
-def _optimize(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: str, sched: str):
+def make_optimizer(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: str, sched: str):
     optimizer = create_optimizer_v2(model, opt=opt, lr=cfg_opt.lr, weight_decay=cfg_opt.weight_decay)
     # One scheduler "epoch" = one optimizer step, so all lengths below are steps.
     scheduler, _ = create_scheduler_v2(optimizer, sched=sched, num_epochs=phase.steps, min_lr=cfg_opt.min_lr,
@@ -106,21 +132,20 @@ def _optimize(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: st
     return optimizer, scheduler
 
 
+def warmup_task(procedural: DictConfig, vit: VisionTransformer) -> ProceduralTask:
+    """The masked-token task of the config's ``procedural`` section on ``vit``'s token grid."""
+    return ProceduralTask(procedural.grammar, seq_len=vit.patch_embed.num_patches,
+                          params=OmegaConf.to_container(procedural.params), mask_ratio=procedural.mask_ratio,
+                          shuffled=procedural.shuffled)
+
+
 def setup_warmup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData,
                  start_step: int) -> PhaseRun:
     vit = create_vit(cfg, "warmup-init", num_classes=0)
-    try:  # fail here, naming the model's grid, rather than inside a DataLoader worker
-        task = ProceduralTask(cfg.procedural.grammar, seq_len=vit.patch_embed.num_patches,
-                              params=OmegaConf.to_container(cfg.procedural.params),
-                              mask_ratio=cfg.procedural.mask_ratio, shuffled=cfg.procedural.shuffled)
-        task.batch(0, 1, seed=0)
-    except ValueError as err:
-        H, W = vit.patch_embed.grid_size
-        raise ConfigError(f"procedural.grammar={cfg.procedural.grammar!r} on the {H} x {W} = {H * W} token grid "
-                          f"of model {cfg.model.name}: {err}") from None
+    task = warmup_task(cfg.procedural, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
-    optimizer, scheduler = _optimize(cfg.warmup, model, phase, opt="adamw", sched="cosine")
+    optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt="adamw", sched="cosine")
     model, optimizer = accelerator.prepare(model, optimizer)
     stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
                          start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
@@ -189,7 +214,7 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     elif cfg.transfer.sources and start_step == 0:
         compose_sources(cfg, model, accelerator)
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
+    optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
     model, optimizer = accelerator.prepare(model, optimizer)
     t = cfg.train
     mixup, train_loss = make_mixup(t.mixup, t.cutmix, t.label_smoothing, images.num_classes)

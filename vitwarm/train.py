@@ -26,12 +26,14 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from .budget import Phase, plan_phases, vit_flops_per_sample
+from .budget import Phase
 from .config import ConfigError, flatten, load_config
 from .data import ensure_fmnist_shards, read_dataset_info
+from .errors import ArgumentParser, VitwarmError, one_line_errors
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
-from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
+from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, derive_seed, evaluate
+from .preflight import preflight
 from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .rundir import (
     CHECKPOINTS,
@@ -51,7 +53,7 @@ from .rundir import (
 )
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(VitwarmError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
@@ -168,6 +170,8 @@ def check_identity(cfg: DictConfig, recorded: dict, source: Path) -> dict[str, l
 
 def run(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
+    # Every phase planned and dry-built before shards, run directory or process group exist.
+    plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     run_dir = Path(cfg.run.dir)
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
     # only when told to use the CPU; otherwise each process would silently train alone.
@@ -198,13 +202,10 @@ def run(cfg: DictConfig) -> dict:
             ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
 
-    with torch.device("meta"):  # shapes only, no memory: for the budget's FLOP estimate and the image size
-        probe = create_vit(cfg, "probe")
+    phases = plan.phases
     info = read_dataset_info(cfg.data.source, cfg.data.train_split)
-    phases = plan_phases(cfg, train_samples=info.num_samples, world_size=accelerator.num_processes,
-                         flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
-    images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
-                            micro_batch=phases[-1].micro_batch)
+    images = ImageData.open(cfg, info, img_size=plan.img_size, micro_batch=phases[-1].micro_batch,
+                            rank=accelerator.process_index, world_size=accelerator.num_processes)
     log = MetricsLog(run_dir, accelerator)
     # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
     log.restore(state.records if checkpoint is None or checkpoint.parent.resolve() == (run_dir / CHECKPOINTS).resolve()
@@ -304,7 +305,7 @@ def finish(cfg: DictConfig, run: PhaseRun, state: RunState, phases: list[Phase],
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vitwarm.train",
         description="Procedural warm-up then image training of a timm ViT. Run under `accelerate launch "
                     "[flags] -m vitwarm.train ...` for several processes.",
@@ -313,18 +314,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. warmup.fraction=0.01 procedural.grammar=ww")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before and after --config
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run(cfg)
-    except (ConfigError, NonFiniteLoss, ValueError, FileNotFoundError) as err:
-        # Bad configs, data or checkpoints: the message names the problem; a traceback would bury it.
-        sys.exit(f"vitwarm: error: {err}")
+    run(load_config(args.config, args.overrides))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -114,7 +114,9 @@ class WarmupViT(nn.Module):
         # BERT-style models initialise token and position embeddings alike.
         like = vit.patch_embed.proj.weight
         pos = vit.pos_embed
-        entry_rms = pos.detach().float().pow(2).mean().sqrt().item() if pos is not None else 0.02
+        # A ViT on the meta device (the preflight's dry build) has shapes but no values to measure.
+        measurable = pos is not None and not pos.is_meta
+        entry_rms = pos.detach().float().pow(2).mean().sqrt().item() if measurable else 0.02
         token_norm = entry_rms * dim**0.5
         self.register_buffer("symbols", near_orthogonal(vocab_size, dim, token_norm, generator).to(like))
         random_pos = near_orthogonal(self.num_tokens, dim, token_norm, generator).unsqueeze(0)  # (1, N, D)
