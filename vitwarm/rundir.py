@@ -32,8 +32,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import flatten
-
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -148,6 +146,7 @@ _NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "wa
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The config keys that make a run the run it is, flattened; two configs that agree here train alike."""
+    from .config import flatten  # here, not at the top: config imports models, whose exports import this module
     keys = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
     # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes).
     keys["data.num_workers"] = max(1, keys["data.num_workers"])
