@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .budget import Phase, plan_phases, vit_flops_per_sample
 from .config import ConfigError, flatten, load_config, save_config
 from .data import ensure_fmnist_shards, read_dataset_info
+from .errors import VitwarmError
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = load_config(args.config, args.overrides)
         run(cfg)
-    except (ConfigError, NonFiniteLoss, ValueError, FileNotFoundError) as err:
+    except (ConfigError, NonFiniteLoss, ValueError, FileNotFoundError, VitwarmError) as err:
         # Bad configs, data or checkpoints: the message names the problem; a traceback would bury it.
         sys.exit(f"vitwarm: error: {err}")
 
