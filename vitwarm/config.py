@@ -104,7 +104,7 @@ class AugConfig:
 @dataclass
 class DataConfig:
     source: str = "data/fashion_mnist"
-    """Shard root holding _info.json, or a brace pattern such as '.../imagenet1k-train-{0000..1023}.tar'."""
+    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
     prepare: str | None = None
     """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` if they are missing."""
     train_fraction: float = 1.0
@@ -115,6 +115,10 @@ class DataConfig:
     """Split evaluated during and at the end of training (model selection looks only here)."""
     test_split: str | None = None
     """Split evaluated once at the end and reported beside the validation numbers; None skips it."""
+    val_source: str | None = None
+    """Where `val_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    test_source: str | None = None
+    """Where `test_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
     num_workers: int = 2
     """Image-decoding DataLoader workers per process."""
     shuffle_buffer: int = 2000

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .budget import Phase, plan_phases, vit_flops_per_sample
 from .config import ConfigError, flatten, load_config, save_config
-from .data import ensure_fmnist_shards, read_dataset_info
+from .data import ensure_fmnist_shards, read_splits
 from .errors import VitwarmError
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
@@ -147,19 +147,20 @@ def run(cfg: DictConfig) -> dict:
     if state.model_name != cfg.model.name:
         raise ConfigError(f"checkpoint {checkpoint} is of model {state.model_name}, but model.name="
                           f"{cfg.model.name}; resume with the same model or choose another run.dir")
+    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
+        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    accelerator.wait_for_everyone()
+    splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        if cfg.data.prepare == "fmnist":
-            ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
 
     with torch.device("meta"):  # shapes only, no memory: for the budget's FLOP estimate and the image size
         probe = create_vit(cfg, "probe")
-    info = read_dataset_info(cfg.data.source, cfg.data.train_split)
-    phases = plan_phases(cfg, train_samples=info.num_samples, world_size=accelerator.num_processes,
+    phases = plan_phases(cfg, train_samples=splits["train"].num_samples, world_size=accelerator.num_processes,
                          flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
-    images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
+    images = ImageData.open(cfg, accelerator, splits, img_size=probe.patch_embed.img_size[0],
                             micro_batch=phases[-1].micro_batch)
     log = MetricsLog(run_dir, accelerator, phase_order=[p.name for p in phases])
     log.truncate_after(state.phase, state.step)

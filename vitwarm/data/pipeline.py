@@ -457,30 +457,31 @@ class ValLoader(_Loader):
 
 
 def make_train_loader(
-    source: str | os.PathLike, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
-    num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None,
+    source: str | os.PathLike | DatasetInfo, split: str = "train", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False, pin_memory: bool = False,
 ) -> TrainLoader:
     """Training loader for one rank; ``len(loader) = num_samples // (batch_size * world_size)`` on every rank.
 
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
     ``mean``/``std`` default to the data set's (``_info.json``), else ImageNet's. Raises DataError when the
     split has fewer shards than ``world_size * max(1, num_workers)`` or fewer samples than one global batch.
     """
     _check_rank(rank, world_size, batch_size, num_workers)
     if shuffle_buffer < 1:
         raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-    info = read_dataset_info(source, split)
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
     readers = world_size * max(1, num_workers)
     if len(info.urls) < readers:
         raise DataError(
-            f"{source} ({info.split}) has {len(info.urls)} shard(s), fewer than world_size * num_workers = "
+            f"split {info.split!r} of {info.name} has {len(info.urls)} shard(s), fewer than world_size * num_workers = "
             f"{world_size} * {max(1, num_workers)}: use num_workers <= {len(info.urls) // world_size} or write "
             f"smaller shards (make_shards.py --shard-size)")
     num_batches = info.num_samples // (batch_size * world_size)
     if num_batches == 0:
-        raise DataError(f"{source} ({info.split}) has {info.num_samples} samples, fewer than one global batch "
-                         f"(batch_size * world_size = {batch_size * world_size})")
+        raise DataError(f"split {info.split!r} of {info.name} has {info.num_samples} samples, fewer than one "
+                        f"global batch (batch_size * world_size = {batch_size * world_size})")
     transform = ImageTransform(is_training=True, img_size=img_size, in_chans=in_chans, mean=mean or info.mean,
                                std=std or info.std, aug=aug)
     stream = _Stream(info, transform, training=True, batch_size=batch_size, rank=rank, world_size=world_size,
@@ -490,18 +491,19 @@ def make_train_loader(
 
 
 def make_val_loader(
-    source: str | os.PathLike, split: str = "validation", *, batch_size: int, rank: int = 0, world_size: int = 1,
-    num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
+    source: str | os.PathLike | DatasetInfo, split: str = "validation", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None, crop_pct: float | None = None, interpolation: str = "bicubic",
     strict: bool = False, pin_memory: bool = False,
 ) -> ValLoader:
     """Evaluation loader for one rank: rank r reads shards r, r + world_size, ... in order, every sample once.
 
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
     ``crop_pct`` None means timm's default (0.875); use 1.0 for images already at ``img_size``. Workers are
     capped at this rank's shard count (a rank without shards yields no batches).
     """
     _check_rank(rank, world_size, batch_size, num_workers)
-    info = read_dataset_info(source, split)
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
     mine = list(range(len(info.urls)))[rank::world_size]
     num_workers = min(num_workers, len(mine))
     num_samples = num_batches = None
