@@ -34,8 +34,8 @@ def test_pattern_source_takes_evaluation_splits_from_the_info_beside_it(fmnist_s
     assert all("-validation-" in u for u in splits["val"].urls)
     assert all("-test-" in u for u in splits["test"].urls)
     # A split the _info.json does not have is refused, with the ones it has and the key that would help.
-    with pytest.raises(DataError, match=r"data.val_split='val' is not a split of .*_info.json \(it has \['test', "
-                                        r"'train', 'validation'\]\); give data.val_source"):
+    with pytest.raises(DataError, match=r"data.val_split='val': it is not a split of .*_info.json \(that has "
+                                        r"\['test', 'train', 'validation'\]\); give data.val_source"):
         read_splits(data_config(f"data.source={fmnist_shards / TRAIN_PATTERN}", "data.val_split=val"))
 
 
@@ -45,7 +45,7 @@ def test_pattern_without_info_needs_an_explicit_evaluation_source(fmnist_shards,
     for f in fmnist_shards.glob("fashion_mnist-t*.tar"):
         (bare / f.name).symlink_to(f)
     source = f"data.source={bare / TRAIN_PATTERN}|2000"
-    with pytest.raises(DataError, match=r"found no _info.json beside .* give data.val_source"):
+    with pytest.raises(DataError, match=r"data.val_split='validation': no _info.json in .*; give data.val_source"):
         read_splits(data_config(source))
     splits = read_splits(data_config(source, f"data.val_source={fmnist_shards}"))
     assert splits["val"].num_samples == 500 and splits["train"].num_samples == 2000

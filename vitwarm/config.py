@@ -119,6 +119,8 @@ class DataConfig:
     """Where `val_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
     test_source: str | None = None
     """Where `test_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    info: str | None = None
+    """_info.json (path, URL or pipe: command) of pattern sources without one beside their shards; None = beside."""
     num_workers: int = 2
     """Image-decoding DataLoader workers per process."""
     shuffle_buffer: int = 2000

@@ -49,7 +49,17 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
 from ..config import AugConfig
-from .sources import INFO_NAME, DataError, check_location, is_remote, join, open_location, parent, read_info
+from .sources import (
+    INFO_NAME,
+    DataError,
+    check_location,
+    is_remote,
+    join,
+    open_location,
+    parent,
+    read_info,
+    shard_name,
+)
 from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
@@ -113,11 +123,13 @@ def _info_beside(root: str) -> dict:
         return {}
 
 
-def read_dataset_info(source: str | os.PathLike, split: str = "train") -> DatasetInfo:
+def read_dataset_info(source: str | os.PathLike, split: str = "train", info: str | None = None) -> DatasetInfo:
     """Describe ``split`` of ``source``: a shard directory or its ``_info.json``, or a brace pattern of shards.
 
     Directories, ``_info.json`` files and shards may be local paths or URLs (see vitwarm.data.sources). A
-    pattern's shards must be those of ``split`` when an ``_info.json`` beside them lists them. Raises
+    pattern takes its counts, classes and statistics from ``info`` (an ``_info.json`` location, for shards
+    without one beside them such as ``pipe:`` commands), else from the ``_info.json`` beside its shards, if
+    any; its shards must be those of ``split`` when that file lists them. Raises
     FileNotFoundError for a missing local directory, ``_info.json`` or shard file, and DataError for an unknown
     split, an empty pattern, a pattern without a known sample count, or counts that disagree.
     """
@@ -142,22 +154,22 @@ def read_dataset_info(source: str | os.PathLike, split: str = "train") -> Datase
             raise DataError(f"shard pattern {source!r} expands to no files")
         _check_files(urls, source)
         root = parent(urls[0])
-        meta = _info_beside(root)
+        meta = read_info(info) if info is not None else _info_beside(root)
         known = {f: (name, n_f) for name, s in meta.get("splits", {}).items()
                  for f, n_f in zip(s["filenames"], s["shard_lengths"])}
-        names = [posixpath.basename(u) for u in urls]
+        names = [shard_name(u) for u in urls]
         if all(f in known for f in names):
             lengths = [known[f][1] for f in names]
             found = sorted({known[f][0] for f in names})
             if found != [split]:
                 raise DataError(f"shard pattern {source!r} holds shards of split {' and '.join(found)} (says "
-                                f"{join(root, INFO_NAME)}), not of split {split!r}")
+                                f"{info or join(root, INFO_NAME)}), not of split {split!r}")
         else:
             lengths = None
         total = n if n is not None else (sum(lengths) if lengths is not None else None)
         if total is None:
-            raise DataError(f"shard pattern {source!r} needs a sample count: append '|N' or put an {INFO_NAME} "
-                            f"listing these shards beside them")
+            raise DataError(f"shard pattern {source!r} needs a sample count: append '|N', or put an {INFO_NAME} "
+                            f"listing these shards beside them or give its location (data.info)")
     if lengths is not None and sum(lengths) != total:
         raise DataError(f"{source}: shard lengths add up to {sum(lengths)} samples but the count given is {total}")
     return DatasetInfo(

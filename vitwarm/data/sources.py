@@ -65,6 +65,16 @@ def parent(location: str) -> str:
     return posixpath.dirname(location.rstrip("/")) if is_remote(location) else str(Path(location).parent)
 
 
+def shard_name(location: str) -> str:
+    """The file name of a shard location; for a ``pipe:`` command, that of its last word ending in ``.tar``
+    (``pipe:aws s3 cp s3://b/x-0001.tar -`` -> ``x-0001.tar``), so _info.json entries can be matched to it."""
+    if urlparse(location).scheme == "pipe":
+        words = [w.strip("'\"") for w in location[len("pipe:"):].split()]
+        tars = [w for w in words if w.endswith(".tar")]
+        return posixpath.basename(tars[-1]) if tars else location
+    return posixpath.basename(location)
+
+
 def open_location(location: str) -> IO[bytes]:
     """A binary stream of ``location`` through webdataset's openers (a local file or a URL)."""
     return gopen(check_location(location), "rb")
@@ -117,20 +127,21 @@ def check_info(meta: object, path: str) -> dict:
 
 
 def read_info(root: str | os.PathLike) -> dict:
-    """Load and check ``<root>/_info.json`` (``root`` a directory or URL; a path ending in _info.json works too).
+    """Load and check ``<root>/_info.json`` (``root`` a directory or URL), or ``root`` itself when it ends in
+    ``_info.json`` or is a ``pipe:`` command printing one.
 
     FileNotFoundError when the file is missing or cannot be fetched; DataError naming the file when it is not
     JSON or lacks what vitwarm reads (see ``check_info``).
     """
     root = str(root)
-    path = root if root.endswith(INFO_NAME) else join(root, INFO_NAME)
+    path = root if root.endswith(INFO_NAME) or urlparse(root).scheme == "pipe" else join(root, INFO_NAME)
     if not is_remote(path) and not Path(path).is_file():
         raise FileNotFoundError(f"no {INFO_NAME} in {parent(path)}: not a shard directory written by make_shards")
     try:
         with open_location(path) as f:
             text = f.read()
     except OSError as e:  # a URL that could not be fetched is as missing as a local file
-        raise FileNotFoundError(f"cannot read {path} ({e})") from None
+        raise FileNotFoundError(f"cannot read {path!r} ({e})") from None
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

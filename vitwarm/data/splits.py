@@ -5,9 +5,10 @@ training data.
 ``data.test_split`` when set) are read from ``data.val_source`` / ``data.test_source`` when given, else:
 
 * from ``data.source`` itself when it is a shard directory or an ``_info.json`` (the split chosen by name);
-* when ``data.source`` is a shard pattern, from the ``_info.json`` beside the pattern's shards, the split
-  chosen by name, and refused when that file or that split does not exist (a pattern names the training
-  shards only: reading it for evaluation would report training accuracy as validation accuracy).
+* when ``data.source`` is a shard pattern, from the ``_info.json`` that lists its shards (``data.info``, else
+  the one beside them), the split chosen by name, and refused when that file or that split does not exist
+  (a pattern names the training shards only: reading it for evaluation would report training accuracy as
+  validation accuracy).
 
 Any evaluation split sharing a shard file (same resolved local path, or same URL) with the training split
 is refused.
@@ -16,6 +17,7 @@ is refused.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 from webdataset.shardlists import expand_urls
@@ -31,23 +33,22 @@ def _eval_info(data: DictConfig, role: str) -> DatasetInfo:
     split_key, source_key = EVAL_ROLES[role]
     split, own = data[split_key], data[source_key]
     if own is not None:
-        return read_dataset_info(own, split)
+        return read_dataset_info(own, split, data.info)
     if not is_pattern(data.source):
         return read_dataset_info(data.source, split)
-    # A pattern of training shards: the evaluation split comes from the _info.json beside them, by name.
+    # A pattern of training shards: the evaluation split is chosen by name from the _info.json listing them.
     hint = (f"give data.{source_key} (a shard directory, {INFO_NAME} or pattern of the {split!r} shards); "
             f"data.source is a pattern of {data.train_split!r} shards, never read for evaluation")
-    urls = expand_urls(split_count(data.source)[0])
-    root = parent(urls[0]) if urls else ""
     try:
-        meta = read_info(root)
+        listing = data.info or join(parent(expand_urls(split_count(data.source)[0])[0]), INFO_NAME)
+        meta = read_info(listing)
+        if split not in meta["splits"]:
+            raise DataError(f"it is not a split of {listing} (that has {sorted(meta['splits'])})")
+        if urlparse(listing).scheme == "pipe":
+            raise DataError(f"{listing!r} is a command: the locations of the shards it lists are unknown")
+        return read_dataset_info(listing, split)
     except (FileNotFoundError, DataError) as err:
-        raise DataError(f"data.{split_key}={split!r}: found no {INFO_NAME} beside {data.source} to choose it "
-                        f"from ({err}); {hint}") from None
-    if split not in meta["splits"]:
-        raise DataError(f"data.{split_key}={split!r} is not a split of {join(root, INFO_NAME)} (it has "
-                        f"{sorted(meta['splits'])}); {hint}")
-    return read_dataset_info(root, split)
+        raise DataError(f"data.{split_key}={split!r}: {err}; {hint}") from None
 
 
 def _shard_id(url: str) -> str:
@@ -59,7 +60,7 @@ def read_splits(data: DictConfig) -> dict[str, DatasetInfo]:
     """``{"train": ..., "val": ..., "test": ...}`` (``test`` only when ``data.test_split`` is set) for the
     ``data`` config section; DataError when an evaluation split cannot be found or shares shards with
     training, FileNotFoundError for missing files (see ``read_dataset_info``)."""
-    splits = {"train": read_dataset_info(data.source, data.train_split)}
+    splits = {"train": read_dataset_info(data.source, data.train_split, data.info)}
     train_shards = {_shard_id(u) for u in splits["train"].urls}
     for role, (split_key, source_key) in EVAL_ROLES.items():
         if data[split_key] is None:
