@@ -369,7 +369,10 @@ class _Stream(IterableDataset):
                     n += 1
                     yield s
                 if n == 0:
-                    raise SampleError(f"rank {self.rank} worker {w}: its shards {self._shards(mine)} gave no samples")
+                    urls = [self.info.urls[i] for i in mine]
+                    raise SampleError(f"none of the {len(urls)} shard(s) read by rank {self.rank} worker {w} gave a "
+                                      f"sample, e.g. {urls[0]}: the shards look broken (make_shards.py verify "
+                                      f"checks them)")
 
         samples = passes()
         # The worker makes this rank's batches w, w + W, w + 2W, ... below num_batches; the ones before
