@@ -31,7 +31,8 @@ def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=1 exec "$@"')
-    fake_command(bin_dir, "scontrol", 'echo node-a; echo node-b')
+    # Many hostnames, as on a large job: the script must read them all, not die of SIGPIPE.
+    fake_command(bin_dir, "scontrol", 'echo node-a; for i in $(seq 20000); do echo node-$i; done')
     fake_command(bin_dir, "accelerate", 'printf "%s\\0" "$@" > "$ARGS_OUT"')
     work = tmp_path / "work"  # the job's working directory: where `touch F` would land
     work.mkdir()
