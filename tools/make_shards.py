@@ -13,7 +13,16 @@ import logging
 import sys
 
 from vitwarm.data.shards import FMNIST_SRC, read_info, verify_shards, write_fmnist_shards, write_folder_shards
+from vitwarm.data.sources import DataError, check_name
 from vitwarm.errors import ArgumentParser, one_line_errors
+
+
+def shard_name(value: str) -> str:
+    """argparse type of --name and --split: the name becomes part of every shard's file name."""
+    try:
+        return check_name(value, "shard set or split name")
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 @one_line_errors
@@ -37,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
 
     fo = sub.add_parser("folder", parents=[common], help="an ImageFolder tree (train/ + val/ or one tree)")
     fo.add_argument("src", help="tree with train/ and val/ (or validation/) subfolders, or one class tree")
-    fo.add_argument("--name", required=True, help="data set name, the shard file prefix")
-    fo.add_argument("--split", default=None, help="write SRC as this one split instead of train/ + val/")
+    fo.add_argument("--name", required=True, type=shard_name,
+                    help="data set name, the shard file prefix (letters, digits, '_', '-', '.')")
+    fo.add_argument("--split", default=None, type=shard_name,
+                    help="write SRC as this one split instead of train/ + val/")
 
     verify = sub.add_parser("verify", help="check an existing shard directory against its _info.json")
     verify.add_argument("root", help="shard directory")

@@ -217,7 +217,7 @@ class AugConfig:
 @dataclass
 class DataConfig:
     source: str = "data/fashion_mnist"
-    """Shard root holding _info.json, or a brace pattern such as '.../imagenet1k-train-{0000..1023}.tar'."""
+    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
     prepare: str | None = checked(None, OneOf((None, "fmnist")))
     """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` if they are missing."""
     train_fraction: float = checked(1.0, Range(0, 1, low_open=True))
@@ -228,6 +228,12 @@ class DataConfig:
     """Split evaluated during and at the end of training (model selection looks only here)."""
     test_split: str | None = None
     """Split evaluated once at the end and reported beside the validation numbers; None skips it."""
+    val_source: str | None = None
+    """Where `val_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    test_source: str | None = None
+    """Where `test_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    info: str | None = None
+    """_info.json (path, URL or pipe: command) of pattern sources without one beside their shards; None = beside."""
     num_workers: int = checked(2, Range(0))
     """Image-decoding DataLoader workers per process."""
     shuffle_buffer: int = checked(2000, Range(1))

@@ -95,19 +95,20 @@ class ImageData:
     test: object | None
 
     @classmethod
-    def open(cls, cfg: DictConfig, info, img_size: int, micro_batch: int, rank: int, world_size: int) -> ImageData:
-        """``info``: the train split's ``read_dataset_info``; ``micro_batch``: the image phase's."""
+    def open(cls, cfg: DictConfig, splits, img_size: int, micro_batch: int, rank: int, world_size: int) -> ImageData:
+        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's."""
         data = cfg.data
         common = dict(rank=rank, world_size=world_size,
                       num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
                       mean=data.mean, std=data.std)
         aug = OmegaConf.to_container(data.aug)
-        train = make_train_loader(data.source, data.train_split, batch_size=micro_batch, seed=cfg.seed,
+        train = make_train_loader(splits["train"], batch_size=micro_batch, seed=cfg.seed,
                                   aug=aug, shuffle_buffer=data.shuffle_buffer, strict=data.strict, **common)
         evaluation = dict(batch_size=cfg.eval.batch_size, crop_pct=data.crop_pct,
                           interpolation=data.aug.interpolation, **common)
-        val = make_val_loader(data.source, data.val_split, **evaluation)
-        test = make_val_loader(data.source, data.test_split, **evaluation) if data.test_split else None
+        val = make_val_loader(splits["val"], **evaluation)
+        test = make_val_loader(splits["test"], **evaluation) if "test" in splits else None
+        info = splits["train"]
         return cls(num_classes=info.num_classes, train_samples=info.num_samples, train=train, val=val, test=test)
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
 from .budget import Phase, plan_phases, vit_flops_per_sample
-from .data import FMNIST_CLASSES, ImageTransform, make_mixup, read_dataset_info
+from .data import FMNIST_CLASSES, ImageTransform, make_mixup, read_dataset_info, read_splits
 from .data.shards import fmnist_split_indices, load_fmnist
 from .errors import ConfigError
 from .models import WarmupViT, transfer
@@ -54,7 +54,7 @@ def train_split(data: DictConfig) -> tuple[int, int]:
     """(train samples, classes) of the config's ``data`` section, read from the shards or, when ``prepare``
     will write them, from the data set they will be written from."""
     try:
-        info = read_dataset_info(data.source, data.train_split)
+        info = read_dataset_info(data.source, data.train_split, data.info)
         return info.num_samples, info.num_classes
     except FileNotFoundError as err:
         if data.prepare != "fmnist":
@@ -82,7 +82,7 @@ def check_token_path(procedural: DictConfig, warmup: DictConfig, vit: VisionTran
         model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
 
 
-def checkmake_optimizerr(section: str, opt_cfg: DictConfig, model: torch.nn.Module, phase: Phase, opt: str,
+def check_optimizer(section: str, opt_cfg: DictConfig, model: torch.nn.Module, phase: Phase, opt: str,
                     sched: str) -> None:
     """timm's optimizer and scheduler factories, as the phase will call them (meta parameters)."""
     with blame(f"{section}.opt={opt!r} / {section}.sched={sched!r}"):
@@ -118,14 +118,14 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
             with torch.device("meta"):
                 warm_vit = build_vit(cfg.model, num_classes=0)
             check_token_path(cfg.procedural, cfg.warmup, warm_vit, cfg.model.name)
-            checkmake_optimizerr("warmup", cfg.warmup, warm_vit, phase, opt="adamw", sched="cosine")
+            check_optimizer("warmup", cfg.warmup, warm_vit, phase, opt="adamw", sched="cosine")
             t = cfg.transfer
             with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                        f"on the {len(warm_vit.blocks)} blocks of {cfg.model.name}"):
                 transfer(warm_vit, image_vit, parts=tuple(t.parts), blocks=t.blocks, keep_pos_embed=t.keep_pos_embed,
                          keep_cls_token=t.keep_cls_token, shuffle=t.shuffle)
         else:
-            checkmake_optimizerr("train", cfg.train, image_vit, phase, opt=cfg.train.opt, sched=cfg.train.sched)
+            check_optimizer("train", cfg.train, image_vit, phase, opt=cfg.train.opt, sched=cfg.train.sched)
             t = cfg.train
             with blame(f"train.mixup={t.mixup}, train.cutmix={t.cutmix}, train.label_smoothing={t.label_smoothing}"):
                 mixup, _ = make_mixup(t.mixup, t.cutmix, t.label_smoothing, num_classes)
@@ -135,15 +135,12 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
                                   f"steps is {phase.micro_batch}")
             check_images(cfg.data, cfg.model.in_chans, img_size)
             try:
-                info = read_dataset_info(cfg.data.source, cfg.data.train_split)
+                with blame(f"data (source {cfg.data.source!r})"):
+                    splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
             except FileNotFoundError:
                 continue  # data.prepare writes the shards later; their splits were checked above
-            for key in ("val_split", "test_split"):
-                if cfg.data[key] is not None:
-                    with blame(f"data.{key}={cfg.data[key]!r}"):
-                        read_dataset_info(cfg.data.source, cfg.data[key])
             with blame(f"data (source {cfg.data.source!r}, {world_size} process(es), data.num_workers="
                        f"{cfg.data.num_workers}, eval.batch_size={cfg.eval.batch_size})"):
-                ImageData.open(cfg, info, img_size=img_size, micro_batch=phase.micro_batch, rank=0,
+                ImageData.open(cfg, splits, img_size=img_size, micro_batch=phase.micro_batch, rank=0,
                                world_size=world_size)
     return Plan(phases=phases, train_samples=train_samples, num_classes=num_classes, img_size=img_size)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .budget import Phase
 from .config import ConfigError, flatten, load_config
-from .data import ensure_fmnist_shards, read_dataset_info
+from .data import ensure_fmnist_shards, read_splits
 from .errors import ArgumentParser, VitwarmError, one_line_errors
 from .metrics import MetricsLog
 from .models import export_timm_checkpoint
@@ -196,15 +196,16 @@ def run(cfg: DictConfig) -> dict:
                               "nothing to do")
             return asdict(summary)
         state.identity = identity(cfg)
+    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
+        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    accelerator.wait_for_everyone()
+    splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
     if accelerator.is_main_process:
         write_config(run_dir, cfg)
-        if cfg.data.prepare == "fmnist":
-            ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
 
     phases = plan.phases
-    info = read_dataset_info(cfg.data.source, cfg.data.train_split)
-    images = ImageData.open(cfg, info, img_size=plan.img_size, micro_batch=phases[-1].micro_batch,
+    images = ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=phases[-1].micro_batch,
                             rank=accelerator.process_index, world_size=accelerator.num_processes)
     log = MetricsLog(run_dir, accelerator)
     # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
