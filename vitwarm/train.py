@@ -72,57 +72,57 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
     The phase-end checkpoint is the caller's (after the phase-end action), so no step is saved twice.
     """
     # In a terminal the bar redraws in place; in a log file every redraw is a new line, so update rarely.
-    bar = tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
-               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-    window_start = time.perf_counter()
-    pending: dict[str, torch.Tensor] = {}  # this process's counts not yet summed into state.window_counts
-    for step in range(state.step, phase.steps):
-        step_started = time.perf_counter()
-        # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
-        # not shift the draws of this step (a resumed run starts its iterators at another step).
-        micro_batches = [next(run.batches) for _ in range(phase.grad_accum)]
-        seed_step(cfg.seed, phase.name, step, accelerator.process_index)
-        run.scheduler.step_update(step)
-        step_loss = torch.zeros((), device=accelerator.device)
-        for micro, batch in enumerate(micro_batches):
-            last = micro == phase.grad_accum - 1
-            with nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
-                loss, counts = run.loss(run.model, batch)
-                accelerator.backward(loss / phase.grad_accum)
-            step_loss += loss.detach() / phase.grad_accum
-            for name, count in counts.items():
-                pending[name] = pending.get(name, 0) + count.detach()
-        step_loss = accelerator.reduce(step_loss, reduction="mean")  # every rank sees the same value
-        if not torch.isfinite(step_loss):
-            raise NonFiniteLoss(f"{phase.name} loss is {step_loss.item()} at step {step}; stopped without "
-                                f"applying it. The newest checkpoint in {cfg.run.dir}/checkpoints is intact: "
-                                "lower the learning rate or enable gradient clipping, then resume.")
-        if phase.grad_clip > 0:
-            accelerator.clip_grad_norm_(run.model.parameters(), phase.grad_clip)
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        if run.ema is not None:
-            run.ema.update(accelerator.unwrap_model(run.model), step=step)
-        state.step = step + 1
-        state.wall_s[phase.name] = state.wall_s.get(phase.name, 0.0) + time.perf_counter() - step_started
-        state.window_loss += step_loss.item()
-        state.window_steps += 1
-        bar.update(1)
+    # Closed on any exit, so an error message starts on a line of its own.
+    with tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
+              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
+        window_start = time.perf_counter()
+        pending: dict[str, torch.Tensor] = {}  # this process's counts not yet summed into state.window_counts
+        for step in range(state.step, phase.steps):
+            step_started = time.perf_counter()
+            # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
+            # not shift the draws of this step (a resumed run starts its iterators at another step).
+            micro_batches = [next(run.batches) for _ in range(phase.grad_accum)]
+            seed_step(cfg.seed, phase.name, step, accelerator.process_index)
+            run.scheduler.step_update(step)
+            step_loss = torch.zeros((), device=accelerator.device)
+            for micro, batch in enumerate(micro_batches):
+                last = micro == phase.grad_accum - 1
+                with nullcontext() if last else accelerator.no_sync(run.model):  # all-reduce once per step
+                    loss, counts = run.loss(run.model, batch)
+                    accelerator.backward(loss / phase.grad_accum)
+                step_loss += loss.detach() / phase.grad_accum
+                for name, count in counts.items():
+                    pending[name] = pending.get(name, 0) + count.detach()
+            step_loss = accelerator.reduce(step_loss, reduction="mean")  # every rank sees the same value
+            if not torch.isfinite(step_loss):
+                raise NonFiniteLoss(f"{phase.name} loss is {step_loss.item()} at step {step}; stopped without "
+                                    f"applying it. The newest checkpoint in {cfg.run.dir}/checkpoints is intact: "
+                                    "lower the learning rate or enable gradient clipping, then resume.")
+            if phase.grad_clip > 0:
+                accelerator.clip_grad_norm_(run.model.parameters(), phase.grad_clip)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            if run.ema is not None:
+                run.ema.update(accelerator.unwrap_model(run.model), step=step)
+            state.step = step + 1
+            state.wall_s[phase.name] = state.wall_s.get(phase.name, 0.0) + time.perf_counter() - step_started
+            state.window_loss += step_loss.item()
+            state.window_steps += 1
+            bar.update(1)
 
-        done = state.step == phase.steps
-        if state.step % cfg.log.every_steps == 0 or done:
-            add_counts(state, pending, accelerator)
-            record = log_window(phase, state, time.perf_counter() - window_start, run)
-            window_start = time.perf_counter()
-            log.write(record)
-            state.masked_acc = record.get("masked_acc", state.masked_acc)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
-        if phase.eval_every and state.step % phase.eval_every == 0 and not done:
-            evaluate_now(phase, run, state)
-        if state.step % cfg.checkpoint.every_steps == 0 and not done:
-            add_counts(state, pending, accelerator)
-            save(phase, run, state)
-    bar.close()
+            done = state.step == phase.steps
+            if state.step % cfg.log.every_steps == 0 or done:
+                add_counts(state, pending, accelerator)
+                record = log_window(phase, state, time.perf_counter() - window_start, run)
+                window_start = time.perf_counter()
+                log.write(record)
+                state.masked_acc = record.get("masked_acc", state.masked_acc)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
+            if phase.eval_every and state.step % phase.eval_every == 0 and not done:
+                evaluate_now(phase, run, state)
+            if state.step % cfg.checkpoint.every_steps == 0 and not done:
+                add_counts(state, pending, accelerator)
+                save(phase, run, state)
 
 
 def add_counts(state: RunState, pending: dict[str, torch.Tensor], accelerator: Accelerator) -> None:
