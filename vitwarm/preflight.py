@@ -135,8 +135,7 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
                                   f"steps is {phase.micro_batch}")
             check_images(cfg.data, cfg.model.in_chans, img_size)
             try:
-                with blame(f"data (source {cfg.data.source!r})"):
-                    splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
+                splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
             except FileNotFoundError:
                 continue  # data.prepare writes the shards later; their splits were checked above
             with blame(f"data (source {cfg.data.source!r}, {world_size} process(es), data.num_workers="

@@ -32,10 +32,11 @@ EVAL_ROLES = {"val": ("val_split", "val_source"), "test": ("test_split", "test_s
 def _eval_info(data: DictConfig, role: str) -> DatasetInfo:
     split_key, source_key = EVAL_ROLES[role]
     split, own = data[split_key], data[source_key]
-    if own is not None:
-        return read_dataset_info(own, split, data.info)
-    if not is_pattern(data.source):
-        return read_dataset_info(data.source, split)
+    if own is not None or not is_pattern(data.source):
+        try:
+            return read_dataset_info(own or data.source, split, data.info if own else None)
+        except DataError as err:  # say which key chose the split
+            raise DataError(f"data.{split_key}={split!r}: {err}") from None
     # A pattern of training shards: the evaluation split is chosen by name from the _info.json listing them.
     hint = (f"give data.{source_key} (a shard directory, {INFO_NAME} or pattern of the {split!r} shards); "
             f"data.source is a pattern of {data.train_split!r} shards, never read for evaluation")
