@@ -159,6 +159,8 @@ class TrainConfig:
     """CutMix alpha (0 disables)."""
     label_smoothing: float = 0.0
     """Label smoothing of the image-phase loss."""
+    compile: bool = False
+    """torch.compile the model in both phases (true/false); each phase's first steps pay the compilation."""
 
 
 @dataclass
