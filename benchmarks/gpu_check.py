@@ -56,7 +56,7 @@ DEIT_AUG = AugConfig(auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25, color_ji
 GPU = dict(models=(("ViT-B/16", "recipes/imagenet/vit_base_kdyck.yaml"),
                    ("ViT-S/16", "recipes/imagenet/vit_small_kdyck.yaml")),
            overrides=(), batch=256, steps=20, warm_steps=3, rounds={"eager": 3, "compiled": 1},
-           jpegs=3072, data_px=224, data_batch=64, data_batches=3, precision="bf16")
+           jpegs=2048, data_px=224, data_batch=32, data_batches=2, precision="bf16")
 SMOKE = dict(models=(("pico 32px", "recipes/fmnist_demo.yaml"),),
              overrides=("model.in_chans=3",), batch=8, steps=2, warm_steps=2, rounds={"eager": 1, "compiled": 1},
              jpegs=48, data_px=64, data_batch=4, data_batches=1, precision="fp32")  # CPU bf16 compiles slowly
@@ -189,7 +189,9 @@ def main() -> None:
     results["peak_tflops"] = peak
 
     with tempfile.TemporaryDirectory() as tmp:
-        shards = write_shards(Path(tmp), plan["jpegs"], os.cpu_count())
+        # Enough for one untimed and data_batches timed batches per worker, and one to spare.
+        jpegs = max(plan["jpegs"], plan["data_batch"] * os.cpu_count() * (plan["data_batches"] + 2))
+        shards = write_shards(Path(tmp), jpegs, os.cpu_count())
         section(results, "data", budget, 30,
                 lambda: data_pipeline(shards, plan["data_px"], plan["data_batch"], plan["data_batches"]), out)
         common = [f"train.batch_size={plan['batch']}", f"warmup.batch_size={plan['batch']}", "train.grad_accum=1",

@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | cut -c3-; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | cut -c3-; exit 0 ;;
     *) PASS+=("$1"); shift ;;
   esac
 done
