@@ -149,19 +149,19 @@ def model_speed(bench: e2e.Bench, plan: dict, rounds: int, peak: float | None) -
             "peak_memory_gib": max(memory) if cuda else None, "batch": plan["batch"]}
 
 
-def ema_on_device(bench: e2e.Bench, with_ema, plan: dict) -> dict:
-    """Two real image steps of ``with_ema`` (bench's config with train.ema_decay > 0): the average must live
-    on the training device and stay finite."""
+def ema_on_device(bench: e2e.Bench, plan: dict) -> dict:
+    """Two real image steps with ``bench``'s config, which has train.ema_decay > 0: the average must live on
+    the training device and stay finite."""
     cfg = bench.cfg
     phase = replace(bench.phases["image"], steps=2)
-    run = setup_image(with_ema, phase, bench.accelerator, bench.images, start_step=0)
+    run = setup_image(cfg, phase, bench.accelerator, bench.images, start_step=0)
     run.batches = iter(device_batches(bench, plan["batch"]) * 2)
     skip = lambda *args: None
-    train_phase(with_ema, phase, run, RunState(phase="image", model_name=cfg.model.name), bench.accelerator,
+    train_phase(cfg, phase, run, RunState(phase="image", model_name=cfg.model.name), bench.accelerator,
                 MetricsLog(Path(cfg.run.dir), bench.accelerator, ["image"]), skip, skip)
-    devices = {str(p.device) for p in run.ema.module.parameters()}
+    devices = {p.device.type for p in run.ema.module.parameters()}  # "cuda", not "cuda:0" vs "cuda"
     finite = all(p.isfinite().all().item() for p in run.ema.module.parameters())
-    if devices != {str(bench.device)} or not finite:
+    if devices != {bench.device.type} or not finite:
         raise RuntimeError(f"EMA on {devices} (finite: {finite}), training on {bench.device}")
     return {"ema_device": devices.pop(), "finite": finite}
 
@@ -197,23 +197,24 @@ def main() -> None:
         common = [f"train.batch_size={plan['batch']}", f"warmup.batch_size={plan['batch']}", "train.grad_accum=1",
                   "warmup.grad_accum=1", f"precision={plan['precision']}", "data.val_split=train",
                   "data.test_split=null", *plan["overrides"]]
+
+        def bench(recipe: str, key: str, overrides: list[str]) -> e2e.Bench:
+            run_dir = Path(tmp) / key.replace("/", "_").replace(" ", "_")
+            cfg = e2e.bench_config(str(e2e.ROOT / recipe), str(shards), run_dir, [*common, *overrides])
+            run_dir.mkdir()
+            return e2e.Bench(cfg, accelerator)
+
+        smallest = plan["models"][-1][1]
+        section(results, "ema", budget, 20,
+                lambda: ema_on_device(bench(smallest, "ema", ["train.ema_decay=0.999"]), plan), out)
         for mode, estimate in (("eager", 60), ("compiled", 150)):
             for label, recipe in plan["models"]:
                 key = f"{label} {mode}"
-                overrides = [*common, f"train.compile={mode == 'compiled'}"]
 
-                def measure(recipe=recipe, overrides=overrides, mode=mode, key=key):
-                    run_dir = Path(tmp) / key.replace("/", "_").replace(" ", "_")
-                    cfg = e2e.bench_config(str(e2e.ROOT / recipe), str(shards), run_dir, overrides)
-                    run_dir.mkdir()
-                    bench = e2e.Bench(cfg, accelerator)
-                    result = model_speed(bench, plan, plan["rounds"][mode], peak)
-                    if "ema" not in results and mode == "eager":
-                        with_ema = e2e.bench_config(str(e2e.ROOT / recipe), str(shards), run_dir,
-                                                    [*overrides, "train.ema_decay=0.999"])
-                        results["ema"] = ema_on_device(bench, with_ema, plan)
-                    del bench
-                    gc.collect()
+                def measure(recipe=recipe, mode=mode, key=key):
+                    result = model_speed(bench(recipe, key, [f"train.compile={mode == 'compiled'}"]), plan,
+                                         plan["rounds"][mode], peak)
+                    gc.collect()  # the previous model's memory, before the next one is built
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
                     return result
