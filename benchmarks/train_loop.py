@@ -37,7 +37,7 @@ def vitwarm_loop(cfg, accelerator, images, batches, steps: int) -> float:
     run = setup_image(cfg, phase, accelerator, images, start_step=0)
     run.batches = itertools.cycle(batches)
     state = RunState(phase="image", model_name=cfg.model.name)
-    log = MetricsLog(Path(cfg.run.dir), accelerator, ["image"])
+    log = MetricsLog(Path(cfg.run.dir), accelerator)
     start = time.perf_counter()
     skip = lambda *args: None  # no checkpoints or evaluations inside the timed steps
     train_phase(cfg, replace(phase, steps=steps), run, state, accelerator, log, save=skip, evaluate_now=skip)

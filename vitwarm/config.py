@@ -278,6 +278,8 @@ class TrainConfig:
     """CutMix alpha (0 disables)."""
     label_smoothing: float = checked(0.0, Range(0, 1, high_open=True))
     """Label smoothing of the image-phase loss."""
+    compile: bool = False
+    """torch.compile the model in both phases (true/false); each phase's first steps pay the compilation."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, get_optimizer_class
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
@@ -124,8 +124,24 @@ class PhaseRun:
     ema: ModelEmaV3 | None = None
 
 
-def make_optimizer(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: str, sched: str):
-    optimizer = create_optimizer_v2(model, opt=opt, lr=cfg_opt.lr, weight_decay=cfg_opt.weight_decay)
+def optimizer_implementation(opt: str, device: torch.device | None) -> dict:
+    """Keyword arguments picking torch's fastest Adam(W) kernel for ``device``; {} for other optimizers.
+
+    Fused (one kernel over all parameters) exists for CUDA and CPU (torch >= 2.4); on a 2-core CPU it steps
+    a 0.8M-parameter ViT in 1.5 ms against 4.7 ms for the default per-tensor loop. Elsewhere foreach.
+    ``device`` None (the dry build on the meta device): torch's default.
+    """
+    if device is None:
+        return {}
+    if get_optimizer_class(opt.split("_")[-1], bind_defaults=False) not in (torch.optim.AdamW, torch.optim.Adam):
+        return {}  # timm's own optimizers choose their implementation themselves
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+
+
+def make_optimizer(cfg_opt: DictConfig, model: torch.nn.Module, phase: Phase, opt: str, sched: str,
+                   device: torch.device | None = None):
+    optimizer = create_optimizer_v2(model, opt=opt, lr=cfg_opt.lr, weight_decay=cfg_opt.weight_decay,
+                                    **optimizer_implementation(opt, device))
     # One scheduler "epoch" = one optimizer step, so all lengths below are steps.
     scheduler, _ = create_scheduler_v2(optimizer, sched=sched, num_epochs=phase.steps, min_lr=cfg_opt.min_lr,
                                        warmup_epochs=phase.lr_warmup_steps, warmup_lr=cfg_opt.min_lr,
@@ -140,14 +156,32 @@ def warmup_task(procedural: DictConfig, vit: VisionTransformer) -> ProceduralTas
                           shuffled=procedural.shuffled)
 
 
+def _prepare(cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema_decay: float = 0.0) -> tuple[torch.nn.Module, torch.optim.Optimizer, ModelEmaV3 | None]:
+    """Accelerate's device placement and wrapping, then the EMA copy and torch.compile, in that order.
+
+    The EMA is copied from the prepared model, so it lives on the training device and its updates never
+    mix devices; it is copied before compiling, so evaluating it runs eagerly and compiles nothing.
+    """
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=ema_decay) if ema_decay > 0 else None
+    if cfg.train.compile:
+        # Every compiled module shares the cache of nn.Module._call_impl and its recompile limit (8 by
+        # default): drop the previous phase's graphs so that this phase's train/eval shapes fit in it.
+        torch._dynamo.reset()
+        model.compile()  # in place: state-dict keys, unwrap_model and checkpoints stay as without compile
+    return model, optimizer, ema
+
+
 def setup_warmup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData,
                  start_step: int) -> PhaseRun:
     vit = create_vit(cfg, "warmup-init", num_classes=0)
     task = warmup_task(cfg.procedural, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
-    optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt="adamw", sched="cosine")
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt="adamw", sched="cosine",
+                                          device=accelerator.device)
+    model, optimizer, _ = _prepare(cfg, accelerator, model, optimizer)
     stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
                          start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
                          world_size=accelerator.num_processes)
@@ -214,9 +248,9 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
         load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
     elif cfg.transfer.sources and start_step == 0:
         compose_sources(cfg, model, accelerator)
-    ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched,
+                                          device=accelerator.device)
+    model, optimizer, ema = _prepare(cfg, accelerator, model, optimizer, cfg.train.ema_decay)
     t = cfg.train
     mixup, train_loss = make_mixup(t.mixup, t.cutmix, t.label_smoothing, images.num_classes)
 
