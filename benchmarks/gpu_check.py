@@ -108,6 +108,9 @@ def peak_tflops(device_name: str, given: float | None) -> float | None:
 def write_shards(root: Path, jpegs: int, workers: int) -> Path:
     """Synthetic ImageNet-like JPEGs (300-500 px) in 1000 classes, as shards: at least 2 per loader worker."""
     tree = data_bench.write_jpeg_set(root / "jpeg", jpegs, num_classes=1000)
+    # A few held-out images, so evaluation reads shards of its own (vitwarm refuses to evaluate on training shards).
+    held = data_bench.write_jpeg_set(root / "held", 2 * workers, num_classes=1000, seed=1)
+    (held / "train").rename(tree / "val")
     return write_folder_shards(tree, root / "shards", name="synthetic", shard_size=max(1, jpegs // (2 * workers)),
                                progress=False)
 
@@ -195,7 +198,7 @@ def main() -> None:
         section(results, "data", budget, 30,
                 lambda: data_pipeline(shards, plan["data_px"], plan["data_batch"], plan["data_batches"]), out)
         common = [f"train.batch_size={plan['batch']}", f"warmup.batch_size={plan['batch']}", "train.grad_accum=1",
-                  "warmup.grad_accum=1", f"precision={plan['precision']}", "data.val_split=train",
+                  "warmup.grad_accum=1", f"precision={plan['precision']}",
                   "data.test_split=null", *plan["overrides"]]
 
         def bench(recipe: str, key: str, overrides: list[str]) -> e2e.Bench:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from vitwarm.budget import plan_phases, vit_flops_per_sample
 from vitwarm.config import load_config
-from vitwarm.data import read_dataset_info
+from vitwarm.data import read_splits
 from vitwarm.phases import ImageData, create_vit, finish_warmup, optimizer_implementation, setup_image, setup_warmup
 from vitwarm.train import accelerate_precision
 
@@ -61,13 +61,13 @@ def phases_of(fmnist_shards, tmp_path):
     def build(*overrides: str):
         cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={tmp_path}", *overrides])
         accelerator = Accelerator(cpu=True, mixed_precision=accelerate_precision(cfg.precision))
-        info = read_dataset_info(cfg.data.source, cfg.data.train_split)
+        splits = read_splits(cfg.data)
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
-        phases = plan_phases(cfg, train_samples=info.num_samples, world_size=1,
+        phases = plan_phases(cfg, train_samples=splits["train"].num_samples, world_size=1,
                              flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
-        images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
-                                micro_batch=phases[-1].micro_batch)
+        images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0],
+                                micro_batch=phases[-1].micro_batch, rank=0, world_size=1)
         warmup = setup_warmup(cfg, phases[0], accelerator, images, start_step=0)
         finish_warmup(cfg, warmup, accelerator, images, tmp_path)  # the export the image phase starts from
         return accelerator, {"warmup": warmup, "image": setup_image(cfg, phases[1], accelerator, images, 0)}
