@@ -144,3 +144,46 @@ def test_no_cuda_syncs_between_log_records(tmp_path, fmnist_shards, monkeypatch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert path.steps == summary["phases"]["warmup"]["steps"] + summary["phases"]["image"]["steps"]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["torch AdamW", "fused AdamW (found_inf)"])
+def test_guarded_step_applies_a_finite_step_and_skips_a_bad_one(fused):
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(8, 4) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    guarded, plain = (torch.optim.AdamW(m.parameters(), lr=0.1, fused=fused) for m in models)
+    x = torch.randn(16, 8)
+    for _ in range(2):  # finite: exactly what a plain step does
+        for model in models:
+            model(x).square().mean().backward()
+        vitwarm.train.guarded_step(guarded, list(models[0].parameters()), torch.tensor(True))
+        plain.step()
+        for model in models:
+            model.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+    before = [p.clone() for p in models[0].parameters()]
+    for p in models[0].parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    vitwarm.train.guarded_step(guarded, list(models[0].parameters()), torch.tensor(False))
+    for p, old in zip(models[0].parameters(), before):
+        assert torch.equal(p, old), "a skipped step changed the weights"
+
+
+def test_nan_between_log_records_names_its_step_and_saves_nothing_after_it(tmp_path, fmnist_shards):
+    # The same diverging run, stopped at once (a record every step) and only at the next record or
+    # checkpoint: both name the same first non-finite step, and no checkpoint holds a step after it.
+    messages = []
+    for name, every in (("every step", 1), ("deferred", 5)):
+        run_dir = tmp_path / name
+        cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={run_dir}", "warmup.lr=1e30",
+                                 "warmup.grad_clip=0", f"log.every_steps={every}", "checkpoint.every_steps=2"])
+        with pytest.raises(vitwarm.train.NonFiniteLoss) as stop:
+            vitwarm.train.run(cfg)
+        messages.append(str(stop.value).replace(str(run_dir), "RUN_DIR"))
+        bad = int(str(stop.value).split(" at step ")[1].split(";")[0])
+        saved = [int(p.name.rsplit("-", 1)[1]) for p in (run_dir / "checkpoints").iterdir()]
+        # A checkpoint named N holds steps 0..N-1: none may include the bad step.
+        assert saved and max(saved) <= bad, f"checkpoint after the bad step {bad}: {saved}"
+    assert messages[0] == messages[1]
+    assert "warmup loss is nan at step" in messages[0] or "warmup loss is inf at step" in messages[0]
