@@ -12,6 +12,7 @@ what the uninterrupted run would have.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -67,8 +68,11 @@ def seed_step(seed: int, phase: str, step: int, rank: int) -> None:
 
 def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, accelerator: Accelerator,
                 log: MetricsLog, save, evaluate_now) -> None:
-    """Run ``phase`` from ``state.step`` to its end: accumulate, clip, step, log, evaluate, checkpoint.
+    """Run ``phase`` from ``state.step`` to its end: accumulate, guard, clip, step, log, evaluate, checkpoint.
 
+    A step never reads a device value on the host: its loss and counts accumulate on the device, and a
+    non-finite loss skips the update there. ``add_counts`` is the only host sync, once before anything reads
+    the model or the state (a log record, an evaluation, a checkpoint); it stops the run on a non-finite loss.
     The phase-end checkpoint is the caller's (after the phase-end action), so no step is saved twice.
     """
     # In a terminal the bar redraws in place; in a log file every redraw is a new line, so update rarely.
@@ -76,7 +80,8 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
     with tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
         window_start = time.perf_counter()
-        pending: dict[str, torch.Tensor] = {}  # this process's counts not yet summed into state.window_counts
+    pending = Pending(accelerator.device)
+    trained = [p for p in run.model.parameters() if p.requires_grad]
         for step in range(state.step, phase.steps):
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
@@ -91,46 +96,100 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
                     loss, counts = run.loss(run.model, batch)
                     accelerator.backward(loss / phase.grad_accum)
                 step_loss += loss.detach() / phase.grad_accum
-                for name, count in counts.items():
-                    pending[name] = pending.get(name, 0) + count.detach()
-            step_loss = accelerator.reduce(step_loss, reduction="mean")  # every rank sees the same value
-            if not torch.isfinite(step_loss):
-                raise NonFiniteLoss(f"{phase.name} loss is {step_loss.item()} at step {step}; stopped without "
-                                    f"applying it. The newest checkpoint in {cfg.run.dir}/checkpoints is intact: "
-                                    "lower the learning rate or enable gradient clipping, then resume.")
-            if phase.grad_clip > 0:
+            pending.add_counts(counts)
+        finite = pending.add_loss(step, step_loss)
+        if phase.grad_clip > 0:  # on the device: the norm and the clip factor stay tensors
                 accelerator.clip_grad_norm_(run.model.parameters(), phase.grad_clip)
-            run.optimizer.step()
+        guarded_step(run.optimizer, trained, finite)
             run.optimizer.zero_grad(set_to_none=True)
             if run.ema is not None:
                 run.ema.update(accelerator.unwrap_model(run.model), step=step)
             state.step = step + 1
             state.wall_s[phase.name] = state.wall_s.get(phase.name, 0.0) + time.perf_counter() - step_started
-            state.window_loss += step_loss.item()
             state.window_steps += 1
             bar.update(1)
 
             done = state.step == phase.steps
-            if state.step % cfg.log.every_steps == 0 or done:
-                add_counts(state, pending, accelerator)
+        log_now = state.step % cfg.log.every_steps == 0 or done
+        eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
+        save_now = state.step % cfg.checkpoint.every_steps == 0 and not done
+        if log_now or eval_now or save_now:
+            add_counts(cfg, phase, state, pending, accelerator)
+        if log_now:
                 record = log_window(phase, state, time.perf_counter() - window_start, run)
                 window_start = time.perf_counter()
                 log.write(record)
                 state.masked_acc = record.get("masked_acc", state.masked_acc)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
-            if phase.eval_every and state.step % phase.eval_every == 0 and not done:
+        if eval_now:
                 evaluate_now(phase, run, state)
-            if state.step % cfg.checkpoint.every_steps == 0 and not done:
-                add_counts(state, pending, accelerator)
+        if save_now:
                 save(phase, run, state)
 
 
-def add_counts(state: RunState, pending: dict[str, torch.Tensor], accelerator: Accelerator) -> None:
-    """Sum this window's counts over processes into the (checkpointed) state; empties ``pending``."""
-    for name, count in pending.items():
-        total = int(accelerator.reduce(torch.as_tensor(count, device=accelerator.device), reduction="sum").item())
-        state.window_counts[name] = state.window_counts.get(name, 0) + total
-    pending.clear()
+class Pending:
+    """This process's sums since the last ``add_counts``, kept on the training device: adding reads nothing back."""
+
+    def __init__(self, device: torch.device):
+        # float64: summed in step order, exactly as the Python floats of the window in RunState would be.
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.counts: dict[str, torch.Tensor] = {}  # int64 (): masked / correct tokens
+        # The phase's first step with a non-finite loss (-1 while there is none) and that loss.
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add_counts(self, counts: dict[str, torch.Tensor]) -> None:
+        for name, count in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + count.detach()
+
+    def add_loss(self, step: int, step_loss: torch.Tensor) -> torch.Tensor:
+        """Adds a step's loss; returns a device bool, True while every step of the phase had a finite loss."""
+        self.loss += step_loss.double()
+        first = (self.bad_step < 0) & ~torch.isfinite(step_loss)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, step_loss.double(), self.bad_loss)
+        return self.bad_step < 0
+
+
+@torch.no_grad()
+def guarded_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], finite: torch.Tensor) -> None:
+    """``optimizer.step()`` where the device bool ``finite`` holds, no change to ``params`` where not: no sync.
+
+    Optimizers that take a grad scaler's ``found_inf`` (torch's fused Adam, AdamW, SGD) skip the whole
+    update on the device, moments and step count included. For the others the weights are copied before
+    the step and selected back; their state may absorb the bad step, but it is never saved: the run stops
+    at the next ``add_counts``, before any checkpoint.
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the optimizer
+    if getattr(inner, "_step_supports_amp_scaling", False):
+        inner.found_inf = (~finite).float()
+        optimizer.step()
+        return
+    before = [p.clone() for p in params]
+    optimizer.step()
+    for p, old in zip(params, before):
+        torch.where(finite, p, old, out=p)
+
+
+def add_counts(cfg: DictConfig, phase: Phase, state: RunState, pending: Pending, accelerator: Accelerator) -> None:
+    """Sum ``pending`` over processes into the (checkpointed) window in ``state`` and zero it; the loop's one sync.
+
+    Raises NonFiniteLoss, naming the first non-finite step, when the window holds one.
+    """
+    names = list(pending.counts)
+    sums = torch.stack([pending.loss] + [pending.counts[name].double() for name in names])  # float64 (1 + counts,)
+    loss, *counts = accelerator.reduce(sums, reduction="sum").tolist()  # counts are exact below 2**53
+    if not math.isfinite(loss):  # every process sees the same sums, so all of them stop here
+        rows = accelerator.gather(torch.stack([pending.bad_step.double(), pending.bad_loss])[None]).tolist()
+        step, value = min((row for row in rows if row[0] >= 0), default=(state.step - 1, loss))
+        raise NonFiniteLoss(f"{phase.name} loss is {value} at step {int(step)}; stopped without applying it or any "
+                            f"later step. The newest checkpoint in {cfg.run.dir}/checkpoints is intact: lower the "
+                            "learning rate or enable gradient clipping, then resume.")
+    state.window_loss += loss / accelerator.num_processes  # the mean over processes of their sums
+    for name, count in zip(names, counts):
+        state.window_counts[name] = state.window_counts.get(name, 0) + int(count)
+    pending.loss.zero_()
+    pending.counts.clear()
 
 
 def log_window(phase: Phase, state: RunState, seconds: float, run: PhaseRun) -> dict:
