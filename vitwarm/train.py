@@ -80,8 +80,8 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
     with tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
         window_start = time.perf_counter()
-    pending = Pending(accelerator.device)
-    trained = [p for p in run.model.parameters() if p.requires_grad]
+        pending = Pending(accelerator.device)
+        trained = [p for p in run.model.parameters() if p.requires_grad]
         for step in range(state.step, phase.steps):
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
@@ -96,11 +96,11 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
                     loss, counts = run.loss(run.model, batch)
                     accelerator.backward(loss / phase.grad_accum)
                 step_loss += loss.detach() / phase.grad_accum
-            pending.add_counts(counts)
-        finite = pending.add_loss(step, step_loss)
-        if phase.grad_clip > 0:  # on the device: the norm and the clip factor stay tensors
+                pending.add_counts(counts)
+            finite = pending.add_loss(step, step_loss)
+            if phase.grad_clip > 0:  # on the device: the norm and the clip factor stay tensors
                 accelerator.clip_grad_norm_(run.model.parameters(), phase.grad_clip)
-        guarded_step(run.optimizer, trained, finite)
+            guarded_step(run.optimizer, trained, finite)
             run.optimizer.zero_grad(set_to_none=True)
             if run.ema is not None:
                 run.ema.update(accelerator.unwrap_model(run.model), step=step)
@@ -110,20 +110,20 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
             bar.update(1)
 
             done = state.step == phase.steps
-        log_now = state.step % cfg.log.every_steps == 0 or done
-        eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
-        save_now = state.step % cfg.checkpoint.every_steps == 0 and not done
-        if log_now or eval_now or save_now:
-            add_counts(cfg, phase, state, pending, accelerator)
-        if log_now:
+            log_now = state.step % cfg.log.every_steps == 0 or done
+            eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
+            save_now = state.step % cfg.checkpoint.every_steps == 0 and not done
+            if log_now or eval_now or save_now:
+                add_counts(cfg, phase, state, pending, accelerator)
+            if log_now:
                 record = log_window(phase, state, time.perf_counter() - window_start, run)
                 window_start = time.perf_counter()
                 log.write(record)
                 state.masked_acc = record.get("masked_acc", state.masked_acc)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
-        if eval_now:
+            if eval_now:
                 evaluate_now(phase, run, state)
-        if save_now:
+            if save_now:
                 save(phase, run, state)
 
 
