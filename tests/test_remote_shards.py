@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
-import subprocess
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,7 +16,7 @@ from safetensors.torch import load_file
 from vitwarm.config import load_config
 from vitwarm.data import DataError, make_train_loader, make_val_loader, read_dataset_info, read_splits
 
-from test_train import ENV, PER_STEP_LOGS, ROOT, train, train_command, train_records
+from test_train import PER_STEP_LOGS, kill_once, train, train_records
 
 FM = dict(img_size=28, in_chans=1)
 
@@ -104,16 +101,9 @@ def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fm
     reference = train(tmp_path / "local", fmnist_shards, *PER_STEP_LOGS)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "http"
-    process = subprocess.Popen(train_command(run_dir, http_root, *PER_STEP_LOGS), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
     # Killed once the image phase has written a checkpoint: the resume reopens the remote streams mid-epoch.
-    while process.poll() is None and not any("image" in p.name for p in (run_dir / "checkpoints").glob("*")):
-        assert time.monotonic() < deadline, "no image-phase checkpoint appeared"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+    kill_once(run_dir, http_root, lambda: any("image" in p.name for p in (run_dir / "checkpoints").glob("*")),
+              *PER_STEP_LOGS)
     resumed = train(run_dir, http_root, "resume=auto", *PER_STEP_LOGS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout

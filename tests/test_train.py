@@ -41,6 +41,19 @@ def train_records(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in lines]
 
 
+def kill_once(run_dir: Path, shards: Path, ready, *overrides: str) -> None:
+    """Start a run, SIGKILL its process group as soon as ``ready()`` holds, and check that it had not finished."""
+    process = subprocess.Popen(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ready() and process.poll() is None:
+        assert time.monotonic() < deadline, f"the run never reached the point to kill it at ({run_dir})"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, fmnist_shards):
     """One uninterrupted single-process run, the yardstick of the resume tests."""
@@ -70,15 +83,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, refere
                   "at the phase boundary": f"0-warmup-{warm_steps:08d}",
                   "during the image phase": "1-image-00000006"}[kill_at]
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(train_command(run_dir, fmnist_shards, *PER_STEP_LOGS), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / checkpoint).exists() and process.poll() is None:
-        assert time.monotonic() < deadline, f"checkpoint {checkpoint} never appeared"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+    kill_once(run_dir, fmnist_shards, lambda: (run_dir / "checkpoints" / checkpoint).exists(), *PER_STEP_LOGS)
 
     result = train(run_dir, fmnist_shards, "resume=auto", *PER_STEP_LOGS)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -7,11 +7,7 @@ are real ``python -m vitwarm.train`` subprocesses killed with SIGKILL and resume
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -26,22 +22,14 @@ from vitwarm.data import read_splits
 from vitwarm.phases import ImageData, create_vit, finish_warmup, optimizer_implementation, setup_image, setup_warmup
 from vitwarm.train import accelerate_precision
 
-from test_train import ENV, ROOT, TINY, train, train_command, train_records
+from test_train import TINY, kill_once, train, train_records
 
 PER_STEP_LOGS = ("log.every_steps=1",)
 
 
 def kill_at(run_dir: Path, shards: Path, checkpoint: str, *overrides: str) -> None:
-    """Start a run, SIGKILL it as soon as ``checkpoint`` exists, and check that it had not finished."""
-    process = subprocess.Popen(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / checkpoint).exists() and process.poll() is None:
-        assert time.monotonic() < deadline, f"checkpoint {checkpoint} never appeared"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+    """Start a run and SIGKILL it as soon as ``checkpoint`` exists."""
+    kill_once(run_dir, shards, lambda: (run_dir / "checkpoints" / checkpoint).exists(), *overrides)
 
 
 def final_checkpoint(run_dir: Path) -> Path:
