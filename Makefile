@@ -23,7 +23,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers, each test file whole on one (its fixtures once)
 
 lint: setup
 	$(VENV)/bin/ruff check .

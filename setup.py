@@ -29,6 +29,6 @@ setup(
         "report": ["matplotlib>=3.8"],
         "tensorboard": ["tensorboard>=2.15"],
         "slurm": ["submitit>=1.5"],
-        "test": ["pytest>=8", "ruff>=0.6", "matplotlib>=3.8", "tensorboard>=2.15"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "matplotlib>=3.8", "tensorboard>=2.15"],
     },
 )
