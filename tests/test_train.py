@@ -59,7 +59,7 @@ def test_run_completes_both_phases(reference):
     records = train_records(reference)
     assert {r["phase"] for r in records} == {"warmup", "image"}
     assert any(r.get("event") == "eval" for r in records)
-    for name in ("config.yaml", "warmup.safetensors", "model.safetensors"):
+    for name in ("config.yaml", "warmup/model.safetensors", "model/model.safetensors", "model/config.json"):
         assert (reference / name).is_file(), name
 
 
@@ -84,7 +84,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, refere
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout
     # Bitwise: resumed runs re-seed every step and restart every stream at its sample index.
-    expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
     assert expected.keys() == got.keys()
     for name in expected:
         assert (expected[name] == got[name]).all(), name
@@ -148,3 +148,57 @@ def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
     result = train(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
     assert result.returncode != 0
     assert "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in result.stderr
+
+
+# Evaluates an export the way a user without vitwarm would: stock timm builds the model and its eval
+# transform from the folder alone; webdataset reads the validation shards listed in _info.json.
+STOCK_EVAL = r"""
+import json, sys
+from pathlib import Path
+import timm, torch, webdataset as wds
+from timm.data import create_transform, resolve_data_config
+
+export, shards = sys.argv[1], Path(sys.argv[2])
+model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
+config = resolve_data_config({}, model=model)
+transform = create_transform(**config)
+mode = "L" if config["input_size"][0] == 1 else "RGB"
+split = json.loads((shards / "_info.json").read_text())["splits"]["validation"]
+urls = [str(shards / f) for f in split["filenames"]]
+samples = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls")
+correct = total = 0
+with torch.no_grad():
+    for batch in samples.map_tuple(lambda im: transform(im.convert(mode)), int).batched(250):
+        images, labels = batch
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += len(labels)
+headless = timm.create_model(f"local-dir:{export.replace('model', 'warmup')}", pretrained=True, num_classes=7)
+print(json.dumps({"top1": 100 * correct / total, "samples": total, "config": config,
+                  "vitwarm_imported": any(m.split(".")[0] == "vitwarm" for m in sys.modules),
+                  "headless_classes": headless.num_classes, "label_names": model.pretrained_cfg["label_names"]}))
+"""
+
+
+def test_exports_load_in_stock_timm_without_vitwarm(tmp_path, fmnist_shards, reference):
+    model_dir = reference / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224"  # a stock name: no vitwarm import needed
+    assert config["num_classes"] == 10 and config["vitwarm"]["kind"] == "model"
+    warm = json.loads((reference / "warmup" / "config.json").read_text())
+    assert warm["num_classes"] == 0 and "head: none" in warm["pretrained_cfg"]["notes"][0]
+    # The final model's head is in the file and is the trained one of the last checkpoint.
+    final = load_file(model_dir / "model.safetensors")
+    last = load_file(sorted((reference / "checkpoints").iterdir())[-1] / "model.safetensors")
+    assert final["head.weight"].shape == (10, 64) and (final["head.weight"] == last["head.weight"]).all()
+    assert "head.weight" not in load_file(reference / "warmup" / "model.safetensors")
+
+    # A fresh interpreter outside the project: sys.path[0] is tmp_path, and vitwarm is never imported.
+    result = subprocess.run([sys.executable, "-c", STOCK_EVAL, str(model_dir), str(fmnist_shards)], cwd=tmp_path,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.splitlines()[-1])
+    summary = json.loads((reference / "summary.json").read_text())
+    assert not got["vitwarm_imported"]
+    assert got["samples"] == 500 and abs(got["top1"] - summary["top1"]) <= 0.1, (got["top1"], summary["top1"])
+    assert got["config"]["input_size"] == [1, 28, 28] and got["config"]["mean"] == [0.286]
+    assert got["label_names"][0] == "T-shirt/top" and got["headless_classes"] == 7

@@ -1,8 +1,8 @@
 """What each phase trains on: ``PHASE_SETUP[name]`` builds a ``PhaseRun`` for the generic loop in train.py.
 
 - ``warmup``: a ``WarmupViT`` around a fresh timm ViT, masked-token prediction on the procedural stream.
-  At its end the selected weights move into a fresh image ViT, which is exported as a plain timm
-  checkpoint (``RUN_DIR/warmup.safetensors``): the hand-over to the image phase and the user's artefact.
+  At its end the selected weights move into a fresh image ViT, which is exported headless as a timm hub
+  folder (``RUN_DIR/warmup/``, see vitwarm.export): the hand-over to the image phase and the user's artefact.
 - ``image``: that image ViT (or a fresh one without warm-up), classification on the webdataset shards.
 
 Every batch source starts at a micro-batch index, so a resumed phase continues with the very samples an
@@ -29,10 +29,9 @@ from torch.utils.data import DataLoader
 from .budget import Phase
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
-from .models import WarmupViT, export_timm_checkpoint, load_checkpoint, masked_token_loss, transfer
+from .export import export_dir, export_run
+from .models import WarmupViT, load_checkpoint, masked_token_loss, transfer
 from .procedural import ProceduralTask, TokenStream
-
-WARMUP_EXPORT = "warmup.safetensors"
 
 
 def derive_seed(seed: int, *tags: str | int) -> int:
@@ -136,12 +135,7 @@ def finish_warmup(cfg: DictConfig, run: PhaseRun, accelerator: Accelerator, imag
                       keep_pos_embed=t.keep_pos_embed, keep_cls_token=t.keep_cls_token, shuffle=t.shuffle,
                       seed=derive_seed(cfg.seed, "transfer-shuffle"))
     if accelerator.is_main_process:
-        description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
-                       "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
-                       "transferred": report.copied}
-        tmp = run_dir / f".tmp-{WARMUP_EXPORT}"
-        export_timm_checkpoint(image_vit, tmp, architecture=cfg.model.name, warmup=description)
-        tmp.replace(run_dir / WARMUP_EXPORT)  # atomic: a half-written export is never picked up
+        export_run(cfg, image_vit, "warmup", transferred=report.copied)  # written aside, renamed into place
     accelerator.wait_for_everyone()
     return str(report)
 
@@ -159,7 +153,7 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
     if cfg.warmup.fraction > 0 and start_step == 0:  # a resumed phase gets its weights from the checkpoint
-        load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
+        load_checkpoint(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
     model, optimizer = accelerator.prepare(model, optimizer)

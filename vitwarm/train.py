@@ -29,8 +29,8 @@ from tqdm import tqdm
 from .budget import Phase, plan_phases, vit_flops_per_sample
 from .config import ConfigError, flatten, load_config, save_config
 from .data import ensure_fmnist_shards, read_dataset_info
+from .export import export_run
 from .metrics import MetricsLog
-from .models import export_timm_checkpoint
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
 from .resume import RunState, checkpoint_name, list_checkpoints, load_checkpoint, read_state, save_checkpoint
 
@@ -233,7 +233,7 @@ def finish(cfg: DictConfig, run: PhaseRun, state: RunState, phases: list[Phase],
         "phases": {p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in phases},
     }
     if accelerator.is_main_process:
-        export_timm_checkpoint(model, Path(cfg.run.dir) / "model.safetensors", architecture=cfg.model.name)
+        export_run(cfg, model, "model")  # RUN_DIR/model/: a timm hub folder, head included
         (Path(cfg.run.dir) / "summary.json").write_text(json.dumps(summary, indent=1))
     test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
     accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "

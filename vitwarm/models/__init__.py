@@ -4,7 +4,7 @@ Importing this package registers the ``vitwarm_*`` timm models (see `registry`).
 """
 
 from . import registry  # noqa: F401  (registers vitwarm_* timm models)
-from .checkpoint import export_timm_checkpoint, load_checkpoint, read_metadata
+from .checkpoint import export_hub, load_checkpoint, read_metadata
 from .token_path import POS_EMBED_MODES, TRAINABLE, WarmupViT, masked_token_loss
 from .transfer import PARTS, SHUFFLE_MODES, TransferReport, transfer
 
@@ -15,7 +15,7 @@ __all__ = [
     "TRAINABLE",
     "TransferReport",
     "WarmupViT",
-    "export_timm_checkpoint",
+    "export_hub",
     "load_checkpoint",
     "masked_token_loss",
     "read_metadata",
