@@ -102,7 +102,7 @@ def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--main_process_port", str(free_port()),
-               *train_command(run_dir, fmnist_shards, "log.tensorboard=true")[1:]]
+               *train_command(run_dir, fmnist_shards, "log.trackers=[tensorboard]")[1:]]
     result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -112,7 +112,7 @@ def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
     evals = [r for r in train_records(run_dir) if r.get("event") == "eval"]
     # Validation counted every sample exactly once over both processes.
     assert all(r["samples"] == info["splits"]["validation"]["num_samples"] for r in evals)
-    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard events written"
+    assert list((run_dir / "vitwarm").rglob("events.out.tfevents.*")), "no TensorBoard events written"
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, fmnist_shards):

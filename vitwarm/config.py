@@ -189,8 +189,10 @@ class CheckpointConfig:
 class LogConfig:
     every_steps: int = 20
     """Log training metrics every this many optimizer steps."""
-    tensorboard: bool = True
-    """Also log to TensorBoard (RUN_DIR/tensorboard) through Accelerate's trackers."""
+    trackers: list[str] = field(default_factory=list)
+    """Accelerate trackers to log to besides metrics.jsonl: tensorboard, wandb, mlflow, aim, comet_ml, ..."""
+    project: str = "vitwarm"
+    """Tracker project name (W&B project, MLflow experiment); TensorBoard writes to RUN_DIR/<project>."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ from .export import export_run
 from .metrics import MetricsLog
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, create_vit, derive_seed, evaluate
 from .resume import RunState, checkpoint_name, list_checkpoints, load_checkpoint, read_state, save_checkpoint
+from .trackers import check_trackers
 
 
 class NonFiniteLoss(RuntimeError):
@@ -140,7 +141,7 @@ def run(cfg: DictConfig) -> dict:
     # only when told to use the CPU; otherwise each process would silently train alone.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
-                              project_dir=str(run_dir), log_with="tensorboard" if cfg.log.tensorboard else None)
+                              project_dir=str(run_dir), log_with=check_trackers(cfg.log.trackers) or None)
     checkpoint = find_resume_point(cfg)
     state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name)
     if state.model_name != cfg.model.name:
@@ -162,8 +163,8 @@ def run(cfg: DictConfig) -> dict:
                             micro_batch=phases[-1].micro_batch)
     log = MetricsLog(run_dir, accelerator, phase_order=[p.name for p in phases])
     log.truncate_after(state.phase, state.step)
-    if cfg.log.tensorboard:
-        accelerator.init_trackers("tensorboard", config=flatten(cfg))
+    if cfg.log.trackers:
+        accelerator.init_trackers(cfg.log.project, config=flatten(cfg))
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
