@@ -16,6 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from .catalog import resolve_recipe
+
 
 @dataclass
 class ModelConfig:
@@ -272,10 +274,12 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
 
 
 def read_recipe(path: str | Path) -> list[DictConfig]:
-    """A recipe YAML and, first, the recipes it names as ``base:`` (a path relative to it), recursively."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe '{path}' does not exist (see the recipes/ folder)")
+    """A recipe YAML (a path or a packaged name such as 'fmnist_demo', see vitwarm.catalog) and, first, the
+    recipes it names as ``base:`` (a path relative to it), recursively."""
+    try:
+        path = resolve_recipe(str(path))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     recipe = OmegaConf.load(path)
     base = recipe.pop("base", None)
     return (read_recipe(path.parent / base) if base else []) + [recipe]

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .budget import Phase, plan_phases, vit_flops_per_sample
+from .catalog import recipe_names
 from .config import ConfigError, flatten, load_config, save_config
 from .data import ensure_fmnist_shards, read_dataset_info
 from .export import export_run
@@ -248,8 +249,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Procedural warm-up then image training of a timm ViT. Run under `accelerate launch "
                     "[flags] -m vitwarm.train ...` for several processes.",
         epilog="Example: accelerate launch -m vitwarm.train --config recipes/fmnist_demo.yaml "
-               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1")
-    parser.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
+               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1. Packaged recipes (--config NAME): "
+               + ", ".join(recipe_names()))
+    parser.add_argument("--config", required=True, help="recipe YAML: a path or a packaged name (vitwarm-recipes list)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. warmup.fraction=0.01 procedural.grammar=ww")
     return parser.parse_args(argv)
