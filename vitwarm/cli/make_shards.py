@@ -2,19 +2,31 @@
 
     python tools/make_shards.py fmnist --out DIR [--fraction F] [--val-size 5000] [--shard-size N] [--verify]
     python tools/make_shards.py folder SRC --out DIR --name NAME [--split S] [--shard-size N] [--verify]
+    python tools/make_shards.py cifar10|cifar100|stl10|food101|tiny_imagenet ROOT --out DIR [--verify]
 
-See docs/data.md for the layout and vitwarm.data.shards for the functions behind each command.
+The last line reads torchvision's on-disk formats (download=False); see vitwarm.data.convert_torchvision for
+the ROOT each expects. See docs/data.md for the layout and vitwarm.data.shards for the functions behind
+each command. The same command is installed as ``vitwarm-shards``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+from vitwarm.data.convert_torchvision import READERS, write_torchvision_shards
 from vitwarm.data.shards import FMNIST_SRC, read_info, verify_shards, write_fmnist_shards, write_folder_shards
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except (ValueError, OSError) as err:  # bad sources and outputs: the message names them
+        sys.exit(f"vitwarm: error: {err}")
+
+
+def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -37,6 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     fo.add_argument("--name", required=True, help="data set name, the shard file prefix")
     fo.add_argument("--split", default=None, help="write SRC as this one split instead of train/ + val/")
 
+    for source in READERS:
+        tv = sub.add_parser(source, parents=[common], help=f"{source} from torchvision's on-disk format")
+        tv.add_argument("root", help="local root as torchvision expects it (see vitwarm.data.convert_torchvision)")
+        tv.add_argument("--name", default=source, help="data set name, the shard file prefix (default: %(default)s)")
+
     verify = sub.add_parser("verify", help="check an existing shard directory against its _info.json")
     verify.add_argument("root", help="shard directory")
     verify.add_argument("--workers", type=int, default=1, help="processes reading shards in parallel")
@@ -52,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                 args.out, src=args.src, fraction=args.fraction, val_size=args.val_size,
                 shard_size=args.shard_size, workers=args.workers, seed=args.seed,
                 overwrite=args.overwrite, verify=args.verify)
+        elif args.command in READERS:
+            out = write_torchvision_shards(
+                args.command, args.root, args.out, name=args.name, shard_size=args.shard_size, workers=args.workers,
+                seed=args.seed, overwrite=args.overwrite, verify=args.verify)
         else:
             out = write_folder_shards(
                 args.src, args.out, name=args.name, split=args.split, shard_size=args.shard_size,
