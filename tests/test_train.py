@@ -202,3 +202,18 @@ def test_exports_load_in_stock_timm_without_vitwarm(tmp_path, fmnist_shards, ref
     assert got["samples"] == 500 and abs(got["top1"] - summary["top1"]) <= 0.1, (got["top1"], summary["top1"])
     assert got["config"]["input_size"] == [1, 28, 28] and got["config"]["mean"] == [0.286]
     assert got["label_names"][0] == "T-shirt/top" and got["headless_classes"] == 7
+
+
+def test_fine_tuning_starts_from_an_export(tmp_path, fmnist_shards, reference):
+    # With a zero learning rate nothing moves: the final blocks are the exported ones, the head is fresh.
+    result = train(tmp_path / "ft", fmnist_shards, f"model.init={reference / 'model'}", "warmup.fraction=0",
+                   "train.lr=0", "train.min_lr=0", "model.drop_path_rate=0", "budget.epochs=0.25")
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, end = load_file(reference / "model/model.safetensors"), load_file(tmp_path / "ft/model/model.safetensors")
+    assert all((start[n] == end[n]).all() for n in start if not n.startswith("head.")), "blocks moved"
+    assert not (start["head.weight"] == end["head.weight"]).all()
+    refused = train(tmp_path / "bad", fmnist_shards, f"model.init={reference / 'model'}")
+    assert "model.init=" in refused.stderr and "warmup.fraction=0 (got 0.2)" in refused.stderr
+    missing = train(tmp_path / "none", fmnist_shards, f"model.init={tmp_path / 'nowhere'}", "warmup.fraction=0")
+    assert missing.stderr.strip().splitlines()[-1] == (f"vitwarm: error: no exported weights at {tmp_path}/nowhere "
+                                                       "(expected an export folder or a safetensors file)")

@@ -29,6 +29,9 @@ class ModelConfig:
     """Stochastic depth rate in the image phase (the warm-up runs without it)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for timm.create_model (e.g. img_size, class_token, reg_tokens)."""
+    init: str | None = None
+    """Fine-tuning: an export folder (e.g. an ImageNet run's RUN_DIR/model) the image phase starts from, head
+    excluded (always fresh); needs warmup.fraction=0. None starts from scratch (or from the warm-up)."""
 
 
 @dataclass
@@ -330,6 +333,9 @@ def validate(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if not low <= value <= high:
             raise ConfigError(f"{key}={value} is outside the valid range [{low}, {high}]")
+    if cfg.model.init is not None and cfg.warmup.fraction > 0:
+        raise ConfigError(f"model.init={cfg.model.init!r} starts the image phase from other weights: it needs "
+                          f"warmup.fraction=0 (got {cfg.warmup.fraction})")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
     for key in ("budget.epochs", "warmup.batch_size", "train.batch_size", "warmup.grad_accum",

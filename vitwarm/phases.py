@@ -154,6 +154,8 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
                        drop_path_rate=cfg.model.drop_path_rate)
     if cfg.warmup.fraction > 0 and start_step == 0:  # a resumed phase gets its weights from the checkpoint
         load_checkpoint(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
+    elif cfg.model.init and start_step == 0:
+        load_checkpoint(model, cfg.model.init)  # fine-tuning: everything but the classifier head
     ema = ModelEmaV3(model, decay=cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     optimizer, scheduler = _optimize(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched)
     model, optimizer = accelerator.prepare(model, optimizer)

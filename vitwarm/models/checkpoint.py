@@ -141,6 +141,8 @@ def load_checkpoint(model: VisionTransformer, path: str | Path) -> dict:
     the file comes from another architecture: a ValueError lists all of it and nothing is loaded.
     """
     path = _weights_file(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported weights at {path} (expected an export folder or a safetensors file)")
     heads = classifier_prefixes(model)
     state = {n: t for n, t in load_file(str(path), device="cpu").items() if not _is_classifier(n, heads)}
     expected = {n: t.shape for n, t in model.state_dict().items() if not _is_classifier(n, heads)}
