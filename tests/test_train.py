@@ -150,26 +150,25 @@ def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
     assert "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in result.stderr
 
 
-# Evaluates an export the way a user without vitwarm would: stock timm builds the model and its eval
-# transform from the folder alone; webdataset reads the validation shards listed in _info.json.
+# Evaluates an export the way a user without vitwarm would, with the helpers timm's own scripts use: the model
+# and its preprocessing come from the folder alone (no in_chans, size or mean/std given), the validation split
+# through timm's webdataset reader, which finds the split in _info.json.
 STOCK_EVAL = r"""
 import json, sys
-from pathlib import Path
-import timm, torch, webdataset as wds
-from timm.data import create_transform, resolve_data_config
+import timm, torch
+from timm.data import create_dataset, create_transform
+from timm.data.model_config import resolve_input_data_config
+from timm.models import resolve_model_input_args
 
-export, shards = sys.argv[1], Path(sys.argv[2])
-model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
-config = resolve_data_config({}, model=model)
-transform = create_transform(**config)
-mode = "L" if config["input_size"][0] == 1 else "RGB"
-split = json.loads((shards / "_info.json").read_text())["splits"]["validation"]
-urls = [str(shards / f) for f in split["filenames"]]
-samples = wds.WebDataset(urls, shardshuffle=False).decode("pil").to_tuple("png", "cls")
+export, shards = sys.argv[1], sys.argv[2]
+model = timm.create_model(**resolve_model_input_args(f"local-dir:{export}", {}, pretrained=True)).eval()
+config = resolve_input_data_config(model, {})
+mode = "RGB" if config["input_size"][0] == 3 else "L"  # what timm's train.py picks for --input-img-mode
+dataset = create_dataset("wds/fashion_mnist", root=shards, split="validation", is_training=False,
+                         input_img_mode=mode, transform=create_transform(**config))
 correct = total = 0
 with torch.no_grad():
-    for batch in samples.map_tuple(lambda im: transform(im.convert(mode)), int).batched(250):
-        images, labels = batch
+    for images, labels in torch.utils.data.DataLoader(dataset, batch_size=250):
         correct += (model(images).argmax(1) == labels).sum().item()
         total += len(labels)
 headless = timm.create_model(f"local-dir:{export.replace('model', 'warmup')}", pretrained=True, num_classes=7)
