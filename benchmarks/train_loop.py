@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 from vitwarm.budget import plan_phases, vit_flops_per_sample
 from vitwarm.config import load_config
-from vitwarm.data import ensure_fmnist_shards, read_dataset_info
+from vitwarm.data import ensure_fmnist_shards, read_splits
 from vitwarm.metrics import MetricsLog
 from vitwarm.phases import ImageData, create_vit, setup_image
 from vitwarm.resume import RunState
@@ -37,7 +37,7 @@ def vitwarm_loop(cfg, accelerator, images, batches, steps: int) -> float:
     run = setup_image(cfg, phase, accelerator, images, start_step=0)
     run.batches = itertools.cycle(batches)
     state = RunState(phase="image", model_name=cfg.model.name)
-    log = MetricsLog(Path(cfg.run.dir), accelerator, ["image"])
+    log = MetricsLog(Path(cfg.run.dir), accelerator)
     start = time.perf_counter()
     skip = lambda *args: None  # no checkpoints or evaluations inside the timed steps
     train_phase(cfg, replace(phase, steps=steps), run, state, accelerator, log, save=skip, evaluate_now=skip)
@@ -93,19 +93,19 @@ def main() -> None:
                                  "log.every_steps=1000000", "checkpoint.every_steps=1000000", f"run.dir={tmp}/run"])
         Path(cfg.run.dir).mkdir()
         accelerator = Accelerator(mixed_precision=accelerate_precision(args.precision))
-        info = read_dataset_info(shards, "train")
+        splits = read_splits(cfg.data)
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
-        images = ImageData.open(cfg, accelerator, info, img_size=probe.patch_embed.img_size[0],
-                                micro_batch=args.batch)
+        images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0], micro_batch=args.batch,
+                                rank=accelerator.process_index, world_size=accelerator.num_processes)
         batches = list(itertools.islice(images.train.epoch(0), 8))  # decoded once, reused by both loops
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
 
         device = accelerator.device
-        plain_loop(cfg, info.num_classes, batches, 3, device)  # warm-up of allocator and kernels, not timed
+        plain_loop(cfg, images.num_classes, batches, 3, device)  # warm-up of allocator and kernels, not timed
         rows = []
         for _ in range(args.rounds):
-            plain = plain_loop(cfg, info.num_classes, batches, args.steps, device)
+            plain = plain_loop(cfg, images.num_classes, batches, args.steps, device)
             ours = vitwarm_loop(cfg, accelerator, images, batches, args.steps)
             rows.append((plain, ours, ours / plain))
             print(f"round: plain {plain:8.1f} img/s   vitwarm {ours:8.1f} img/s   ratio {ours / plain:.3f}")

@@ -3,7 +3,7 @@
 import pytest
 
 from vitwarm.budget import micro_batch, plan_phases, to_steps
-from vitwarm.config import load_config
+from vitwarm.config import ConfigError, load_config
 
 
 def plan(overrides, train_samples=50_000, world_size=1):
@@ -33,13 +33,26 @@ def test_zero_fraction_has_no_warmup_phase():
 
 
 def test_tiny_fraction_keeps_at_least_one_step():
-    # 0.001 x 4 x 50k = 200 sequences < one batch of 256: rounds up to one step instead of vanishing.
-    phases = plan(["budget.epochs=4", "warmup.fraction=0.001", "warmup.batch_size=256"])
-    assert phases["warmup"].steps == 1
+    # 0.001 x 4 x 50k = 200 sequences = 1.56 steps of 128 -> 2 steps.
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.001", "warmup.batch_size=128"])
+    assert phases["warmup"].steps == 2
     # 0.001 x 300 x 1,281,167 = 384,350 sequences = 1501.4 steps of 256 -> 1501.
     imagenet = plan(["budget.epochs=300", "warmup.fraction=0.001", "warmup.batch_size=256"],
                     train_samples=1_281_167)
     assert imagenet["warmup"].steps == 1501
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # 200 sequences cannot fill one batch of 256: refused rather than run as one step of 256.
+    (["warmup.fraction=0.001", "warmup.batch_size=256"], "warmup.batch_size=256 is larger than the whole "
+                                                         "warm-up budget of 200 sequences"),
+    (["budget.epochs=0.001", "warmup.fraction=0", "train.batch_size=128"],
+     "train.batch_size=128 is larger than the image budget of 50 samples"),
+    (["train.batch_size=60000"], "train.batch_size=60000 is larger than the image budget"),
+])
+def test_batch_larger_than_its_budget_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(["budget.epochs=4", *overrides])
 
 
 def test_paper_budget_is_15k_steps():
@@ -78,3 +91,38 @@ def test_to_steps_needs_exactly_one_unit():
         to_steps(samples=10, epochs=1, global_batch=1)
     assert to_steps(fraction=0.0, of_steps=100) == 0
     assert to_steps(epochs=2, epoch_samples=1000, global_batch=64) == 31  # 31.25
+
+
+# ---- compute-matched control ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fraction,warm_batch,image_batch,extra_steps", [
+    # Hand-computed on the reproduction's 5,504-image train split, B = 4 x 5,504 = 22,016 images:
+    (1.0, 32, 64, 344),     # 22,016 / 32 = 688 warm-up steps = 22,016 sequences = 344 image steps of 64
+    (0.25, 32, 100, 55),    # 5,504 / 32 = 172 steps = 5,504 sequences = 55.04 -> 55 image steps of 100
+    (0.05, 32, 64, 17),     # 1,100.8 / 32 = 34.4 -> 34 steps = 1,088 sequences = 17 image steps of 64
+])  # fmt: skip
+def test_compute_matched_adds_the_warmups_flops_as_image_steps(fraction, warm_batch, image_batch, extra_steps):
+    common = ["budget.epochs=4", f"warmup.fraction={fraction}", f"warmup.batch_size={warm_batch}",
+              f"train.batch_size={image_batch}"]
+    additive = plan(common + ["budget.regime=additive"], train_samples=5504)
+    matched = plan(common + ["budget.regime=compute_matched"], train_samples=5504)
+    assert list(matched) == ["image"]
+    assert matched["image"].steps == round(22_016 / image_batch) + extra_steps
+    # flops_per_sample=1: the plan's FLOPs are 3 x samples, so total compute matches up to one step's rounding.
+    total_additive = additive["warmup"].flops + additive["image"].flops
+    assert abs(matched["image"].flops - total_additive) <= 3 * image_batch / 2
+
+
+def test_compute_matched_keeps_the_image_schedule_in_epochs():
+    matched = plan(["budget.epochs=4", "warmup.batch_size=32", "train.batch_size=64", "warmup.fraction=1.0",
+                    "budget.regime=compute_matched", "train.warmup_epochs=0.3", "eval.every_epochs=1"],
+                   train_samples=5504)
+    assert matched["image"].lr_warmup_steps == 26  # 0.3 x 86 steps per epoch = 25.8
+    assert matched["image"].eval_every == 86
+
+
+def test_compute_matched_needs_the_matched_fraction():
+    with pytest.raises(ConfigError, match="compute_matched needs warmup.fraction > 0"):
+        load_config(None, ["budget.regime=compute_matched", "warmup.fraction=0"])
+    with pytest.raises(ConfigError, match="choose one of .*compute_matched"):
+        load_config(None, ["budget.regime=compute-matched"])

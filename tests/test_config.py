@@ -26,17 +26,34 @@ def test_base_recipes_are_merged_first():
     ("warmup.fractoin=0.1", "unknown config key 'warmup.fractoin'. Did you mean warmup.fraction"),
     ("modle.name=x", "unknown config key 'modle"),
     ("warmup.fraction=lots", "bad value for config key 'warmup.fraction'"),
-    ("budget.regime=both", r"budget.regime='both' is not valid; choose one of \['substitutive', 'additive'\]"),
-    ("warmup.fraction=1.5", r"warmup.fraction=1.5 is outside the valid range \[0.0, 1.0\]"),
+    ("budget.regime=both",
+     r"budget.regime='both' is not valid; choose one of \['substitutive', 'additive', 'compute_matched'\]"),
+    ("warmup.fraction=1.5", r"warmup.fraction=1.5 is outside the valid range \[0, 1\]"),
     ("precision=fp8", "precision='fp8' is not valid"),
-    ("precision=no", "precision='False' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
+    ("precision=no", "precision='no' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
     ("resume=/no/such/checkpoint", "resume='/no/such/checkpoint': expected 'auto', 'never'"),
-    ("train.batch_size=0", "train.batch_size=0 must be positive"),
+    ("train.batch_size=0", r"train.batch_size=0 is outside the valid range \[1, inf\)"),
+    ("train.lr=-1", r"train.lr=-1.0 is outside the valid range \(0, inf\)"),
+    ("model.name=vit_tiny_patch16_22", "is not a timm model .did you mean vit_tiny_patch16_224"),
+    ("warmup.trainable=[blocks,foo]", "warmup.trainable=.'blocks', 'foo'.: 'foo' is not valid"),
+    ("train.opt=adamx", "train.opt='adamx' is not valid .did you mean adamax"),
+    ("data.aug.scale=[0.9,0.1]", r"data.aug.scale=\[0.9, 0.1\] must be \[min, max\]"),
     ("seed", "'seed' is not of the form key=value"),
 ])
 def test_bad_configs_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("warmup: {fraction: 0.1\n", "is not valid YAML"),
+    ("- warmup.fraction=0.1\n", "is a list, not a mapping of config keys"),
+])
+def test_malformed_recipe_names_the_file(tmp_path, text, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=f"recipe '{recipe}' {message}"):
+        load_config(recipe)
 
 
 def test_missing_recipe():
@@ -57,6 +74,12 @@ def test_every_recipe_loads():
     assert len(recipes) >= 8
     for path in recipes:
         load_config(path)
+
+
+def test_text_keys_keep_their_text():
+    # YAML alone would read these as the integer 492 and the boolean false.
+    cfg = load_config(None, ["transfer.blocks=8:12", "run.dir=no", "procedural.grammar=k_dyck", "seed=3"])
+    assert cfg.transfer.blocks == "8:12" and cfg.run.dir == "no" and cfg.seed == 3
 
 
 def test_flatten_gives_scalars():

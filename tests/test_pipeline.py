@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from vitwarm.data import (
+    DataError,
     SampleError,
     make_mixup,
     make_train_loader,
@@ -205,8 +206,10 @@ def test_corrupt_samples_are_skipped_or_raise(tmp_path):
     assert sum(1 for _ in train.epoch(0)) == 5 and train.skipped >= 3  # refilled from a second pass
     for loader in (make_val_loader(root, "train", batch_size=8, strict=True, **TINY),
                    make_val_loader(root, "train", batch_size=8, strict=True, **{**TINY, "num_workers": 1})):
-        with pytest.raises(ValueError, match="s1_3"):
+        with pytest.raises(SampleError, match="s1_3") as raised:
             list(loader)
+        # From a worker process too: the error itself, not torch's wrapper with the worker's traceback.
+        assert str(raised.value).startswith("sample s1_3 of ") and "\n" not in str(raised.value)
 
 
 def test_truncated_shard_is_skipped_or_raises(tmp_path):
@@ -257,6 +260,9 @@ def test_configuration_errors(fmnist_shards, tmp_path):
         make_train_loader(missing, batch_size=2, **TINY)
     with pytest.raises(FileNotFoundError, match="_info.json"):
         read_dataset_info(tmp_path)
+    (missing / "_info.json").write_text('{"splits": {"train": ')
+    with pytest.raises(DataError, match=r"missing/_info.json is not valid JSON \(Expecting value: line 1"):
+        read_dataset_info(missing)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         make_train_loader(fmnist_shards, batch_size=2000, world_size=2, num_workers=0, **FM)
     with pytest.raises(ValueError, match="in_chans"):

@@ -26,6 +26,8 @@ from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
 from vitwarm.sweeps.results import invert_curve, load_results
 
+from finished import write_finished
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FRACTIONS = {"0.25": 10000, "0.5": 20000, "1.0": 40000}
 TOP1 = {("0", "0.25"): 60.0, ("0", "0.5"): 70.0, ("0", "1.0"): 76.0}
@@ -33,7 +35,8 @@ TOP1.update({("0.01", "0.25"): 64.0, ("0.01", "0.5"): 73.0, ("0.01", "1.0"): 79.
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, finished: bool = True) -> None:
+def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, identity: dict | None = None) -> None:
+    """A run directory as the trainer leaves it; finished (under ``identity``) unless that is None."""
     run_dir.mkdir(parents=True)
     config = {
         "seed": int(seed),
@@ -46,7 +49,7 @@ def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, fini
         "resume": "auto",
     }
     OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
-    if not finished:
+    if identity is None:
         return
     images = TRAIN_FRACTIONS[train_fraction] * (0.99 if fraction != "0" else 1)
     top1 = TOP1[(fraction, train_fraction)] + (-1.0 if seed == "0" else 1.0)
@@ -61,19 +64,10 @@ def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, fini
     records.append({**records[-1], "split": "test", "top1": 1.0})
     lines = [json.dumps(r) for r in records] + ['{"event": "eval", "cut by a cra']
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    summary = {
-        "top1": top1,
-        "top5": 99.0,
-        "split": "validation",
-        "test_top1": None,
-        "test_top5": None,
-        "image_samples": int(images),
-        "warmup_samples": 0 if fraction == "0" else 4000,
-        "masked_acc": None if fraction == "0" else (0.7 if seed == "0" else 0.8),
-        "wall_s": 100.0 if seed == "0" else 200.0,
-        "phases": {},
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    write_finished(run_dir, identity, top1=top1, top5=99.0, image_samples=int(images),
+                   warmup_samples=0 if fraction == "0" else 4000,
+                   masked_acc=None if fraction == "0" else (0.7 if seed == "0" else 0.8),
+                   wall_s=100.0 if seed == "0" else 200.0)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +81,8 @@ def sweep_dir(tmp_path_factory) -> Path:
     for run in sweep.runs:
         fraction, train_fraction, seed = run.overrides.values()
         if fraction != "0.05":
-            write_run(sweep.run_dir(run), fraction, train_fraction, seed)
-    write_run(sweep.out / "warmup.fraction=0.05__data.train_fraction=1.0__seed=0", "0.05", "1.0", "0", False)
+            write_run(sweep.run_dir(run), fraction, train_fraction, seed, sweep.identity(run))
+    write_run(sweep.out / "warmup.fraction=0.05__data.train_fraction=1.0__seed=0", "0.05", "1.0", "0")
     return sweep.out
 
 
@@ -218,3 +212,20 @@ def test_invert_curve(target, log_x, expected):
 
 def test_invert_curve_takes_the_first_crossing_of_a_non_monotone_curve():
     assert invert_curve([1, 2, 3, 4], [10.0, 30.0, 20.0, 40.0], 25.0) == (pytest.approx(1.75), "=")
+
+
+def test_report_refuses_a_sweep_without_finished_runs(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 0\n")
+    sweep = plan_sweep(str(recipe), {"seed": ["0", "1"]}, {}, tmp_path / "sweep")
+    write_sweep(sweep)
+    write_run(sweep.run_dir(sweep.runs[0]), "0", "1.0", "0")  # interrupted: config.yaml, no summary
+    # Finished, but under another seed than its sweep planned for it: not this sweep's run.
+    write_run(sweep.run_dir(sweep.runs[1]), "0", "1.0", "1", sweep.identity(sweep.runs[0]))
+    result = subprocess.run([sys.executable, "tools/report.py", str(sweep.out)], cwd=Path(__file__).parents[1],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vitwarm: error: "), result.stderr
+    assert str(sweep.out) in lines[0] and "seed=1 (finished under another config)" in lines[0]
+    assert not (sweep.out / "report.md").exists()

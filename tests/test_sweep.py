@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from vitwarm.sweeps import launch
-from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, read_sweep, run_name, run_state, write_sweep
+from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, run_name, write_sweep
+
+from finished import write_finished
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,10 +37,15 @@ def recipe(tmp_path: Path) -> Path:
     return path
 
 
-# The stand-in trainer: records its run.dir (and CUDA_VISIBLE_DEVICES), fails for seed=13, else finishes.
+# The stand-in trainer: records its run.dir (and CUDA_VISIBLE_DEVICES), fails for seed=13, else finishes
+# with a summary.json written the trainer's way, under the identity of its command line.
 FAKE_TRAINER = """
 import json, os, sys
 from pathlib import Path
+sys.path.insert(0, os.environ["TESTS_DIR"])
+from finished import write_finished
+from vitwarm.config import load_config
+from vitwarm.rundir import identity
 args = sys.argv[1:]
 run_dir = Path(next(a for a in args if a.startswith("run.dir=")).split("=", 1)[1])
 with open(os.environ["RECORD"], "a") as f:
@@ -48,7 +55,8 @@ if "seed=13" in args:
     sys.exit(3)
 run_dir.mkdir(parents=True, exist_ok=True)
 (run_dir / "config.yaml").write_text("seed: 0\\n")
-(run_dir / "summary.json").write_text(json.dumps({"top1": 50.0}))
+base, overrides = args[args.index("--config") + 1], [a for a in args if "=" in a]
+write_finished(run_dir, identity(load_config(base, overrides)))
 """
 
 
@@ -58,6 +66,7 @@ def trainer(tmp_path: Path, monkeypatch) -> tuple[list[str], Path]:
     script.write_text(FAKE_TRAINER)
     record = tmp_path / "record.jsonl"
     monkeypatch.setenv("RECORD", str(record))
+    monkeypatch.setenv("TESTS_DIR", str(Path(__file__).parent))
     return [sys.executable, str(script)], record
 
 
@@ -131,8 +140,7 @@ def test_sweep_dir_refuses_a_different_base_or_set(tmp_path, recipe):
 
 def test_print_launcher_prints_unfinished_commands_and_writes_sweep_json(tmp_path, recipe, capsys):
     out = tmp_path / "sw"
-    (out / "seed=1").mkdir(parents=True)
-    (out / "seed=1" / "summary.json").write_text("{}")
+    write_finished(out / "seed=1", planned_identity(str(recipe), {"model.name": "vit_tiny_patch16_224", "seed": "1"}))
     tool = load_tool("sweep")
     argv = ["--base", str(recipe), "--grid", "seed=0,1,2", "--set", "model.name=vit_tiny_patch16_224"]
     assert tool.main([*argv, "--out", str(out), "--launcher", "print"]) == 0
@@ -188,17 +196,17 @@ def test_local_launcher_skips_finished_and_resumes_interrupted(tmp_path, recipe,
     finished, interrupted, new = (sweep.run_dir(r) for r in sweep.runs)
     finished.mkdir(parents=True)
     (finished / "config.yaml").write_text("seed: 0\n")
-    (finished / "summary.json").write_text("{}")
+    write_finished(finished, sweep.identity(sweep.runs[0]))
     interrupted.mkdir()
     (interrupted / "config.yaml").write_text("seed: 1\n")
-    assert [run_state(d) for d in (finished, interrupted, new)] == ["finished", "interrupted", "new"]
+    assert [sweep.state(r) for r in sweep.runs] == ["finished", "interrupted", "new"]
 
     messages: list[str] = []
     assert launch.launch_local(sweep, parallel=2, echo=messages.append) == 0
     calls = executed(record)
     assert sorted(c["name"] for c in calls) == ["seed=1", "seed=2"]
     assert all(c["args"][-1] == "resume=auto" for c in calls)
-    assert all(run_state(sweep.run_dir(r)) == "finished" for r in sweep.runs)
+    assert all(sweep.state(r) == "finished" for r in sweep.runs)
     assert "training seed=1" in (interrupted / launch.LOG_FILE).read_text()
     assert sum(": ok in" in m for m in messages) == 2
     assert "2 ran ok, 0 failed, 1 skipped" in messages[-1]
@@ -266,7 +274,7 @@ def test_slurm_submits_unfinished_runs_as_checkpointable_array(tmp_path, recipe,
     sweep = plan_sweep(str(recipe), {"seed": ["0", "1", "13"]}, {}, tmp_path / "sw", entry=entry)
     done = sweep.run_dir(sweep.runs[0])
     done.mkdir(parents=True)
-    (done / "summary.json").write_text("{}")
+    write_finished(done, sweep.identity(sweep.runs[0]))
 
     jobs = launch.launch_slurm(
         sweep, partition="gpu", gpus_per_node=4, timeout_min=90, extra={"account": "abc"}, echo=lambda m: None

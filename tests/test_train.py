@@ -41,6 +41,19 @@ def train_records(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in lines]
 
 
+def kill_once(run_dir: Path, shards: Path, ready, *overrides: str) -> None:
+    """Start a run, SIGKILL its process group as soon as ``ready()`` holds, and check that it had not finished."""
+    process = subprocess.Popen(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ready() and process.poll() is None:
+        assert time.monotonic() < deadline, f"the run never reached the point to kill it at ({run_dir})"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, fmnist_shards):
     """One uninterrupted single-process run, the yardstick of the resume tests."""
@@ -70,15 +83,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, refere
                   "at the phase boundary": f"0-warmup-{warm_steps:08d}",
                   "during the image phase": "1-image-00000006"}[kill_at]
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(train_command(run_dir, fmnist_shards, *PER_STEP_LOGS), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / checkpoint).exists() and process.poll() is None:
-        assert time.monotonic() < deadline, f"checkpoint {checkpoint} never appeared"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+    kill_once(run_dir, fmnist_shards, lambda: (run_dir / "checkpoints" / checkpoint).exists(), *PER_STEP_LOGS)
 
     result = train(run_dir, fmnist_shards, "resume=auto", *PER_STEP_LOGS)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -130,6 +135,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, fmn
 def test_checkpoint_of_another_model_is_refused(tmp_path, fmnist_shards, reference):
     last = sorted((reference / "checkpoints").iterdir())[-1]
     deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3")
+    assert deeper.returncode != 0
+    assert "belongs to a run with other settings: model.kwargs.depth: 2 -> 3" in deeper.stderr
+    # Even when the change is declared deliberate, weights that do not fit are never loaded.
+    deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3",
+                   "resume_allow_changed=[model.kwargs.depth]")
     assert deeper.returncode != 0
     assert "does not fit this model" in deeper.stderr and "blocks.2" in deeper.stderr
     renamed = train(tmp_path / "b", fmnist_shards, f"resume={last}", "model.name=vitwarm_pico_patch4_32")
@@ -205,14 +215,14 @@ def test_exports_load_in_stock_timm_without_vitwarm(tmp_path, fmnist_shards, ref
 
 def test_fine_tuning_starts_from_an_export(tmp_path, fmnist_shards, reference):
     # With a zero learning rate nothing moves: the final blocks are the exported ones, the head is fresh.
-    result = train(tmp_path / "ft", fmnist_shards, f"model.init={reference / 'model'}", "warmup.fraction=0",
+    result = train(tmp_path / "ft", fmnist_shards, f"model.finetune={reference / 'model'}", "warmup.fraction=0",
                    "train.lr=0", "train.min_lr=0", "model.drop_path_rate=0", "budget.epochs=0.25")
     assert result.returncode == 0, result.stderr[-3000:]
     start, end = load_file(reference / "model/model.safetensors"), load_file(tmp_path / "ft/model/model.safetensors")
     assert all((start[n] == end[n]).all() for n in start if not n.startswith("head.")), "blocks moved"
     assert not (start["head.weight"] == end["head.weight"]).all()
-    refused = train(tmp_path / "bad", fmnist_shards, f"model.init={reference / 'model'}")
-    assert "model.init=" in refused.stderr and "warmup.fraction=0 (got 0.2)" in refused.stderr
-    missing = train(tmp_path / "none", fmnist_shards, f"model.init={tmp_path / 'nowhere'}", "warmup.fraction=0")
+    refused = train(tmp_path / "bad", fmnist_shards, f"model.finetune={reference / 'model'}")
+    assert "model.finetune=" in refused.stderr and "warmup.fraction=0 (got 0.2)" in refused.stderr
+    missing = train(tmp_path / "none", fmnist_shards, f"model.finetune={tmp_path / 'nowhere'}", "warmup.fraction=0")
     assert missing.stderr.strip().splitlines()[-1] == (f"vitwarm: error: no exported weights at {tmp_path}/nowhere "
                                                        "(expected an export folder or a safetensors file)")

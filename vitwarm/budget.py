@@ -4,7 +4,13 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 ``warmup.fraction`` f of it, counted in sequences (one sequence = one sample):
 
 - substitutive: the warm-up gets f·B sequences and the image phase (1 - f)·B images (the total is fixed);
-- additive:     the warm-up gets f·B sequences on top of the image phase's B images.
+- additive:     the warm-up gets f·B sequences on top of the image phase's B images;
+- compute_matched: no warm-up phase; the image phase gets B images plus the extra steps whose training
+  FLOPs equal those of the additive warm-up of fraction f (the control that spends the warm-up's compute
+  on more image training instead).
+
+A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
+source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
 
 ``plan_phases`` turns that into a list of ``Phase`` descriptions; the training loop only reads them.
 """
@@ -14,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig
+
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def micro_batch(global_batch: int, world_size: int, grad_accum: int, key: str) -
     """Per-process batch; the global batch must split evenly so results do not depend on the world size."""
     per_step = world_size * grad_accum
     if global_batch % per_step:
-        raise ValueError(f"{key}={global_batch} does not split over {world_size} processes x {grad_accum} "
+        raise ConfigError(f"{key}={global_batch} does not split over {world_size} processes x {grad_accum} "
                          f"accumulation steps; use a multiple of {per_step}")
     return global_batch // per_step
 
@@ -99,16 +107,39 @@ def vit_flops_per_sample(vit, num_tokens: int) -> float:
     return 2.0 * per_block * len(vit.blocks)
 
 
+def runs_warmup(cfg: DictConfig) -> bool:
+    """Whether the run has a warm-up phase of its own. A compute-matched run only borrows its length; a
+    composed run (``transfer.sources``) takes its parts from warm-ups run before, of that fraction."""
+    return cfg.warmup.fraction > 0 and cfg.budget.regime != "compute_matched" and not cfg.transfer.sources
+
+
 def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
                 flops_per_sample: float) -> list[Phase]:
-    """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring."""
+    """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring.
+
+    ``flops_per_sample`` is the forward FLOPs of one sample, the same for a sequence and an image (both fill
+    the same token grid), so a compute-matched run's extra image steps carry the warm-up's FLOPs.
+    """
     budget_samples = cfg.budget.epochs * train_samples
     warmup_samples = cfg.warmup.fraction * budget_samples
     image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
 
     warm_batch, image_batch = cfg.warmup.batch_size, cfg.train.batch_size
+    # A batch larger than its whole budget would round up to one step of that batch: a run of another size.
+    if 0 < warmup_samples < warm_batch:
+        raise ConfigError(f"warmup.batch_size={warm_batch} is larger than the whole warm-up budget of "
+                          f"{warmup_samples:g} sequences (warmup.fraction={cfg.warmup.fraction} x budget.epochs="
+                          f"{cfg.budget.epochs} x {train_samples} train samples); lower warmup.batch_size")
+    if image_batch > min(train_samples, image_samples):
+        raise ConfigError(f"train.batch_size={image_batch} is larger than the image budget of {image_samples:g} "
+                          f"samples or the train split's {train_samples} samples; lower train.batch_size")
     warm_steps = to_steps(samples=warmup_samples, global_batch=warm_batch)
     image_steps = to_steps(samples=image_samples, global_batch=image_batch)
+    if cfg.budget.regime == "compute_matched":
+        # The matched warm-up's steps x batch sequences, as image steps of the same FLOPs per sample.
+        image_steps += to_steps(samples=warm_steps * warm_batch, global_batch=image_batch)
+    if not runs_warmup(cfg):
+        warm_steps = 0
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
     lr_warmup_steps = to_steps(epochs=cfg.train.warmup_epochs, epoch_samples=train_samples,
                                global_batch=image_batch)
@@ -125,8 +156,4 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
               flops=3 * flops_per_sample * image_steps * image_batch),
     ]
-    if image_steps == 0:
-        raise ValueError(f"the image phase would get 0 steps (budget.epochs={cfg.budget.epochs}, "
-                         f"{train_samples} train samples, train.batch_size={image_batch}); "
-                         "raise budget.epochs")
     return [phase for phase in phases if phase.steps > 0]

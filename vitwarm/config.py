@@ -2,45 +2,155 @@
 
 One dataclass tree, read through OmegaConf structured configs: the schema below, then a recipe YAML, then
 ``key=value`` overrides from the command line. Unknown keys and wrong types fail with a message naming the
-key and what would be valid. ``load_config`` is the only entry point; ``save_config`` writes the resolved
-tree into the run directory.
+key and what would be valid. ``load_config`` is the only entry point.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import timm
+import timm.data.transforms
+import timm.optim
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from .catalog import resolve_recipe
+from .errors import ConfigError
+from .models import PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
+from .procedural import parse_mixture
+
+# Each field's valid values sit next to it: ``checked(default, rule)`` stores the rule in the field's metadata
+# and ``validate`` applies every rule after merging (lists: to each element; None always passes, because the
+# type annotation already says whether None is allowed). What needs a built model (model.kwargs, transfer.blocks,
+# procedural.params on the token grid, train.sched, data.aug.auto_augment) is checked by vitwarm.preflight.
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers from ``low`` to ``high`` (None: unbounded), each end closed unless marked open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def error(self, value: Any) -> str | None:
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
+            low = "(" if self.low_open else "["
+            high = ")" if self.high_open or self.high is None else "]"
+            return (f"is outside the valid range {low}{'-inf' if self.low is None else self.low}, "
+                    f"{'inf' if self.high is None else self.high}{high}")
+        return None
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set: a tuple, or a function returning the set of the module that implements it."""
+
+    choices: tuple | Callable[[], Iterable]
+
+    def error(self, value: Any) -> str | None:
+        choices = list(self.choices if isinstance(self.choices, tuple) else self.choices())
+        if value in choices:
+            return None
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        listing = choices if len(choices) <= 12 else f"{len(choices)} names, e.g. {choices[:8]}"
+        return f"is not valid{hint}; choose one of {listing}"
+
+
+@dataclass(frozen=True)
+class Parses:
+    """Accepted by a parser of the module that implements it (its ValueError says why not)."""
+
+    parse: Callable[[Any], object]
+
+    def error(self, value: Any) -> str | None:
+        try:
+            self.parse(value)
+        except ValueError as err:
+            return f"is not valid: {err}"
+        return None
+
+
+@dataclass(frozen=True)
+class TimmModel:
+    """A model timm can build (``timm.list_models``; importing vitwarm registers the vitwarm_* ones)."""
+
+    def error(self, value: Any) -> str | None:
+        names = timm.list_models()
+        if value in names:
+            return None
+        close = difflib.get_close_matches(value, names, n=3, cutoff=0.7)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return f"is not a timm model{hint} (list them with timm.list_models('*vit*'))"
+
+
+def checked(default: Any, rule: Range | OneOf | Parses | TimmModel) -> Any:
+    """A dataclass field with its valid values; a callable ``default`` is a factory (for list defaults)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
+
+
+def timm_optimizers() -> list[str]:
+    return timm.optim.list_optimizers()
+
+
+def timm_interpolations() -> list[str]:
+    # timm's resize modes by name, and 'random' (bilinear or bicubic per image, training only).
+    return [*timm.data.transforms._str_to_pil_interpolation, "random"]
+
+
+@dataclass
+class MimeticConfig:
+    """Mimetic init targets (Trockman & Kolter, ICML 2023; defaults: their ViT values, section 4)."""
+
+    alpha1: float = checked(0.7, Range(0, 10))
+    """Noise weight of the per-head W_q W_k^T target alpha1 Z + beta1 I (0 to 10)."""
+    beta1: float = checked(0.7, Range(0, 10))
+    """Identity weight of the W_q W_k^T target (0 to 10)."""
+    alpha2: float = checked(0.4, Range(0, 10))
+    """Noise weight of the per-head W_v W_o target alpha2 Z - beta2 I (0 to 10)."""
+    beta2: float = checked(0.4, Range(0, 10))
+    """Negative-identity weight of the W_v W_o target (0 to 10)."""
 
 
 @dataclass
 class ModelConfig:
-    name: str = "vitwarm_pico_patch4_32"
+    name: str = checked("vitwarm_pico_patch4_32", TimmModel())
     """timm model name (any VisionTransformer); the warm-up and the image phase use the same architecture."""
-    in_chans: int = 3
+    in_chans: int = checked(3, OneOf((1, 3)))  # what ImageTransform produces: gray or RGB
     """Image channels the model takes (grayscale data is repeated to 3 channels when this is 3)."""
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = checked(0.0, Range(0, 1, high_open=True))
     """Stochastic depth rate in the image phase (the warm-up runs without it)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for timm.create_model (e.g. img_size, class_token, reg_tokens)."""
-    init: str | None = None
+    """Extra keyword arguments for timm.create_model (e.g. img_size, class_token, reg_tokens); checked by building."""
+    init: str = checked("default", OneOf(("default", "mimetic")))
+    """Attention init of both phases' fresh ViTs: 'default' (timm's) or 'mimetic' (see model.mimetic)."""
+    mimetic: MimeticConfig = field(default_factory=MimeticConfig)
+    """Targets of model.init=mimetic (vitwarm/models/mimetic.py)."""
+    finetune: str | None = None
     """Fine-tuning: an export folder (e.g. an ImageNet run's RUN_DIR/model) the image phase starts from, head
     excluded (always fresh); needs warmup.fraction=0. None starts from scratch (or from the warm-up)."""
 
 
 @dataclass
 class ProceduralConfig:
-    grammar: str = "k_dyck"
+    grammar: str = checked("k_dyck", Parses(parse_mixture))
     """Grammar name or weighted mixture such as 'k_dyck:3+ww:1' (see `python -m vitwarm.procedural list`)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Grammar parameters such as k, p_open, rule; empty means each grammar's defaults."""
-    mask_ratio: float = 0.5
+    """Grammar parameters such as k, p_open, rule; empty means defaults; checked against the token grid."""
+    mask_ratio: float = checked(0.5, Range(0, 1, low_open=True))
     """Fraction of each sequence's target positions replaced by MASK and predicted."""
     shuffled: bool = False
     """Control condition: permute tokens inside each sequence (same statistics, no structure)."""
@@ -48,71 +158,73 @@ class ProceduralConfig:
 
 @dataclass
 class WarmupConfig:
-    fraction: float = 0.01
+    fraction: float = checked(0.01, Range(0, 1))
     """Warm-up samples as a fraction of the image budget (0 disables the warm-up)."""
-    batch_size: int = 256
+    batch_size: int = checked(256, Range(1))
     """Global batch of sequences per optimizer step (all processes, all accumulation steps)."""
-    grad_accum: int = 1
+    grad_accum: int = checked(1, Range(1))
     """Micro-batches accumulated per optimizer step."""
-    lr: float = 2e-3
+    lr: float = checked(2e-3, Range(0, low_open=True))
     """Peak learning rate of AdamW."""
-    min_lr: float = 1e-5
+    min_lr: float = checked(1e-5, Range(0))
     """Learning rate at the end of the cosine decay."""
-    weight_decay: float = 0.05
+    weight_decay: float = checked(0.05, Range(0))
     """AdamW weight decay (not applied to norms and biases)."""
-    lr_warmup: float = 1 / 15
+    lr_warmup: float = checked(1 / 15, Range(0, 1))
     """Linear LR warm-up as a fraction of the warm-up phase's steps (1k of 15k in the paper's setting)."""
-    grad_clip: float = 1.0
+    grad_clip: float = checked(1.0, Range(0))
     """Gradient norm clip (0 disables)."""
-    pos_embed: str = "frozen"
+    pos_embed: str = checked("frozen", OneOf(POS_EMBED_MODES))
     """Positions during warm-up: 'frozen' (the ViT's own, frozen), 'random' (separate frozen), 'learned'."""
-    trainable: list[str] = field(default_factory=lambda: ["blocks", "norm", "head"])
+    trainable: list[str] = checked(lambda: ["blocks", "norm", "head"], OneOf(TRAINABLE))
     """What trains during warm-up; the symbol table is always frozen."""
-    num_workers: int = 1
+    num_workers: int = checked(1, Range(0))
     """DataLoader workers generating token batches per process."""
 
 
 @dataclass
 class TransferConfig:
-    parts: list[str] = field(default_factory=lambda: ["attn", "mlp", "norm"])
+    parts: list[str] = checked(lambda: ["attn", "mlp", "norm"], OneOf(PARTS))
     """Parts of each block copied into the image model ('attn', 'mlp', 'norm')."""
     blocks: str = "all"
-    """Block range copied, as a Python slice over block indices ('all', '8:12', '-4:')."""
+    """Block range copied: 'all' or a Python slice over block indices ('8:12', '-4:') selecting >= 1 block."""
     keep_pos_embed: bool = False
     """Carry the warm-up's position embedding into the image model instead of a fresh one."""
     keep_cls_token: bool = False
     """Carry the class token into the image model instead of a fresh one."""
-    shuffle: str | None = None
+    shuffle: str | None = checked(None, OneOf((None, *SHUFFLE_MODES)))
     """Ablation: permute the transferred weights ('all', 'attn', 'mlp'); None copies them as they are."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup/ export folder of a finished warm-up; no own warm-up."""
 
 
 @dataclass
 class AugConfig:
     auto_augment: str | None = None
     """timm auto-augment string such as 'rand-m9-mstd0.5-inc1' (DeiT); None disables."""
-    re_prob: float = 0.0
+    re_prob: float = checked(0.0, Range(0, 1))
     """Random-erasing probability."""
-    re_mode: str = "pixel"
+    re_mode: str = checked("pixel", OneOf(("const", "rand", "pixel")))  # timm RandomErasing's modes
     """Random-erasing fill: 'const', 'rand' or 'pixel'."""
-    color_jitter: float | None = None
+    color_jitter: float | None = checked(None, Range(0))
     """Colour-jitter strength (timm ignores it while auto_augment is set); None disables."""
-    interpolation: str = "bicubic"
+    interpolation: str = checked("bicubic", OneOf(timm_interpolations))
     """Resize interpolation: 'bilinear', 'bicubic' or 'random'."""
-    hflip: float = 0.5
+    hflip: float = checked(0.5, Range(0, 1))
     """Horizontal-flip probability."""
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    scale: list[float] = checked(lambda: [0.08, 1.0], Range(0, 1, low_open=True))
     """RandomResizedCrop area range."""
-    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    ratio: list[float] = checked(lambda: [3 / 4, 4 / 3], Range(0, low_open=True))
     """RandomResizedCrop aspect-ratio range."""
 
 
 @dataclass
 class DataConfig:
     source: str = "data/fashion_mnist"
-    """Shard root holding _info.json, or a brace pattern such as '.../imagenet1k-train-{0000..1023}.tar'."""
-    prepare: str | None = None
+    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
+    prepare: str | None = checked(None, OneOf((None, "fmnist")))
     """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` if they are missing."""
-    train_fraction: float = 1.0
+    train_fraction: float = checked(1.0, Range(0, 1, low_open=True))
     """Class-balanced fraction of the train split written by `prepare` (data-efficiency studies)."""
     train_split: str = "train"
     """Split the image phase trains on."""
@@ -120,17 +232,23 @@ class DataConfig:
     """Split evaluated during and at the end of training (model selection looks only here)."""
     test_split: str | None = None
     """Split evaluated once at the end and reported beside the validation numbers; None skips it."""
-    num_workers: int = 2
+    val_source: str | None = None
+    """Where `val_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    test_source: str | None = None
+    """Where `test_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
+    info: str | None = None
+    """_info.json (path, URL or pipe: command) of pattern sources without one beside their shards; None = beside."""
+    num_workers: int = checked(2, Range(0))
     """Image-decoding DataLoader workers per process."""
-    shuffle_buffer: int = 2000
+    shuffle_buffer: int = checked(2000, Range(1))
     """Samples in each worker's shuffle buffer."""
     mean: list[float] | None = None
     """Normalisation mean per channel; None uses the data set's or ImageNet's."""
-    std: list[float] | None = None
+    std: list[float] | None = checked(None, Range(0, low_open=True))
     """Normalisation std per channel; None uses the data set's or ImageNet's."""
     strict: bool = False
     """Fail on a corrupt sample instead of skipping and counting it."""
-    crop_pct: float = 0.875
+    crop_pct: float = checked(0.875, Range(0, 1, low_open=True))
     """Centre-crop fraction at evaluation."""
     aug: AugConfig = field(default_factory=AugConfig)
     """Training augmentation of the image phase."""
@@ -138,61 +256,63 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 128
+    batch_size: int = checked(128, Range(1))
     """Global batch of images per optimizer step (all processes, all accumulation steps)."""
-    grad_accum: int = 1
+    grad_accum: int = checked(1, Range(1))
     """Micro-batches accumulated per optimizer step."""
-    opt: str = "adamw"
-    """timm optimizer name."""
-    lr: float = 1e-3
+    opt: str = checked("adamw", OneOf(timm_optimizers))
+    """timm optimizer name (timm.optim.list_optimizers())."""
+    lr: float = checked(1e-3, Range(0, low_open=True))
     """Peak learning rate (DeiT: 5e-4 x global batch / 512)."""
-    min_lr: float = 1e-5
+    min_lr: float = checked(1e-5, Range(0))
     """Learning rate at the end of the cosine decay."""
-    weight_decay: float = 0.05
+    weight_decay: float = checked(0.05, Range(0))
     """Weight decay (timm skips norms and biases)."""
     sched: str = "cosine"
-    """timm scheduler name."""
-    warmup_epochs: float = 0.5
+    """timm scheduler name (cosine, tanh, step, multistep, poly, wsd, ...; checked by building it)."""
+    warmup_epochs: float = checked(0.5, Range(0))
     """Linear LR warm-up length in image epochs."""
-    grad_clip: float = 0.0
+    grad_clip: float = checked(0.0, Range(0))
     """Gradient norm clip (0 disables)."""
-    ema_decay: float = 0.0
+    ema_decay: float = checked(0.0, Range(0, 1, high_open=True))
     """Decay of an exponential moving average of the weights, evaluated at the end (0 disables)."""
-    mixup: float = 0.0
+    mixup: float = checked(0.0, Range(0))
     """Mixup alpha (0 disables)."""
-    cutmix: float = 0.0
+    cutmix: float = checked(0.0, Range(0))
     """CutMix alpha (0 disables)."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = checked(0.0, Range(0, 1, high_open=True))
     """Label smoothing of the image-phase loss."""
+    compile: bool = False
+    """torch.compile the model in both phases (true/false); each phase's first steps pay the compilation."""
 
 
 @dataclass
 class BudgetConfig:
-    epochs: float = 4.0
+    epochs: float = checked(4.0, Range(0, low_open=True))
     """The budget B, in epochs of the train split (B = epochs x train samples)."""
-    regime: str = "substitutive"
-    """'substitutive': warm-up replaces fraction x B of the images; 'additive': it comes on top of B."""
+    regime: str = checked("substitutive", OneOf(("substitutive", "additive", "compute_matched")))
+    """'substitutive' (warm-up replaces f·B images), 'additive' (on top of B), 'compute_matched' (see budget.py)."""
 
 
 @dataclass
 class EvalConfig:
-    every_epochs: float = 1.0
+    every_epochs: float = checked(1.0, Range(0, low_open=True))
     """Evaluate on the validation split every this many image epochs (and always at the end)."""
-    batch_size: int = 256
+    batch_size: int = checked(256, Range(1))
     """Evaluation batch per process."""
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 200
+    every_steps: int = checked(200, Range(1))
     """Save a checkpoint every this many optimizer steps of a phase (and at each phase end)."""
-    keep: int = 2
+    keep: int = checked(2, Range(1))
     """Newest checkpoints kept on disk."""
 
 
 @dataclass
 class LogConfig:
-    every_steps: int = 20
+    every_steps: int = checked(20, Range(1))
     """Log training metrics every this many optimizer steps."""
     trackers: list[str] = field(default_factory=list)
     """Accelerate trackers to log to besides metrics.jsonl: tensorboard, wandb, mlflow, aim, comet_ml, ..."""
@@ -208,11 +328,13 @@ class RunConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = checked(0, Range(0, 2**32 - 1))
     """Seed of everything: model inits, token streams, data order, augmentation."""
     resume: str = "auto"
-    """'auto' continues from the newest checkpoint in run.dir, 'never' refuses to reuse one, or a path."""
-    precision: str = "fp32"
+    """'auto' continues from the newest checkpoint in run.dir that verifies, 'never' refuses to reuse one, or a path."""
+    resume_allow_changed: list[str] = field(default_factory=list)
+    """Keys of the run's identity deliberately changed on resume (e.g. [budget.epochs]); logged as an event."""
+    precision: str = checked("fp32", OneOf(("fp32", "bf16", "fp16")))
     """'fp32', or mixed precision 'bf16' / 'fp16' (not 'no': YAML reads a bare no as false)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The ViT."""
@@ -236,21 +358,6 @@ class Config:
     """Logging."""
     run: RunConfig = field(default_factory=RunConfig)
     """Output location."""
-
-
-# Keys whose values come from a fixed set; checked after merging, because OmegaConf types them as str.
-CHOICES = {
-    "resume": None,  # 'auto', 'never' or a path: checked in validate()
-    "precision": ("fp32", "bf16", "fp16"),
-    "budget.regime": ("substitutive", "additive"),
-    "warmup.pos_embed": ("frozen", "random", "learned"),
-    "transfer.shuffle": (None, "all", "attn", "mlp"),
-    "data.prepare": (None, "fmnist"),
-}
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: the message names the key and what would be valid."""
 
 
 def _valid_keys(node: Any, prefix: str) -> list[str]:
@@ -283,9 +390,43 @@ def read_recipe(path: str | Path) -> list[DictConfig]:
         path = resolve_recipe(str(path))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    recipe = OmegaConf.load(path)
+    try:
+        recipe = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as err:
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {reason}") from None
+    if not isinstance(recipe, DictConfig):
+        raise ConfigError(f"recipe '{path}' is a {type(recipe).__name__.removesuffix('Config').lower()}, "
+                          "not a mapping of config keys such as 'warmup: {fraction: 0.01}'")
     base = recipe.pop("base", None)
     return (read_recipe(path.parent / base) if base else []) + [recipe]
+
+
+def _is_text(key: str) -> bool:
+    """Whether the schema types ``key`` as a string (annotations are text here: 'str', 'str | None')."""
+    node: Any = Config
+    for part in key.split("."):
+        found = {f.name: f for f in fields(node)}.get(part) if is_dataclass(node) else None
+        if found is None:
+            return False
+        node = found.default_factory if is_dataclass(found.default_factory) else found.type
+    return isinstance(node, str) and "str" in node.split(" | ")
+
+
+def _as_typed(override: str) -> str:
+    """``key=value`` with the value kept as text where the key is a string.
+
+    YAML would read 8:12 as the sexagesimal integer 492 and no as false, so ``transfer.blocks=8:12`` and
+    ``precision=no`` would arrive as '492' and 'False'.
+    """
+    key, _, value = override.partition("=")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return override
+    if _is_text(key) and parsed is not None and not isinstance(parsed, str):
+        return f"{key}={json.dumps(value)}"  # a double-quoted YAML string
+    return override
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -302,7 +443,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
             bad = [o for o in overrides if "=" not in o]
             if bad:
                 raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([_as_typed(o) for o in overrides]))
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
     validate(cfg)
@@ -315,39 +456,50 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
+def _rules(schema: type, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted key, rule) of every checked field in the dataclass tree."""
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        if "rule" in f.metadata:
+            yield key, f.metadata["rule"]
+        if is_dataclass(f.default_factory):  # a section: its own fields
+            yield from _rules(f.default_factory, f"{key}.")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks that types alone cannot express: choices and ranges."""
-    for key, choices in CHOICES.items():
+    """Checks that types alone cannot express: every field's rule, then the few that span several keys."""
+    for key, rule in _rules(Config):
         value = _select(cfg, key)
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+        for item in value if isinstance(value, list) else [value]:
+            problem = None if item is None else rule.error(item)
+            if problem:
+                shown = f"{key}={value!r}" if item is value else f"{key}={value!r}: {item!r}"
+                raise ConfigError(f"{shown} {problem}")
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume={cfg.resume!r}: expected 'auto', 'never' or an existing checkpoint path")
-    ranges = {
-        "warmup.fraction": (0.0, 1.0),
-        "procedural.mask_ratio": (0.0, 1.0),
-        "data.train_fraction": (0.0, 1.0),
-        "warmup.lr_warmup": (0.0, 1.0),
-    }
-    for key, (low, high) in ranges.items():
-        value = _select(cfg, key)
-        if not low <= value <= high:
-            raise ConfigError(f"{key}={value} is outside the valid range [{low}, {high}]")
-    if cfg.model.init is not None and cfg.warmup.fraction > 0:
-        raise ConfigError(f"model.init={cfg.model.init!r} starts the image phase from other weights: it needs "
-                          f"warmup.fraction=0 (got {cfg.warmup.fraction})")
+    if cfg.model.finetune is not None and cfg.warmup.fraction > 0:
+        raise ConfigError(f"model.finetune={cfg.model.finetune!r} starts the image phase from other weights: it "
+                          f"needs warmup.fraction=0 (got {cfg.warmup.fraction})")
+    if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
+        raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
+                          "additive warm-up whose FLOPs the extra image steps match")
+    if cfg.transfer.sources:
+        # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
+        if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":
+            raise ConfigError("transfer.sources needs warmup.fraction > 0, the fraction the source warm-ups "
+                              "ran with (checked against their exports), and budget.regime additive or "
+                              f"substitutive; got warmup.fraction={cfg.warmup.fraction}, "
+                              f"budget.regime={cfg.budget.regime}")
+        t = cfg.transfer
+        if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
+            raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
+                              "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
-    for key in ("budget.epochs", "warmup.batch_size", "train.batch_size", "warmup.grad_accum",
-                "train.grad_accum", "checkpoint.every_steps", "checkpoint.keep", "log.every_steps",
-                "eval.batch_size"):
-        if _select(cfg, key) <= 0:
-            raise ConfigError(f"{key}={_select(cfg, key)} must be positive")
-
-
-def save_config(cfg: DictConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (what the run actually used)."""
-    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for key in ("data.aug.scale", "data.aug.ratio"):
+        bounds = _select(cfg, key)
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            raise ConfigError(f"{key}={bounds} must be [min, max] with min <= max")
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

@@ -1,36 +1,53 @@
-"""metrics.jsonl and trackers: one JSON object per logged step or evaluation, written by the main process.
+"""metrics.jsonl and trackers: one JSON object per logged step, evaluation or event, written by the main process.
 
-Records carry ``phase`` and ``step`` (optimizer steps within the phase). When a run resumes from a
-checkpoint, records written after that checkpoint by the killed process are dropped first, so the file
-reads as if the run had never stopped.
+Records carry ``phase`` and ``step`` (optimizer steps within the phase). Each checkpoint stores how many
+records the file held when it was taken; a resumed run keeps exactly those (dropping what the killed
+process wrote after the checkpoint, including a line it was cut off in), so the file reads as if the run
+had never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from accelerate import Accelerator
 
+from .config import ConfigError
+from .rundir import METRICS, atomic_write_text, read_records
+
 
 class MetricsLog:
-    def __init__(self, run_dir: str | Path, accelerator: Accelerator, phase_order: list[str]):
-        self.path = Path(run_dir) / "metrics.jsonl"
+    def __init__(self, run_dir: str | Path, accelerator: Accelerator):
+        self.path = Path(run_dir) / METRICS
         self.accelerator = accelerator
-        self.phase_order = phase_order
+        self.count = 0  # records in the file (main process)
         # Steps before each phase, so trackers get one increasing step axis over the whole run.
         self.step_offset: dict[str, int] = {}
 
-    def truncate_after(self, phase: str, step: int) -> None:
-        """Drop records newer than (phase, step): they will be written again by the resumed run."""
-        if not (self.accelerator.is_main_process and self.path.exists()):
+    def restore(self, records: int) -> None:
+        """Keep the first ``records`` records (what the checkpoint saw); later ones will be written again."""
+        if not self.accelerator.is_main_process:
             return
-        limit = (self.phase_order.index(phase), step) if phase else (-1, 0)
-        kept = [line for line in self.path.read_text().splitlines()
-                if line and (self.phase_order.index(json.loads(line)["phase"]),
-                             json.loads(line)["step"]) <= limit]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept, warnings = read_records(self.path)
+        for warning in warnings:
+            print(warning, flush=True)
+        if len(kept) < records:
+            raise ConfigError(f"{self.path} holds {len(kept)} records but the checkpoint was taken after "
+                              f"{records}: the log lost records; restore the file or start over in a new run.dir")
+        kept = kept[:records]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if not self.path.exists() or self.path.read_text() != text:
+            atomic_write_text(self.path, text)
+        self.count = records
+
+    def sync(self) -> None:
+        """Make every record written so far durable (before a checkpoint counts them)."""
+        if self.accelerator.is_main_process and self.path.exists():
+            with self.path.open("a") as f:
+                os.fsync(f.fileno())
 
     def write(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
@@ -38,6 +55,7 @@ class MetricsLog:
         record = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.count += 1
         prefix = "/".join(str(record[k]) for k in ("phase", "split") if k in record)  # e.g. image/validation
         scalars = {f"{prefix}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.accelerator.trackers:

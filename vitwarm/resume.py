@@ -1,16 +1,21 @@
-"""Checkpoints: written atomically, found again by ``resume=auto``, loaded without executing pickles.
+"""Checkpoints: written so that a kill at any moment loses nothing, verified before they are trusted.
 
 A checkpoint is a folder ``RUN_DIR/checkpoints/<phase index>-<phase>-<step>/`` holding
 
 - ``model.safetensors``      the phase's model (unwrapped from DDP);
 - ``optimizer.pt``           the optimizer state, read back with ``torch.load(weights_only=True)``;
 - ``ema.safetensors``        the EMA weights, when EMA is on;
-- ``state.json``             the ``RunState``: phase, step, finished phases, wall time.
+- ``state.json``             written last: the ``RunState`` and the sha256 of every other file.
 
-It is written under a temporary name and renamed into place, so a run killed mid-write leaves either the
-old set of checkpoints or the new one, never a half-written one. Learning-rate schedules are a function of
-the step and randomness is re-seeded from (seed, phase, step) every step, so neither needs saving; data
-positions follow from the step too (see vitwarm.train).
+Writing: the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name that exists
+first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so some
+complete copy exists at every moment (``.old-`` folders count as checkpoints until then). Deleting
+renames to ``.del-<name>/`` first, so a half-deleted folder is never taken for a checkpoint.
+
+Reading: a checkpoint counts only when its state.json parses and every hash matches; ``resume=auto``
+uses the newest one that does and names each one it passes over. Learning-rate schedules are a function
+of the step and randomness is re-seeded from (seed, phase, step) every step, so neither needs saving;
+data positions follow from the step too (see vitwarm.train).
 
 Accelerate's ``save_state``/``load_state`` is not used because its ``load_state`` unpickles RNG and custom
 states with ``weights_only=False``; everything here loads as plain tensors or JSON.
@@ -26,10 +31,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import SafetensorError
+from safetensors.torch import load_model
 
-CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"^(\d+)-([a-z]+)-(\d+)$")
+from .config import ConfigError
+from .rundir import (
+    CHECKPOINTS,
+    atomic_write,
+    atomic_write_text,
+    check_hashes,
+    fault_point,
+    file_hash,
+    fsync_dir,
+    write_safetensors,
+)
+
+_NAME = re.compile(r"^(?:\.old-)?(\d+-[a-z]+-\d+)$")
+STATE = "state.json"
 
 
 @dataclass
@@ -48,6 +66,20 @@ class RunState:
     """Masked-token accuracy at the end of the warm-up (percent)."""
     model_name: str = ""
     """timm name of the model, checked on resume."""
+    identity: dict = field(default_factory=dict)
+    """The run's identity (vitwarm.rundir.identity): a resume with other values is refused."""
+    records: int = 0
+    """Lines of metrics.jsonl written when the checkpoint was taken: a resume keeps exactly these."""
+    window_loss: float = 0.0
+    """Sum of the step losses since the last metrics record (the record averages over the window)."""
+    window_steps: int = 0
+    """Steps since the last metrics record."""
+    window_counts: dict[str, int] = field(default_factory=dict)
+    """Counts since the last metrics record (masked / correct tokens), summed over processes."""
+    skipped_samples: int = 0
+    """Training samples skipped as corrupt or unreadable, summed over processes and restarts."""
+    exports: dict[str, str] = field(default_factory=dict)
+    """sha256 of each export in the run directory when the checkpoint was taken."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:
@@ -56,39 +88,107 @@ def checkpoint_name(phase_index: int, phase: str, step: int) -> str:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary folders of an interrupted write are ignored)."""
+    """Checkpoint folders holding a state.json, oldest first (verified only when read: see `newest_valid`)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: p.name)
+    found: dict[str, Path] = {}
+    # A '.old-' copy stands in for its name only while the new copy is missing: real names come first.
+    for path in sorted(root.iterdir(), key=lambda p: p.name.startswith(".old-")):
+        match = _NAME.match(path.name)
+        if match and (path / STATE).is_file():
+            found.setdefault(match.group(1), path)
+    return [found[name] for name in sorted(found)]
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder so that no kill leaves a partial one under a checkpoint's name."""
+    doomed = path.with_name(f".del-{path.name.removeprefix('.old-')}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
 
 
 def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, keep: int) -> Path:
-    """Write one checkpoint atomically and delete all but the newest ``keep``. Main process only."""
+    """Write one checkpoint and delete all but the newest ``keep``. Main process only."""
     root = Path(run_dir) / CHECKPOINTS
-    final, tmp = root / name, root / f".tmp-{name}"
+    final, tmp, old = root / name, root / f".tmp-{name}", root / f".old-{name}"
+    for leftover in root.glob(".*"):  # an interrupted write or deletion; a live '.old-' copy stays
+        if not (leftover.name.startswith(".old-") and not (root / leftover.name[5:]).exists()):
+            shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    write_safetensors(tmp / "model.safetensors", model.state_dict())
+    atomic_write(tmp / "optimizer.pt", lambda path: torch.save(optimizer.state_dict(), path))
     if ema is not None:
-        save_model(ema, str(tmp / "ema.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
-    if final.exists():  # the same step saved again after a resume: identical content
-        shutil.rmtree(final)
+        write_safetensors(tmp / "ema.safetensors", ema.state_dict())
+    fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
+    hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
+    atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
+    if final.exists():  # the same step saved again after a resume: keep the old copy until the new one is in
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        fault_point("checkpoint:swap")  # only the old copy (as .old-NAME) and the new one (as .tmp-NAME)
     os.replace(tmp, final)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old)
+    fsync_dir(root)
+    if old.exists():
+        _remove(old)
+    for stale in list_checkpoints(run_dir)[:-keep]:
+        _remove(stale)
     return final
 
 
 def read_state(checkpoint: str | Path) -> RunState:
-    path = Path(checkpoint) / "state.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a vitwarm checkpoint (no state.json inside)")
-    return RunState(**json.loads(path.read_text()))
+    """The state of a verified checkpoint (see `verify`)."""
+    data = json.loads((Path(checkpoint) / STATE).read_text())
+    data.pop("files")
+    return RunState(**data)
+
+
+def verify(checkpoint: str | Path) -> str | None:
+    """Why ``checkpoint`` cannot be trusted (incomplete, damaged, not vitwarm's), or None when it can."""
+    try:
+        data = json.loads((Path(checkpoint) / STATE).read_text())
+        hashes = data["files"]
+        RunState(**{k: v for k, v in data.items() if k != "files"})
+    except FileNotFoundError:
+        return f"no {STATE} inside (not a complete vitwarm checkpoint)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{STATE} is unreadable ({type(err).__name__}: {err})"
+    return check_hashes(checkpoint, hashes)
+
+
+def newest_valid(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that verifies, and one warning for each newer one passed over."""
+    warnings = []
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        reason = verify(checkpoint)
+        if reason is None:
+            return checkpoint, warnings
+        warnings.append(f"vitwarm: warning: skipping checkpoint {checkpoint}: {reason}")
+    return None, warnings
+
+
+def choose_checkpoint(run_dir: str | Path, resume: str) -> tuple[Path | None, list[str]]:
+    """The checkpoint to continue from per ``resume`` ('auto', 'never' or a path), and warnings to print."""
+    if resume == "never":
+        existing = list_checkpoints(run_dir)
+        if existing:
+            raise ConfigError(f"resume=never but {run_dir} already holds checkpoints ({existing[-1].name}); "
+                              "use resume=auto to continue it or choose another run.dir")
+        return None, []
+    if resume != "auto":
+        reason = verify(resume)
+        if reason:
+            raise ConfigError(f"resume={resume}: refusing to load it: {reason}")
+        return Path(resume), []
+    checkpoint, warnings = newest_valid(run_dir)
+    if checkpoint is None and warnings:
+        reasons = "; ".join(w.removeprefix("vitwarm: warning: skipping checkpoint ") for w in warnings)
+        raise ConfigError(f"no checkpoint in {run_dir} verifies ({reasons}); move them away or choose another "
+                          "run.dir to start over")
+    return checkpoint, warnings
 
 
 def load_checkpoint(checkpoint: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -100,7 +200,7 @@ def load_checkpoint(checkpoint: str | Path, model: torch.nn.Module, optimizer: t
             continue
         try:
             missing, unexpected = load_model(module, str(checkpoint / file), strict=False)
-        except RuntimeError as err:  # shape mismatches
+        except (RuntimeError, SafetensorError) as err:  # shape mismatches
             raise ValueError(f"checkpoint {checkpoint} does not fit this model:\n{err}") from None
         if missing or unexpected:
             raise ValueError(f"checkpoint {checkpoint} does not fit this model: missing keys {missing}, "

@@ -17,17 +17,21 @@ import sys
 
 from vitwarm.data.convert_torchvision import READERS, write_torchvision_shards
 from vitwarm.data.shards import FMNIST_SRC, read_info, verify_shards, write_fmnist_shards, write_folder_shards
+from vitwarm.data.sources import DataError, check_name
+from vitwarm.errors import ArgumentParser, one_line_errors
 
 
-def main(argv: list[str] | None = None) -> None:
+def shard_name(value: str) -> str:
+    """argparse type of --name and --split: the name becomes part of every shard's file name."""
     try:
-        _main(argv)
-    except (ValueError, OSError) as err:  # bad sources and outputs: the message names them
-        sys.exit(f"vitwarm: error: {err}")
+        return check_name(value, "shard set or split name")
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _main(argv: list[str] | None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output directory (created; must be empty or absent)")
@@ -46,13 +50,16 @@ def _main(argv: list[str] | None) -> None:
 
     fo = sub.add_parser("folder", parents=[common], help="an ImageFolder tree (train/ + val/ or one tree)")
     fo.add_argument("src", help="tree with train/ and val/ (or validation/) subfolders, or one class tree")
-    fo.add_argument("--name", required=True, help="data set name, the shard file prefix")
-    fo.add_argument("--split", default=None, help="write SRC as this one split instead of train/ + val/")
+    fo.add_argument("--name", required=True, type=shard_name,
+                    help="data set name, the shard file prefix (letters, digits, '_', '-', '.')")
+    fo.add_argument("--split", default=None, type=shard_name,
+                    help="write SRC as this one split instead of train/ + val/")
 
     for source in READERS:
         tv = sub.add_parser(source, parents=[common], help=f"{source} from torchvision's on-disk format")
         tv.add_argument("root", help="local root as torchvision expects it (see vitwarm.data.convert_torchvision)")
-        tv.add_argument("--name", default=source, help="data set name, the shard file prefix (default: %(default)s)")
+        tv.add_argument("--name", default=source, type=shard_name,
+                        help="data set name, the shard file prefix (default: %(default)s)")
 
     verify = sub.add_parser("verify", help="check an existing shard directory against its _info.json")
     verify.add_argument("root", help="shard directory")
@@ -83,4 +90,4 @@ def _main(argv: list[str] | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,16 +8,17 @@ the tables. Unfinished runs are left out and listed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from vitwarm.errors import ArgumentParser, one_line_errors
 from vitwarm.sweeps.report import build_report
 from vitwarm.sweeps.results import METRICS
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="a sweep directory (with sweep.json, or run directories inside)")
     parser.add_argument("--out", help="where to write the report (default: SWEEP_DIR)")
     parser.add_argument(
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
         parser.error(f"{args.sweep_dir}: not a directory")
-    report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
+    try:
+        report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
+    except ValueError as err:  # no finished runs, or a run directory whose files do not parse
+        sys.exit(f"vitwarm: error: {err}")
     print(report["markdown"])
     return 0
 

@@ -4,8 +4,8 @@
         --out runs/sweep1 --launcher local --parallel 2
 
 Each run trains in SWEEP_DIR/NAME with ``accelerate launch ... -m vitwarm.train --config BASE k=v ...
-run.dir=SWEEP_DIR/NAME resume=auto``. Finished runs (summary.json) are skipped and interrupted ones resume,
-so the same command can be repeated until the whole sweep is done.
+run.dir=SWEEP_DIR/NAME resume=auto``. Finished runs (a summary.json under the run's planned config) are
+skipped and interrupted ones resume, so the same command can be repeated until the whole sweep is done.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import shlex
 import sys
 
 from vitwarm.catalog import resolve_accelerate_config, resolve_recipe
-from vitwarm.sweeps.grid import DEFAULT_PORT_BASE, parse_assignment, parse_spec, plan_sweep, run_state, write_sweep
+from vitwarm.errors import ArgumentParser, VitwarmError, one_line_errors
+from vitwarm.sweeps.grid import DEFAULT_PORT_BASE, parse_assignment, parse_spec, plan_sweep, write_sweep
 from vitwarm.sweeps.launch import gpu_slots, launch_local, launch_print, launch_slurm
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Grid values are passed to the trainer as typed (OmegaConf parses them); values cannot contain "
         "commas (write mixtures as k_dyck:3+ww:1).",
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dry_run:
         for run in sweep.runs:
-            print(f"{run_state(sweep.run_dir(run)):<11} {shlex.join(run.command)}")
+            print(f"{sweep.state(run):<12} {shlex.join(run.command)}")
         return 0
     try:
         write_sweep(sweep)
@@ -133,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_min=args.timeout_min,
             extra=extra,
         )
-    except ImportError as err:
-        print(f"sweep.py: error: {err}", file=sys.stderr)
-        return 2
+    except ImportError as err:  # the optional slurm dependency
+        raise VitwarmError(str(err)) from None
     return 0
 
 

@@ -19,10 +19,12 @@ from .shards import (
     write_fmnist_shards,
     write_folder_shards,
 )
+from .sources import DataError
+from .splits import read_splits
 from .transforms import ImageTransform
 
 __all__ = [
-    "FMNIST_CLASSES", "FMNIST_SRC", "DatasetInfo", "ImageTransform", "SampleError", "TrainLoader",
+    "FMNIST_CLASSES", "FMNIST_SRC", "DataError", "DatasetInfo", "ImageTransform", "SampleError", "TrainLoader",
     "ValLoader", "ensure_fmnist_shards", "make_mixup", "make_train_loader", "make_val_loader",
-    "read_dataset_info", "read_idx", "verify_shards", "write_fmnist_shards", "write_folder_shards",
+    "read_dataset_info", "read_idx", "read_splits", "verify_shards", "write_fmnist_shards", "write_folder_shards",
 ]

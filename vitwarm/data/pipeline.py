@@ -32,12 +32,14 @@ import hashlib
 import io
 import logging
 import os
+import posixpath
 import random
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count, islice
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -47,7 +49,17 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
 from ..config import AugConfig
-from .shards import INFO_NAME, read_info
+from .sources import (
+    INFO_NAME,
+    DataError,
+    check_location,
+    is_remote,
+    join,
+    open_location,
+    parent,
+    read_info,
+    shard_name,
+)
 from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
@@ -60,7 +72,7 @@ MAX_CONSECUTIVE_FAULTS = 1000
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class SampleError(ValueError):
+class SampleError(DataError):
     """A sample or shard could not be read (raised in strict mode, counted and skipped otherwise)."""
 
 
@@ -80,56 +92,91 @@ class DatasetInfo:
 
 
 def _check_files(urls: list[str], source: str) -> None:
-    missing = [u for u in urls if not Path(u).is_file()]
+    # Remote shards are not fetched twice: a missing one shows when it is read (a fault, see _read_shard).
+    missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) of {source} are missing, e.g. {missing[0]}")
 
 
-def read_dataset_info(source: str | os.PathLike, split: str = "train") -> DatasetInfo:
-    """Describe ``split`` of ``source`` (a shard directory / ``_info.json`` path, or a brace pattern).
+def split_count(source: str) -> tuple[str, int | None]:
+    """``"PATTERN|N"`` -> ``(PATTERN, N)``; a source without a trailing ``|N`` -> ``(source, None)``.
 
-    Raises FileNotFoundError for a missing directory, ``_info.json`` or shard file, and ValueError for an
-    unknown split, an empty pattern, a pattern without a known sample count, or counts that disagree.
+    Only a trailing count of digits counts, so a ``pipe:`` command may contain shell pipes itself.
+    """
+    head, sep, tail = source.rpartition("|")
+    return (head, int(tail)) if sep and tail.strip().isdigit() else (source, None)
+
+
+def is_pattern(source: str) -> bool:
+    """A brace pattern or list of shard files (``.tar``, optionally ``|N``), not a directory or _info.json."""
+    pattern, n = split_count(source)
+    return "{" in pattern or n is not None or pattern.endswith(".tar") or pattern.startswith("pipe:")
+
+
+def _info_beside(root: str) -> dict:
+    """The ``_info.json`` in the shards' directory, or {} when there is none (or, for pipe: sources, no directory)."""
+    if urlparse(root).scheme == "pipe":
+        return {}
+    try:
+        return read_info(root)
+    except FileNotFoundError:
+        return {}
+
+
+def read_dataset_info(source: str | os.PathLike, split: str = "train", info: str | None = None) -> DatasetInfo:
+    """Describe ``split`` of ``source``: a shard directory or its ``_info.json``, or a brace pattern of shards.
+
+    Directories, ``_info.json`` files and shards may be local paths or URLs (see vitwarm.data.sources). A
+    pattern takes its counts, classes and statistics from ``info`` (an ``_info.json`` location, for shards
+    without one beside them such as ``pipe:`` commands), else from the ``_info.json`` beside its shards, if
+    any; its shards must be those of ``split`` when that file lists them. Raises
+    FileNotFoundError for a missing local directory, ``_info.json`` or shard file, and DataError for an unknown
+    split, an empty pattern, a pattern without a known sample count, or counts that disagree.
     """
     source = str(source)
     if not source.strip():
-        raise ValueError("empty data source: give a shard directory or a pattern like DIR/name-train-{0000..0009}.tar")
-    is_pattern = "{" in source or "|" in source or source.endswith(".tar")
-    if not is_pattern:
-        root = Path(source).parent if source.endswith(".json") else Path(source)
-        if not root.is_dir():
+        raise DataError("empty data source: give a shard directory or a pattern like DIR/name-train-{0000..0009}.tar")
+    check_location(source)
+    if not is_pattern(source):
+        root = parent(source) if source.endswith(INFO_NAME) else source
+        if not is_remote(root) and not Path(root).is_dir():
             raise FileNotFoundError(f"shard directory {root} does not exist")
-        meta = read_info(root)
-        if split not in meta.get("splits", {}):
-            raise ValueError(f"split {split!r} is not in {root / INFO_NAME}; valid: {sorted(meta.get('splits', {}))}")
+        meta = read_info(source)
+        if split not in meta["splits"]:
+            raise DataError(f"split {split!r} is not in {join(root, INFO_NAME)}; valid: {sorted(meta['splits'])}")
         s = meta["splits"][split]
-        urls, lengths, total = [str(root / f) for f in s["filenames"]], list(s["shard_lengths"]), s["num_samples"]
+        urls, lengths, total = [join(root, f) for f in s["filenames"]], list(s["shard_lengths"]), s["num_samples"]
         _check_files(urls, source)
     else:
-        pattern, _, n = source.partition("|")
+        pattern, n = split_count(source)
         urls = expand_urls(pattern) if pattern.strip() else []
         if not urls:
-            raise ValueError(f"shard pattern {source!r} expands to no files")
+            raise DataError(f"shard pattern {source!r} expands to no files")
         _check_files(urls, source)
-        root = Path(urls[0]).parent
-        meta = read_info(root) if (root / INFO_NAME).is_file() else {}
+        root = parent(urls[0])
+        meta = read_info(info) if info is not None else _info_beside(root)
         known = {f: (name, n_f) for name, s in meta.get("splits", {}).items()
                  for f, n_f in zip(s["filenames"], s["shard_lengths"])}
-        if all(Path(u).name in known for u in urls):
-            lengths = [known[Path(u).name][1] for u in urls]
-            split = known[Path(urls[0]).name][0]
+        names = [shard_name(u) for u in urls]
+        if all(f in known for f in names):
+            lengths = [known[f][1] for f in names]
+            found = sorted({known[f][0] for f in names})
+            if found != [split]:
+                raise DataError(f"shard pattern {source!r} holds shards of split {' and '.join(found)} (says "
+                                f"{info or join(root, INFO_NAME)}), not of split {split!r}")
         else:
             lengths = None
-        total = int(n) if n else (sum(lengths) if lengths is not None else None)
+        total = n if n is not None else (sum(lengths) if lengths is not None else None)
         if total is None:
-            raise ValueError(f"shard pattern {source!r} needs a sample count: append '|N' or put an {INFO_NAME} "
-                             f"listing these shards beside them")
+            raise DataError(f"shard pattern {source!r} needs a sample count: append '|N', or put an {INFO_NAME} "
+                            f"listing these shards beside them or give its location (data.info)")
     if lengths is not None and sum(lengths) != total:
-        raise ValueError(f"{source}: shard lengths add up to {sum(lengths)} samples but the count given is {total}")
+        raise DataError(f"{source}: shard lengths add up to {sum(lengths)} samples but the count given is {total}")
     return DatasetInfo(
-        name=meta.get("name", root.name), split=split, urls=urls, num_samples=int(total), shard_lengths=lengths,
-        num_classes=meta.get("num_classes"), classes=meta.get("classes"),
-        mean=tuple(meta["mean"]) if "mean" in meta else None, std=tuple(meta["std"]) if "std" in meta else None)
+        name=meta.get("name", posixpath.basename(root.rstrip("/"))), split=split, urls=urls,
+        num_samples=int(total), shard_lengths=lengths, num_classes=meta.get("num_classes"),
+        classes=meta.get("classes"), mean=tuple(meta["mean"]) if "mean" in meta else None,
+        std=tuple(meta["std"]) if "std" in meta else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,12 +232,12 @@ def _read_shard(url: str, expected: int | None, faults: _Faults) -> Iterator[dic
     """Yield the raw samples (``{"__key__", ext: bytes, ...}``) of one shard in file order.
 
     A shard that breaks off (truncated, unreadable) is reported as one fault and ends there. A shard read
-    to its end whose sample count differs from ``expected`` (from ``_info.json``) raises ValueError: the
+    to its end whose sample count differs from ``expected`` (from ``_info.json``) raises DataError: the
     metadata is wrong, and training on it would silently change the epoch.
     """
     n, sample = 0, None
     try:
-        with tarfile.open(url, mode="r|") as tar:
+        with open_location(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 key, ext = base_plus_ext(member.name) if member.isfile() else (None, None)
                 if key is None:
@@ -210,7 +257,7 @@ def _read_shard(url: str, expected: int | None, faults: _Faults) -> Iterator[dic
         yield sample
         n += 1
     if expected is not None and n != expected:
-        raise ValueError(f"shard {url} holds {n} samples but {INFO_NAME} says {expected}; "
+        raise DataError(f"shard {url} holds {n} samples but {INFO_NAME} says {expected}; "
                          f"rewrite the shards or fix {INFO_NAME} (make_shards.py verify checks every shard)")
 
 
@@ -248,7 +295,8 @@ def _worker_slot() -> tuple[int, int]:
 
 
 class _Stream(IterableDataset):
-    """Yields ``(images, labels, skipped)`` batches of one rank's part of one epoch (see module docstring)."""
+    """Yields ``(images, labels, skipped)`` batches of one rank's part of one epoch (see module docstring), and
+    last the DataError that stopped it, if one did."""
 
     def __init__(self, info: DatasetInfo, transform: ImageTransform, *, training: bool, batch_size: int,
                  rank: int, world_size: int, seed: int, num_batches: int, shuffle_buffer: int, strict: bool,
@@ -288,9 +336,14 @@ class _Stream(IterableDataset):
         return self._with_faults(self._val_batches(faults), faults)
 
     @staticmethod
-    def _with_faults(batches: Iterator[Batch], faults: _Faults) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        for images, labels in batches:
-            yield images, labels, faults.take()
+    def _with_faults(batches: Iterator[Batch], faults: _Faults) -> Iterator:
+        try:
+            for images, labels in batches:
+                yield images, labels, faults.take()
+        except DataError as err:
+            # Raised in a DataLoader worker, torch would re-raise it wrapped in its own text and the worker's
+            # traceback; handed over as an item, it is re-raised as itself by the loader (_Loader._count_skipped).
+            yield err
 
     def _train_batches(self, faults: _Faults, epoch: int, start_batch: int) -> Iterator[Batch]:
         # Logical worker w, rotated so that batch start_batch comes first. There are always max(1,
@@ -316,7 +369,10 @@ class _Stream(IterableDataset):
                     n += 1
                     yield s
                 if n == 0:
-                    raise SampleError(f"rank {self.rank} worker {w}: its shards {self._shards(mine)} gave no samples")
+                    urls = [self.info.urls[i] for i in mine]
+                    raise SampleError(f"none of the {len(urls)} shard(s) read by rank {self.rank} worker {w} gave a "
+                                      f"sample, e.g. {urls[0]}: the shards look broken (make_shards.py verify "
+                                      f"checks them)")
 
         samples = passes()
         # The worker makes this rank's batches w, w + W, w + 2W, ... below num_batches; the ones before
@@ -368,7 +424,10 @@ class _Loader:
         return self._count_skipped(batches)
 
     def _count_skipped(self, batches: Iterator) -> Iterator[Batch]:
-        for images, labels, skipped in batches:
+        for item in batches:
+            if isinstance(item, DataError):
+                raise item
+            images, labels, skipped = item
             self.skipped += int(skipped)
             yield images, labels
 
@@ -413,30 +472,31 @@ class ValLoader(_Loader):
 
 
 def make_train_loader(
-    source: str | os.PathLike, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
-    num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None,
+    source: str | os.PathLike | DatasetInfo, split: str = "train", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False, pin_memory: bool = False,
 ) -> TrainLoader:
     """Training loader for one rank; ``len(loader) = num_samples // (batch_size * world_size)`` on every rank.
 
-    ``mean``/``std`` default to the data set's (``_info.json``), else ImageNet's. Raises ValueError when the
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
+    ``mean``/``std`` default to the data set's (``_info.json``), else ImageNet's. Raises DataError when the
     split has fewer shards than ``world_size * max(1, num_workers)`` or fewer samples than one global batch.
     """
     _check_rank(rank, world_size, batch_size, num_workers)
     if shuffle_buffer < 1:
         raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-    info = read_dataset_info(source, split)
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
     readers = world_size * max(1, num_workers)
     if len(info.urls) < readers:
-        raise ValueError(
-            f"{source} ({info.split}) has {len(info.urls)} shard(s), fewer than world_size * num_workers = "
+        raise DataError(
+            f"split {info.split!r} of {info.name} has {len(info.urls)} shard(s), fewer than world_size * num_workers = "
             f"{world_size} * {max(1, num_workers)}: use num_workers <= {len(info.urls) // world_size} or write "
             f"smaller shards (make_shards.py --shard-size)")
     num_batches = info.num_samples // (batch_size * world_size)
     if num_batches == 0:
-        raise ValueError(f"{source} ({info.split}) has {info.num_samples} samples, fewer than one global batch "
-                         f"(batch_size * world_size = {batch_size * world_size})")
+        raise DataError(f"split {info.split!r} of {info.name} has {info.num_samples} samples, fewer than one "
+                        f"global batch (batch_size * world_size = {batch_size * world_size})")
     transform = ImageTransform(is_training=True, img_size=img_size, in_chans=in_chans, mean=mean or info.mean,
                                std=std or info.std, aug=aug)
     stream = _Stream(info, transform, training=True, batch_size=batch_size, rank=rank, world_size=world_size,
@@ -446,18 +506,19 @@ def make_train_loader(
 
 
 def make_val_loader(
-    source: str | os.PathLike, split: str = "validation", *, batch_size: int, rank: int = 0, world_size: int = 1,
-    num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
+    source: str | os.PathLike | DatasetInfo, split: str = "validation", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None, crop_pct: float | None = None, interpolation: str = "bicubic",
     strict: bool = False, pin_memory: bool = False,
 ) -> ValLoader:
     """Evaluation loader for one rank: rank r reads shards r, r + world_size, ... in order, every sample once.
 
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
     ``crop_pct`` None means timm's default (0.875); use 1.0 for images already at ``img_size``. Workers are
     capped at this rank's shard count (a rank without shards yields no batches).
     """
     _check_rank(rank, world_size, batch_size, num_workers)
-    info = read_dataset_info(source, split)
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
     mine = list(range(len(info.urls)))[rank::world_size]
     num_workers = min(num_workers, len(mine))
     num_samples = num_batches = None

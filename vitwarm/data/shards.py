@@ -39,6 +39,8 @@ from PIL import Image
 from tqdm import tqdm
 from webdataset.tariterators import base_plus_ext
 
+from .sources import INFO_NAME, check_name, read_info
+
 log = logging.getLogger(__name__)
 
 FMNIST_SRC = "/usr/share/datasets/fashion-mnist"
@@ -57,7 +59,6 @@ _FMNIST_FILES = {
 # Bumped whenever the written layout changes, so ensure_fmnist_shards rebuilds old sets.
 FORMAT_VERSION = 1
 IMAGE_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
-INFO_NAME = "_info.json"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -217,6 +218,8 @@ def write_split(
     The items are cut into ``ceil(n / shard_size)`` shards whose lengths differ by at most one, so that
     workers reading different shards get (nearly) the same number of samples.
     """
+    check_name(name, "shard set name")
+    check_name(split, "split name")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if not items:
@@ -233,14 +236,6 @@ def _write_info(out_dir: Path, info: dict) -> None:
     (out_dir / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
 
 
-def read_info(root: str | os.PathLike) -> dict:
-    """Load ``<root>/_info.json``; FileNotFoundError if it is missing."""
-    path = Path(root) / INFO_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {INFO_NAME} in {root}: not a shard directory written by make_shards")
-    return json.loads(path.read_text())
-
-
 def _publish(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
     """Move the finished ``tmp_dir`` to ``out_dir`` in one rename, so readers never see half a shard set."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -249,6 +244,10 @@ def _publish(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(out_dir)
     elif out_dir.exists():
         out_dir.rmdir()
+    # mkdtemp made the folder private (0700); a published shard set is readable like any other directory.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_dir.chmod(0o777 & ~umask)
     os.rename(tmp_dir, out_dir)
 
 

@@ -28,10 +28,11 @@ import tempfile
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models import save_for_hf
 from timm.models.vision_transformer import VisionTransformer
 
+from ..rundir import write_safetensors
 from .registry import stock_architecture
 from .transfer import classifier_prefixes
 
@@ -105,7 +106,8 @@ def export_hub(
     try:
         save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, safe_serialization=True,
                     data_config=data_config)
-        save_file(state, str(tmp / WEIGHTS), metadata=metadata)  # the same tensors, now with metadata
+        # The same tensors, now with metadata, sorted so that the same weights give the same bytes.
+        write_safetensors(tmp / WEIGHTS, state, metadata)
         _publish_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

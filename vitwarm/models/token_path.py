@@ -114,7 +114,9 @@ class WarmupViT(nn.Module):
         # BERT-style models initialise token and position embeddings alike.
         like = vit.patch_embed.proj.weight
         pos = vit.pos_embed
-        entry_rms = pos.detach().float().pow(2).mean().sqrt().item() if pos is not None else 0.02
+        # A ViT on the meta device (the preflight's dry build) has shapes but no values to measure.
+        measurable = pos is not None and not pos.is_meta
+        entry_rms = pos.detach().float().pow(2).mean().sqrt().item() if measurable else 0.02
         token_norm = entry_rms * dim**0.5
         self.register_buffer("symbols", near_orthogonal(vocab_size, dim, token_norm, generator).to(like))
         random_pos = near_orthogonal(self.num_tokens, dim, token_norm, generator).unsqueeze(0)  # (1, N, D)
@@ -165,9 +167,9 @@ def masked_token_loss(
     the counts are tensors so callers can all-reduce them before dividing. A batch without masked
     positions gives loss 0 (still connected to the graph) instead of NaN.
     """
-    picked = logits[loss_mask]  # (M, V) for the M masked positions
-    wanted = targets[loss_mask]  # (M,)
+    # No boolean indexing: its result's size depends on the data, which costs a host sync on a GPU.
+    wanted = torch.where(loss_mask, targets, -100)  # (B, N); -100: cross_entropy's ignore_index
     n_masked = loss_mask.sum()
-    loss = F.cross_entropy(picked.float(), wanted, reduction="sum") / n_masked.clamp(min=1)
-    n_correct = (picked.detach().argmax(dim=-1) == wanted).sum()
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), wanted.flatten(), reduction="sum") / n_masked.clamp(min=1)
+    n_correct = (logits.detach().argmax(dim=-1) == wanted).sum()
     return loss, n_correct, n_masked

@@ -14,6 +14,7 @@ import argparse
 import ast
 import sys
 
+from vitwarm.errors import ArgumentParser, one_line_errors
 from vitwarm.procedural import GRAMMARS, ProceduralTask
 
 MASK_GLYPH = "_"
@@ -72,7 +73,7 @@ def show(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m vitwarm.procedural",
         description="Print procedural warm-up sequences and list the registered grammars.",
         epilog="grammars (name(params=defaults)):\n" + grammar_listing(),
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ The report needs matplotlib (``pip install 'vitwarm[report]'``), so it is not im
 ``tools/report.py``; docs/sweeps.md explains both.
 """
 
-from vitwarm.sweeps.grid import Run, Sweep, parse_spec, plan_sweep, read_sweep, run_state, write_sweep
+from vitwarm.sweeps.grid import Run, Sweep, parse_spec, plan_sweep, read_sweep, write_sweep
 from vitwarm.sweeps.launch import launch_local, launch_print, launch_slurm
 
 __all__ = [
@@ -23,6 +23,5 @@ __all__ = [
     "parse_spec",
     "plan_sweep",
     "read_sweep",
-    "run_state",
     "write_sweep",
 ]

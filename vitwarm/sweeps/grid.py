@@ -14,8 +14,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from vitwarm.config import load_config
+from vitwarm.rundir import identity, run_state
 
 SWEEP_FILE = "sweep.json"
 # The sweep owns these keys: every run gets its own directory and always resumes.
@@ -25,6 +29,7 @@ DEFAULT_PORT_BASE = 29500
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 # Characters kept in directory names; anything else (':', '/', spaces, ...) becomes '-'.
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.=+\-]")
+_MAX_NAME_VALUE = 40
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,24 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
     if not sep:
         raise ValueError(f"bad --grid {text!r}: expected KEY=V1,V2,... (no '=' found)")
     _check_key(key, text)
-    values = values_text.split(",")
+    values = split_values(values_text)
     if any(not v.strip() for v in values):
         raise ValueError(f"bad --grid {text!r}: empty value (expected KEY=V1,V2,... with non-empty values)")
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(f"bad --grid {text!r}: value(s) {', '.join(repeated)} listed more than once")
     return key, values
+
+
+def split_values(text: str) -> list[str]:
+    """Split at the commas outside brackets, so a value may be a YAML list or mapping: ``[attn,mlp],[mlp]``."""
+    values, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    return values + [text[start:]]
 
 
 def parse_spec(grid_texts: list[str], set_texts: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -85,10 +101,21 @@ def parse_spec(grid_texts: list[str], set_texts: list[str]) -> tuple[dict[str, l
 
 
 def run_name(grid_values: dict[str, str]) -> str:
-    """Directory name for one grid point, e.g. ``warmup.fraction=0.01__seed=1`` (``run`` if no grid)."""
+    """Directory name for one grid point, e.g. ``warmup.fraction=0.01__seed=1`` (``run`` if no grid).
+
+    A value longer than ``_MAX_NAME_VALUE`` characters (e.g. a mapping of file paths) is cut and tagged with
+    a hash of the whole value, so names stay short enough for the file system and still unique.
+    """
     if not grid_values:
         return "run"
-    return "__".join(_UNSAFE_NAME_CHARS.sub("-", f"{k}={v}") for k, v in grid_values.items())
+    return "__".join(_UNSAFE_NAME_CHARS.sub("-", f"{k}={short_value(v)}") for k, v in grid_values.items())
+
+
+def short_value(value: str) -> str:
+    """``value``, or for one longer than ``_MAX_NAME_VALUE`` its start tagged with a CRC-32 of the whole."""
+    if len(value) <= _MAX_NAME_VALUE:
+        return value
+    return f"{value[:_MAX_NAME_VALUE // 2]}-h{zlib.crc32(value.encode()):08x}"
 
 
 def accelerate_prefix(nproc: int, port: int, accelerate_config: str | None = None) -> list[str]:
@@ -111,6 +138,19 @@ class Sweep:
 
     def run_dir(self, run: Run) -> Path:
         return self.out / run.name
+
+    def identity(self, run: Run) -> dict:
+        """The identity (vitwarm.rundir.identity) the run's planned command trains under."""
+        return planned_identity(self.base, run.overrides)
+
+    def state(self, run: Run) -> str:
+        """``finished`` only when the run's summary parses and was written under its planned identity."""
+        return run_state(self.run_dir(run), self.identity(run))
+
+
+def planned_identity(base: str, overrides: dict[str, str]) -> dict:
+    """The identity a run of ``base`` with ``overrides`` would have (bad overrides raise ConfigError)."""
+    return identity(load_config(base, [f"{k}={v}" for k, v in overrides.items()]))
 
 
 def plan_sweep(
@@ -158,16 +198,6 @@ def plan_sweep(
         ]
         runs.append(Run(name=name, overrides=overrides, command=command))
     return Sweep(out=out, base=base, grids=grids, sets=sets, runs=runs)
-
-
-def run_state(run_dir: str | Path) -> str:
-    """``finished`` (summary.json), ``interrupted`` (config.yaml but no summary) or ``new``."""
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").exists():
-        return "finished"
-    if (run_dir / "config.yaml").exists():
-        return "interrupted"
-    return "new"
 
 
 def write_sweep(sweep: Sweep) -> Path:

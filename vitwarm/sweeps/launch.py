@@ -1,6 +1,7 @@
 """Launchers for a planned sweep: run it on this machine, print its commands, or submit it to Slurm.
 
-All three skip finished runs (``summary.json`` present) and start every other run with its planned command.
+All three skip finished runs (a summary.json that parses, written under the run's planned identity) and
+start every other run with its planned command.
 Each command ends in ``resume=auto``, so a run that was interrupted continues from its last checkpoint and a
 new one starts from scratch: relaunching a whole sweep is always safe.
 """
@@ -19,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TextIO
 
-from vitwarm.sweeps.grid import Run, Sweep, run_state
+from vitwarm.rundir import run_state
+from vitwarm.sweeps.grid import Run, Sweep
 
 LOG_FILE = "launch.log"
 
@@ -33,7 +35,7 @@ def pending_runs(sweep: Sweep) -> tuple[list[Run], list[Run]]:
     """Split the sweep's runs into (to launch, already finished)."""
     todo, done = [], []
     for run in sweep.runs:
-        (done if run_state(sweep.run_dir(run)) == "finished" else todo).append(run)
+        (done if sweep.state(run) == "finished" else todo).append(run)
     return todo, done
 
 
@@ -104,7 +106,7 @@ def launch_local(
             for i, future in enumerate(as_completed(futures), 1):
                 run = futures[future]
                 code, seconds = future.result()
-                finished = code == 0 and run_state(sweep.run_dir(run)) == "finished"
+                finished = code == 0 and sweep.state(run) == "finished"
                 if finished:
                     status = "ok"
                 else:
@@ -138,13 +140,14 @@ class SlurmJob:
     checkpoint, so nothing needs to be saved here.
     """
 
-    def __init__(self, command: list[str], run_dir: Path):
+    def __init__(self, command: list[str], run_dir: Path, identity: dict):
         self.command = command
         self.run_dir = Path(run_dir)
+        self.identity = identity  # what the finished run's summary must say
 
     def __call__(self) -> str:
         code = run_command(self.command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal)
-        if code != 0 or run_state(self.run_dir) != "finished":
+        if code != 0 or run_state(self.run_dir, self.identity) != "finished":
             raise RuntimeError(f"run {self.run_dir} failed (exit {code}), see {self.run_dir / LOG_FILE}")
         return str(self.run_dir)
 
@@ -197,7 +200,7 @@ def launch_slurm(
         if extra:
             params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
-    jobs = executor.submit_array([SlurmJob(run.command, sweep.run_dir(run)) for run in todo])
+    jobs = executor.submit_array([SlurmJob(run.command, sweep.run_dir(run), sweep.identity(run)) for run in todo])
     for run, job in zip(todo, jobs):
         echo(f"submitted {job.job_id}: {run.name}")
     return jobs

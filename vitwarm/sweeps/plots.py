@@ -13,6 +13,7 @@ try:
 except ImportError as err:
     raise ImportError("the sweep report draws its plots with matplotlib: pip install 'vitwarm[report]'") from err
 
+from vitwarm.sweeps.grid import short_value
 from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
 
 
@@ -23,8 +24,10 @@ def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
 
 
 def _label(values: dict, keys: list[str]) -> str:
-    # The last part of a dotted key is enough in a legend: "grammar=ww", not "procedural.grammar=ww".
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={values[k]}" for k in keys) or "all runs"
+    # The last part of a dotted key is enough in a legend: "grammar=ww", not "procedural.grammar=ww". Long
+    # values (file paths) are shortened as in run names; '$' would start matplotlib's math mode.
+    text = ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(str(values[k]))}" for k in keys) or "all runs"
+    return text.replace("$", r"\$")
 
 
 def _finish(fig: Figure, ax, out: Path, name: str, *, xlabel: str, ylabel: str, title: str) -> str:

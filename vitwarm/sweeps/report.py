@@ -107,9 +107,12 @@ def build_report(
     if metric not in METRICS:
         raise ValueError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     sweep_dir = Path(sweep_dir)
+    results = load_results(sweep_dir)
+    if not results.runs:
+        states = ", ".join(f"{name} ({state})" for name, state in results.unfinished) or "no run directories"
+        raise ValueError(f"{sweep_dir} has no finished runs to report: {states}")
     out = Path(out) if out else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    results = load_results(sweep_dir)
     keys = results.cell_keys
     cells = group_cells(results)
     stats = [cell_stats(cell, metric) for cell in cells]

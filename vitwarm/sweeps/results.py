@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from vitwarm.sweeps.grid import read_sweep, run_state
+from vitwarm import rundir
+from vitwarm.rundir import CONFIG, read_records, read_summary, run_state
+from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")
 FRACTION_KEY = "warmup.fraction"
@@ -27,8 +29,8 @@ _PER_RUN_PREFIXES = ("run.",)
 # Keys that set how many image samples a run sees: they are the x axis of the baseline curve.
 _AMOUNT_KEYS = ("data.train_fraction",)
 _AMOUNT_PREFIXES = ("budget.",)
-# Keys that describe the warm-up itself; meaningless for a baseline run (fraction 0).
-_TREATMENT_PREFIXES = ("warmup.", "procedural.")
+# Keys that describe the warm-up itself (or what is taken from it); meaningless for a baseline run (fraction 0).
+_TREATMENT_PREFIXES = ("warmup.", "procedural.", "transfer.")
 _TREATMENT_KEYS = ("budget.regime",)
 
 
@@ -87,20 +89,8 @@ def _sort_key(value):
 
 def read_evals(path: Path) -> tuple[list[dict], int]:
     """Evaluation records of a metrics.jsonl and the number of unreadable lines (e.g. cut by a crash)."""
-    evals, bad = [], 0
-    if not path.exists():
-        return evals, bad
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if record.get("event") == "eval":
-            evals.append(record)
-    return evals, bad
+    records, warnings = read_records(path)
+    return [r for r in records if r.get("event") == "eval"], len(warnings)
 
 
 @dataclass
@@ -125,23 +115,25 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     found = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and run_state(p) != "new")
     names = listed + [n for n in found if n not in listed]
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
+    states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
 
-    runs, unfinished, notes, configs = [], [], [], {}
+    runs, unfinished, notes, configs, trees = [], [], [], {}, {}
     for name in names:
         run_dir = sweep_dir / name
-        state = run_state(run_dir)
-        if (run_dir / "config.yaml").exists():
-            cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-            configs[name] = _flatten(cfg)
+        # A listed run counts only when it finished under the config its sweep planned for it.
+        state = run_state(run_dir, planned_identity(spec["base"], overrides[name]) if name in overrides else None)
+        if (run_dir / CONFIG).exists():
+            trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
+            configs[name] = _flatten(trees[name])
         else:
             configs[name] = {}
         if state != "finished":
-            unfinished.append((name, "interrupted" if state == "interrupted" else "not started"))
+            unfinished.append((name, states[state]))
             continue
-        evals, bad = read_evals(run_dir / "metrics.jsonl")
+        evals, bad = read_evals(run_dir / rundir.METRICS)
         if bad:
             notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = asdict(read_summary(run_dir))
         # Values typed by the trainer's config win; the sweep's override strings fill in keys it lacks.
         config = {**overrides.get(name, {}), **configs[name]}
         runs.append(RunResult(name=name, config=config, summary=summary, evals=evals))
@@ -151,7 +143,21 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     else:
         all_keys = sorted({k for c in configs.values() for k in c})
         cell_keys = [k for k in all_keys if not _is_per_run(k) and len({repr(c.get(k)) for c in configs.values()}) > 1]
+    for run in runs:  # a swept mapping (procedural.params) of a run not in sweep.json: its resolved value
+        for key in cell_keys:
+            value = _select(trees.get(run.name, {}), key)
+            if isinstance(value, dict) and key not in run.config:
+                run.config[key] = json.dumps(value, sort_keys=True)
     return SweepResults(cell_keys=cell_keys, runs=runs, unfinished=unfinished, notes=notes)
+
+
+def _select(tree: dict, key: str):
+    """The node at dotted ``key`` of a nested dict, or None."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def group_cells(results: SweepResults) -> list[Cell]:
@@ -196,7 +202,10 @@ def cell_stats(cell: Cell, metric: str) -> dict:
 
 
 def fraction_of(config: dict) -> float:
-    """The run's warm-up fraction; a config without the key has no warm-up."""
+    """The run's warm-up fraction; a config without the key has no warm-up, and neither has the
+    compute-matched control (its fraction only sizes the extra image steps): it is a baseline point."""
+    if config.get("budget.regime") == "compute_matched":
+        return 0.0
     return float(config.get(FRACTION_KEY) or 0.0)
 
 
@@ -226,7 +235,7 @@ def invert_curve(xs: list[float], ys: list[float], target: float, log_x: bool = 
 
 def split_keys(cell_keys: list[str]) -> tuple[list[str], list[str]]:
     """(context keys, treatment keys): a warm-up cell is compared with the baseline of the same context;
-    treatment keys (``warmup.*``, ``procedural.*``, ``budget.regime``) tell warm-up variants apart."""
+    treatment keys (``warmup.*``, ``procedural.*``, ``transfer.*``, ``budget.regime``) tell warm-up variants apart."""
     context = [k for k in cell_keys if not _is_amount(k) and not _is_treatment(k)]
     treatment = [k for k in cell_keys if _is_treatment(k)]
     return context, treatment
@@ -248,7 +257,8 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
         if fraction_of(run.config) != 0 or summary.get(metric) is None or not summary.get("image_samples"):
             continue
         context = tuple(_hashable(run.config.get(k)) for k in context_keys)
-        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys)
+        # The images seen as well: a compute-matched run has the budget keys of a baseline but more images.
+        amount = tuple(_hashable(run.config.get(k)) for k in amount_keys) + (summary["image_samples"],)
         groups.setdefault(context, {}).setdefault(amount, []).append(run)
     curves = {}
     for context, by_amount in groups.items():

@@ -1,0 +1,104 @@
+"""Hostile values at the boundaries: overrides forwarded by the SLURM script, shard and split names that would
+write outside --out, _info.json filenames that point outside their root, and the published folders' modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitwarm.data import DataError, read_dataset_info, write_folder_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+SBATCH = ROOT / "recipes" / "accelerate" / "slurm.sbatch"
+MAKE_SHARDS = [sys.executable, str(ROOT / "tools" / "make_shards.py")]
+HOSTILE = ["seed=1;touch F", "run.dir=runs/a b", "log.every_steps=$(touch G)", "x='y' \"z\"", "`touch H`"]
+
+
+def fake_command(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
+    """The script's real bash under fake srun / scontrol / accelerate that record what they are given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=1 exec "$@"')
+    # Many hostnames, as on a large job: the script must read them all, not die of SIGPIPE.
+    fake_command(bin_dir, "scontrol", 'echo node-a; for i in $(seq 20000); do echo node-$i; done')
+    fake_command(bin_dir, "accelerate", 'printf "%s\\0" "$@" > "$ARGS_OUT"')
+    work = tmp_path / "work"  # the job's working directory: where `touch F` would land
+    work.mkdir()
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(tmp_path / "args"),
+                        "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "7"}
+    result = subprocess.run(["bash", str(SBATCH), "recipes/imagenet/vit_base_kdyck.yaml", *HOSTILE], cwd=work,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    args = (tmp_path / "args").read_text().split("\0")[:-1]
+    assert args == ["launch", "--config_file", "recipes/accelerate/multinode.yaml", "--num_machines", "2",
+                    "--num_processes", "16", "--machine_rank", "1", "--main_process_ip", "node-a",
+                    "--main_process_port", "29500", "-m", "vitwarm.train", "--config",
+                    "recipes/imagenet/vit_base_kdyck.yaml", "precision=bf16", *HOSTILE]
+    assert sorted(os.listdir(work)) == [], "an override was executed"
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--name", "../x"), ("--name", "/abs"), ("--name", ""), ("--split", "../../train"), ("--split", "x\\y"),
+])
+def test_make_shards_refuses_names_that_leave_out(jpeg_folder, tmp_path, option, value):
+    out = tmp_path / "space" / "out"
+    name = ["--name", "tiny"] if option == "--split" else []
+    command = [*MAKE_SHARDS, "folder", str(jpeg_folder / "val"), "--out", str(out), *name,
+               "--split" if option == "--split" else "--name", value]
+    if option == "--name":
+        command += ["--split", "validation"]
+    result = subprocess.run(command, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    error = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1 and f"argument {option}: " in error[0], result.stderr
+    assert f"{value!r} is not valid" in error[0] and "letters, digits" in error[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "space").exists() and not (tmp_path / "x").exists()
+
+
+def test_shard_writer_refuses_bad_names_before_writing(jpeg_folder, tmp_path):
+    with pytest.raises(DataError, match=r"shard set name '\.\./x' is not valid"):
+        write_folder_shards(jpeg_folder, tmp_path / "out", name="../x", progress=False)
+    with pytest.raises(DataError, match=r"split name 'a/b' is not valid"):
+        write_folder_shards(jpeg_folder / "val", tmp_path / "out", name="ok", split="a/b", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # not even the temporary folder is left
+
+
+@pytest.mark.parametrize("filename", [
+    "../../etc/hostname", "/etc/hostname", "sub/../../x.tar", "pipe:touch F", "http://example.org/x.tar",
+    "a\\..\\..\\x.tar", "", 7,
+])
+def test_info_filenames_must_stay_inside_the_root(jpeg_folder, tmp_path, filename, monkeypatch):
+    root = write_folder_shards(jpeg_folder, tmp_path / "shards", name="tiny", shard_size=4, progress=False)
+    info = json.loads((root / "_info.json").read_text())
+    info["splits"]["train"]["filenames"][1] = filename
+    (root / "_info.json").write_text(json.dumps(info))
+    monkeypatch.chdir(tmp_path)  # where a relative 'pipe:touch F' would create F
+    for source in (root, str(root / "tiny-train-{0000..0005}.tar")):
+        with pytest.raises(DataError, match=r"splits.train.filenames\[1\] = .* is not a file inside the shard "
+                                            r"directory"):
+            read_dataset_info(source)
+    assert not (tmp_path / "F").exists()
+
+
+def test_published_shard_folders_are_readable(jpeg_folder, tmp_path):
+    old = os.umask(0o022)
+    try:
+        root = write_folder_shards(jpeg_folder, tmp_path / "shards", name="tiny", shard_size=4, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in root.iterdir()} == {0o644}

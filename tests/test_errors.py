@@ -1,0 +1,80 @@
+"""The one error path: anticipated failures are one line and status 1, bugs keep their traceback."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file
+
+from vitwarm.errors import ArgumentParser, ConfigError, VitwarmError, one_line_errors
+
+
+def failing(error: BaseException):
+    @one_line_errors
+    def main(argv=None):
+        raise error
+
+    return main
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("vitwarm: error: ")]
+
+
+@pytest.mark.parametrize("error,line", [
+    (ConfigError("train.lr=-1.0 is outside the valid range (0, inf)"),
+     "vitwarm: error: train.lr=-1.0 is outside the valid range (0, inf)"),
+    (VitwarmError("shard x.tar: 3 samples, _info.json says 4\n  re-write it"),
+     "vitwarm: error: shard x.tar: 3 samples, _info.json says 4; re-write it"),
+    (FileNotFoundError(2, "No such file or directory", "/data/missing.tar"),
+     "vitwarm: error: /data/missing.tar: No such file or directory"),
+    (ValueError("seq_len must be even for k_dyck (got 9)"), "vitwarm: error: seq_len must be even for k_dyck (got 9)"),
+])
+def test_anticipated_failure_is_one_line(error, line, capsys):
+    assert failing(error)() == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [line]
+
+
+def test_garbled_safetensors_is_one_line(tmp_path, capsys):
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header at all")
+
+    @one_line_errors
+    def main(argv=None):
+        load_file(garbage)
+
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback_and_says_so(capsys):
+    assert failing(KeyError("symbols"))() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last)")
+    assert error_lines(err) == ["vitwarm: error: internal error (a bug in vitwarm, please report it with the "
+                                "traceback above): KeyError: 'symbols'"]
+
+
+def test_config_errors_are_reported_by_the_first_process_only(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    assert failing(ConfigError("seed=-1 is outside the valid range"))() == 1
+    assert capsys.readouterr().err == ""
+    assert failing(VitwarmError("shard 3 is truncated"))() == 1
+    assert error_lines(capsys.readouterr().err) == ["vitwarm: error: process 1: shard 3 is truncated"]
+
+
+def test_success_and_explicit_status_pass_through():
+    assert one_line_errors(lambda argv=None: None)() == 0
+    assert one_line_errors(lambda argv=None: 3)() == 3
+
+
+def test_usage_error_is_usage_then_one_line_and_status_2(capsys):
+    parser = ArgumentParser(prog="tool")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--n", "x"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("usage: tool") and err[-1] == "vitwarm: error: argument --n: invalid int value: 'x'"
+    assert len(error_lines("\n".join(err))) == 1

@@ -1,0 +1,149 @@
+"""Every mistake is caught before the first step, in one line that names it (row format: tests/mistakes.py).
+
+Config keys, recipes and command-line arguments of every tool, in this interpreter, in a real process and
+under a 2-process ``accelerate launch``; each row must fail with exactly one ``vitwarm: error:`` line that
+names the mistake, no traceback and no run directory.
+"""
+
+from __future__ import annotations
+
+import pytest
+from mistakes import Mistake, check
+
+
+def train(name: str, *overrides: str, names: str, launch: str = "inproc", files: dict | None = None) -> Mistake:
+    """A ``python -m vitwarm.train --config tests/tiny.yaml OVERRIDES`` row."""
+    return Mistake(name, ["-m", "vitwarm.train", "--config", "{tiny}", *overrides], names, launch=launch,
+                   files=files or {})
+
+
+def recipe(name: str, text: str, names: str) -> Mistake:
+    """A row whose recipe is ``text`` (written to {tmp}/recipe.yaml)."""
+    return Mistake(name, ["-m", "vitwarm.train", "--config", "{tmp}/recipe.yaml"], names,
+                   files={"recipe.yaml": text})
+
+
+CONFIG_KEYS = [
+    train("misspelled model name", "model.name=vit_tiny_patch16_22", names="did you mean vit_tiny_patch16_224"),
+    train("non-ViT model", "model.name=resnet18", names="model.name=resnet18 is a ResNet"),
+    train("unknown model kwarg", "model.kwargs.foo=1", names="unexpected keyword argument 'foo'"),
+    train("heads do not divide the width", "model.kwargs.num_heads=3", names="model.kwargs="),
+    train("drop path rate of 5", "model.drop_path_rate=5", names="model.drop_path_rate=5.0"),
+    train("two input channels", "model.in_chans=2", names="model.in_chans=2"),
+    train("unknown grammar", "procedural.grammar=k_dyk", names="procedural.grammar='k_dyk'"),
+    train("zero mixture weight", "procedural.grammar=k_dyck:0+ww:1", names="procedural.grammar="),
+    train("grammar k too large", "procedural.params.k=100000", names="procedural.params="),
+    train("nothing masked", "procedural.mask_ratio=0", names="procedural.mask_ratio=0.0"),
+    train("odd token grid for brackets", "model.kwargs.img_size=21", names="3 x 3 = 9 token grid"),
+    train("warm-up fraction above 1", "warmup.fraction=1.5", names="warmup.fraction=1.5"),
+    train("warm-up takes the whole budget", "warmup.fraction=1", names="warmup.fraction must be < 1"),
+    train("warm-up batch larger than its budget", "warmup.batch_size=100000", names="warmup.batch_size=100000"),
+    train("warm-up batch does not split", "warmup.batch_size=33", "warmup.grad_accum=2",
+          names="warmup.batch_size=33 does not split"),
+    train("negative warm-up lr", "warmup.lr=-1", names="warmup.lr=-1.0"),
+    train("unknown pos_embed mode", "warmup.pos_embed=fixed", names="warmup.pos_embed='fixed'"),
+    train("unknown trainable part", "warmup.trainable=[blocks,foo]", names="warmup.trainable="),
+    train("unknown transfer part", "transfer.parts=[attn,mlpp]", names="transfer.parts="),
+    train("transfer blocks beyond the depth", "transfer.blocks=5:9", names="transfer.blocks='5:9'"),
+    train("transfer blocks not a slice", "transfer.blocks=abc", names="transfer.blocks='abc'"),
+    train("shuffling a part not transferred", "transfer.parts=[attn]", "transfer.shuffle=mlp",
+          names="transfer.shuffle='mlp'"),
+    train("unknown optimizer", "train.opt=adamx", names="train.opt='adamx'"),
+    train("unknown scheduler", "train.sched=cosin", names="train.sched='cosin'"),
+    train("negative lr", "train.lr=-1", names="train.lr=-1.0"),
+    train("zero batch", "train.batch_size=0", names="train.batch_size=0"),
+    train("image batch larger than the data", "train.batch_size=100000", names="train.batch_size=100000"),
+    train("odd batch under mixup", "train.mixup=0.8", "train.batch_size=63", names="train.mixup"),
+    train("label smoothing above 1", "train.label_smoothing=1.5", names="train.label_smoothing=1.5"),
+    train("EMA decay of 1", "train.ema_decay=1", names="train.ema_decay=1.0"),
+    train("unknown interpolation", "data.aug.interpolation=foo", names="data.aug.interpolation='foo'"),
+    train("random interpolation at evaluation", "data.aug.interpolation=random",
+          names="data.aug.interpolation='random'"),
+    train("unknown auto-augment policy", "data.aug.auto_augment=bogus", names="data.aug.auto_augment='bogus'"),
+    train("unknown random-erasing mode", "data.aug.re_mode=foo", names="data.aug.re_mode='foo'"),
+    train("crop scale reversed", "data.aug.scale=[0.9,0.1]", names="data.aug.scale="),
+    train("mean of two channels", "data.mean=[0.5,0.5]", names="data.mean="),
+    train("zero crop", "data.crop_pct=0", names="data.crop_pct=0.0"),
+    train("too many image workers for the shards", "data.num_workers=9", names="data.num_workers=9"),
+    train("missing data source", "data.source={tmp}/nothing", names="data.source="),
+    train("missing validation split", "data.val_split=valid", names="data.val_split='valid'"),
+    train("unknown budget regime", "budget.regime=both", names="budget.regime='both'"),
+    train("zero budget", "budget.epochs=0", names="budget.epochs=0.0"),
+    train("evaluation never", "eval.every_epochs=0", names="eval.every_epochs=0.0"),
+    train("checkpoint every 0 steps", "checkpoint.every_steps=0", names="checkpoint.every_steps=0"),
+    train("negative log interval", "log.every_steps=-1", names="log.every_steps=-1"),
+    train("precision as a YAML no", "precision=no", names="precision='no'"),
+    train("negative seed", "seed=-1", names="seed=-1"),
+    train("resume from a missing checkpoint", "resume={tmp}/nope", names="resume="),
+    train("misspelled key", "warmup.fractoin=0.1", names="Did you mean warmup.fraction"),
+    train("wrong type", "warmup.fraction=lots", names="warmup.fraction"),
+    train("override without =", "seed", names="'seed' is not of the form key=value"),
+]
+
+RECIPES = [
+    Mistake("missing recipe", ["-m", "vitwarm.train", "--config", "{tmp}/missing.yaml"], names="missing.yaml"),
+    recipe("malformed recipe YAML", "warmup: {fraction: 0.1\n", names="recipe.yaml' is not valid YAML"),
+    recipe("recipe that is a list", "- warmup.fraction=0.1\n", names="recipe.yaml' is a list"),
+    recipe("recipe with a missing base", "base: nowhere.yaml\n", names="nowhere.yaml"),
+    recipe("recipe with an unknown key", "warmup:\n  fractoin: 0.1\n", names="warmup.fractoin"),
+]
+
+TOOLS = [
+    Mistake("train without --config", ["-m", "vitwarm.train"], names="--config", status=2),
+    Mistake("make_shards without a command", ["tools/make_shards.py"], names="command", status=2),
+    Mistake("make_shards from missing Fashion-MNIST files",
+            ["tools/make_shards.py", "fmnist", "--out", "{tmp}/out", "--src", "{tmp}/nofmnist"], names="nofmnist"),
+    Mistake("make_shards of a missing folder",
+            ["tools/make_shards.py", "folder", "{tmp}/nosuch", "--out", "{tmp}/out", "--name", "x"], names="nosuch"),
+    Mistake("make_shards verify of a missing folder", ["tools/make_shards.py", "verify", "{tmp}/nosuch"],
+            names="nosuch"),
+    Mistake("make_shards fraction above 1", ["tools/make_shards.py", "fmnist", "--out", "{tmp}/out", "--fraction", "2"],
+            names="fraction"),
+    Mistake("sweep of a missing base recipe",
+            ["tools/sweep.py", "--base", "{tmp}/nope.yaml", "--out", "{tmp}/sw", "--launcher", "print"],
+            names="nope.yaml", status=2),
+    Mistake("sweep grid with an empty value",
+            ["tools/sweep.py", "--base", "{tiny}", "--grid", "seed=0,,1", "--out", "{tmp}/sw", "--launcher", "print"],
+            names="seed=0,,1", status=2),
+    Mistake("sweep with an unknown launcher",
+            ["tools/sweep.py", "--base", "{tiny}", "--out", "{tmp}/sw", "--launcher", "bogus"], names="bogus",
+            status=2),
+    Mistake("report of a missing directory", ["tools/report.py", "{tmp}/nosuch"], names="nosuch", status=2),
+    Mistake("report of an unknown metric", ["tools/report.py", "{tmp}", "--metric", "bogus"], names="bogus",
+            status=2),
+    Mistake("procedural viewer without a command", ["-m", "vitwarm.procedural"], names="command", status=2),
+    Mistake("procedural viewer of an unknown grammar", ["-m", "vitwarm.procedural", "show", "k_dyk"],
+            names="k_dyk", status=2),
+    Mistake("procedural viewer with an odd length", ["-m", "vitwarm.procedural", "show", "k_dyck", "--seq-len", "7"],
+            names="seq_len", status=2),
+    Mistake("procedural viewer parameter without =", ["-m", "vitwarm.procedural", "show", "k_dyck", "--param", "k"],
+            names="--param", status=2),
+]
+
+PROCESSES = [
+    train("misspelled model name, own process", "model.name=vit_tiny_patch16_22", names="model.name=",
+          launch="subprocess"),
+    Mistake("train without --config, own process", ["-m", "vitwarm.train"], names="--config", status=2,
+            launch="subprocess"),
+    Mistake("make_shards of a missing folder, own process",
+            ["tools/make_shards.py", "folder", "{tmp}/nosuch", "--out", "{tmp}/out", "--name", "x"], names="nosuch",
+            launch="subprocess"),
+    Mistake("procedural viewer of an unknown grammar, own process", ["-m", "vitwarm.procedural", "show", "k_dyk"],
+            names="k_dyk", status=2, launch="subprocess"),
+    pytest.param(train("misspelled model name, 2 processes", "model.name=vit_tiny_patch16_22", names="model.name=",
+                       launch="accelerate2"), marks=pytest.mark.slow),
+    pytest.param(train("image batch does not split over 2 processes", "train.batch_size=65",
+                       names="train.batch_size=65 does not split over 2 processes", launch="accelerate2"),
+                 marks=pytest.mark.slow),
+]
+
+ROWS = CONFIG_KEYS + RECIPES + TOOLS + PROCESSES
+
+
+def test_the_table_is_long_enough():
+    assert len(ROWS) >= 45
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+def test_mistake_is_one_line_before_step_one(row, tmp_path, fmnist_shards):
+    check(row, tmp_path, fmnist_shards)

@@ -1,0 +1,88 @@
+"""The run directory's primitives: atomic writes under a real SIGKILL, stable safetensors bytes, identity, summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitwarm.config import load_config
+from vitwarm.rundir import (
+    Summary,
+    atomic_write_text,
+    identity,
+    read_summary,
+    run_state,
+    safetensors_bytes,
+    write_safetensors,
+)
+
+WRITE = """
+import sys
+from vitwarm.rundir import atomic_write_text
+atomic_write_text(sys.argv[1], "new content\\n")
+"""
+
+
+@pytest.mark.parametrize("kill", [True, False])
+def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, kill):
+    path = tmp_path / "summary.json"
+    path.write_text("old content\n")
+    env = os.environ | ({"VITWARM_KILL_AT": "write:summary.json"} if kill else {})
+    result = subprocess.run([sys.executable, "-c", WRITE, str(path)], env=env, capture_output=True)
+    assert result.returncode == (-9 if kill else 0), result.stderr
+    assert path.read_text() == ("old content\n" if kill else "new content\n")
+    atomic_write_text(path, "later\n")  # a leftover temporary file does not get in the way
+    assert path.read_text() == "later\n"
+
+
+SAVE = """
+import sys, torch
+from vitwarm.rundir import write_safetensors
+tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.bfloat16)}
+metadata = {f"key{i}": str(i) for i in range(12)} | {"format": "pt"}
+write_safetensors(sys.argv[1], tensors, metadata)
+"""
+
+
+def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
+    # safetensors orders metadata by a per-process random hash: twelve keys differ in order almost always.
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", SAVE, str(path)], check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+    assert torch.equal(load_file(paths[0])["b"], torch.arange(6.0).reshape(2, 3))
+    write_safetensors(tmp_path / "none.safetensors", {"x": torch.zeros(2)})
+    assert safetensors_bytes({"x": torch.zeros(2)}) == (tmp_path / "none.safetensors").read_bytes()
+
+
+def test_identity_ignores_only_keys_that_do_not_change_a_run():
+    base = identity(load_config(None, []))
+    same = identity(load_config(None, ["run.dir=elsewhere", "log.every_steps=7", "checkpoint.keep=5",
+                                       "eval.batch_size=3", "warmup.num_workers=4", "resume=never"]))
+    assert same == base
+    one_worker = [identity(load_config(None, [f"data.num_workers={n}"])) for n in (0, 1)]
+    assert one_worker[0] == one_worker[1] != base
+    for change in ("seed=1", "budget.epochs=3", "warmup.fraction=0.5", "data.num_workers=3", "train.lr=0.1",
+                   "model.kwargs.depth=3", "eval.every_epochs=2"):
+        assert identity(load_config(None, [change])) != base, change
+
+
+def test_a_summary_that_does_not_parse_is_not_finished(tmp_path):
+    assert run_state(tmp_path) == "new"
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    for text in ("", "{", "[]", json.dumps({"top1": 50.0})):
+        (tmp_path / "summary.json").write_text(text)
+        assert read_summary(tmp_path) is None and run_state(tmp_path) == "interrupted", text
+    summary = Summary(top1=1.0, top5=2.0, split="validation", test_top1=None, test_top5=None, ema_top1=None,
+                      image_samples=10, warmup_samples=0, masked_acc=None, wall_s=1.0, skipped_samples=0,
+                      phases={}, identity={"seed": 0})
+    (tmp_path / "summary.json").write_text(json.dumps(summary.__dict__))
+    assert read_summary(tmp_path) == summary
+    assert run_state(tmp_path, {"seed": 0}) == "finished"
+    assert run_state(tmp_path, {"seed": 1}) == "other config"

@@ -1,0 +1,231 @@
+"""The run directory: every file a run keeps, how each one is written, and how it is read back.
+
+    RUN_DIR/
+      config.yaml          the resolved config of the latest launch
+      metrics.jsonl        one JSON object per logged step, evaluation or event (vitwarm.metrics)
+      checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.resume)
+      warmup/              the warm-up export: a timm hub folder without a head
+      model/               the final image model, head included (a timm hub folder)
+      summary.json         written last: the run is finished when it parses and its identity matches
+      <log.project>/       TensorBoard's output when log.trackers names it
+
+Every file is written through ``atomic_write``: a temporary file in the same folder, flushed and fsynced,
+renamed over the old one, then the folder fsynced. A process killed at any moment leaves the old file or
+the new one, never a mix. ``fault_point`` names the dangerous moments so that tests can kill a real
+process exactly there (``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage).
+
+The trainer and the sweep tools both read the directory through this module only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.export): the warmed-up backbone, the final model
+MODEL_EXPORT = "model"
+TRACKERS = "tensorboard"
+# Exports whose hashes a checkpoint records, so that a damaged one is never read back.
+EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
+
+FAULT_ENV = "VITWARM_KILL_AT"
+_passages: Counter[str] = Counter()
+
+
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    target, _, nth = spec.partition("@")
+    if target == name:
+        _passages[name] += 1
+        if _passages[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or a new file inside ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file whose bytes depend only on its content.
+
+    safetensors writes the ``__metadata__`` entries in hash-map order, which changes from process to
+    process; the header is re-encoded with sorted metadata (same length, so the padding is unchanged).
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return data[:8] + text.ljust(length) + data[8 + length:]
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    content = safetensors_bytes(tensors, metadata)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(content))
+
+
+def file_hash(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_hashes(folder: str | Path, hashes: dict[str, str]) -> str | None:
+    """Why the files named in ``hashes`` (relative to ``folder``) are not what was written, or None."""
+    if not hashes:
+        return "no content hashes recorded"
+    for name, expected in hashes.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_hash(path) != expected:
+            return f"{name} does not match its recorded hash (damaged or replaced)"
+    return None
+
+
+def hash_exports(run_dir: str | Path) -> dict[str, str]:
+    """sha256 of each file of each export folder present in the run directory, by name relative to it
+    (e.g. ``warmup/model.safetensors``)."""
+    run_dir = Path(run_dir)
+    return {path.relative_to(run_dir).as_posix(): file_hash(path)
+            for name in EXPORTS if (run_dir / name).is_dir()
+            for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
+
+
+def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
+    """The resolved config, as the run uses it."""
+    return atomic_write_text(Path(run_dir) / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+# Config keys that provably change neither the weights nor the training records of a run: where it lives,
+# how it resumes, log and checkpoint cadence, evaluation batching, token-stream workers (the stream does not
+# depend on them: test_worker_count_does_not_change_order) and shard preparation of an existing set.
+_NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "warmup.num_workers", "data.prepare")
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config keys that make a run the run it is, flattened; two configs that agree here train alike."""
+    from .config import flatten  # here, not at the top: config imports models, whose exports import this module
+    keys = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
+    # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes).
+    keys["data.num_workers"] = max(1, keys["data.num_workers"])
+    return keys
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
+    """``{key: [old, new]}`` for every identity key whose value differs (None where a key is absent)."""
+    return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
+def describe_changes(changes: dict[str, list]) -> str:
+    return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+@dataclass
+class Summary:
+    """summary.json: the final numbers of a run and the identity of the config that produced them."""
+
+    top1: float
+    top5: float
+    split: str
+    test_top1: float | None
+    test_top5: float | None
+    ema_top1: float | None
+    image_samples: int
+    warmup_samples: int
+    masked_acc: float | None
+    wall_s: float
+    skipped_samples: int
+    """Corrupt or unreadable training samples skipped, summed over processes and restarts."""
+    phases: dict[str, dict]
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+def write_summary(run_dir: str | Path, summary: Summary) -> Path:
+    return atomic_write_text(Path(run_dir) / SUMMARY, json.dumps(asdict(summary), indent=1))
+
+
+def read_summary(run_dir: str | Path) -> Summary | None:
+    """The run's summary, or None when it is missing, unreadable or not of this shape."""
+    try:
+        data = json.loads((Path(run_dir) / SUMMARY).read_text())
+        return Summary(**{f.name: data[f.name] for f in fields(Summary) if f.name in data})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def read_records(path: str | Path) -> tuple[list[dict], list[str]]:
+    """The records of a metrics.jsonl and a warning for each line that is not one (e.g. cut off by a kill)."""
+    records, warnings = [], []
+    path = Path(path)
+    if not path.exists():
+        return records, warnings
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            records.append(record)
+        except ValueError:
+            warnings.append(f"vitwarm: warning: dropping unreadable line {number} of {path} "
+                            f"(cut off when a process died mid-write?): {line[:60]!r}")
+    return records, warnings
+
+
+def eval_record(phase: str, step: int, split: str, image_samples: int, result: dict[str, float]) -> dict:
+    """One evaluation record of metrics.jsonl: top1/top5 (percent), loss and samples over ``split``."""
+    return {"event": "eval", "phase": phase, "step": step, "split": split, "image_samples": image_samples} | result
+
+
+def run_state(run_dir: str | Path, expected: dict[str, Any] | None = None) -> str:
+    """``finished``, ``other config`` (finished, but not with ``expected``'s identity), ``interrupted`` or ``new``."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return "finished" if expected is None or summary.identity == expected else "other config"
+    return "interrupted" if (run_dir / CONFIG).exists() else "new"
