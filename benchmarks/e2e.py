@@ -236,7 +236,7 @@ def run_phases(bench: Bench, which: list[str], steps: int, warm_steps: int, roun
 
 def bench_config(recipe: str, shards: str, run_dir: Path, overrides: list[str]):
     """The recipe for benchmarking: no logging, checkpoints or evaluations inside the timed steps."""
-    quiet = ["log.tensorboard=false", "log.every_steps=1000000", "checkpoint.every_steps=1000000",
+    quiet = ["log.every_steps=1000000", "checkpoint.every_steps=1000000",
              "data.prepare=null", f"data.source={shards}", f"run.dir={run_dir}"]
     cfg = load_config(recipe, quiet + overrides)
     if cfg.warmup.fraction == 0:  # the warm-up phase must exist to be measured; its length does not matter

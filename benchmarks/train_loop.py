@@ -89,7 +89,7 @@ def main() -> None:
         size = [f"model.kwargs.img_size={args.img_size}"] if args.img_size else []
         cfg = load_config(None, size + [f"model.name={args.model}", "model.in_chans=1", f"data.source={shards}",
                                  f"precision={args.precision}",
-                                 "warmup.fraction=0", f"train.batch_size={args.batch}", "log.tensorboard=false",
+                                 "warmup.fraction=0", f"train.batch_size={args.batch}",
                                  "log.every_steps=1000000", "checkpoint.every_steps=1000000", f"run.dir={tmp}/run"])
         Path(cfg.run.dir).mkdir()
         accelerator = Accelerator(mixed_precision=accelerate_precision(args.precision))

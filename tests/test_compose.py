@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
 from vitwarm.config import ConfigError, flatten, load_config
-from vitwarm.models import compose, export_timm_checkpoint, read_metadata
+from vitwarm.models import compose, export_hub, read_metadata
+from vitwarm.models.registry import stock_architecture
 from vitwarm.models.transfer import param_part
 
 torch.set_num_threads(1)
@@ -28,17 +29,21 @@ def make(**overrides):
     return timm.create_model(NAME, **{**SMALL, **overrides})
 
 
+ARCH = stock_architecture(make())[0]  # what exports record and compose compares: timm's stock name
+OTHER = timm.create_model("vit_small_patch16_224", **SMALL)  # another stock architecture, as small
+
+
 def warm_export(path: Path, seed: int, fraction: float = 1.0, parts=("attn", "mlp", "norm"), **overrides) -> dict:
-    """A warm-up export as finish_warmup writes it: random weights, the parts listed as transferred."""
+    """A warm-up export folder as finish_warmup writes it: random weights, the parts listed as transferred."""
     torch.manual_seed(seed)
     model = make(in_chans=1, **overrides)  # the image model of the source run
     with torch.no_grad():
         for p in model.parameters():
             p.normal_()
     transferred = [n for n, _ in model.named_parameters() if param_part(n) in parts]
-    export_timm_checkpoint(model, path, architecture=NAME,
-                           warmup={"grammar": f"g{seed}", "fraction": fraction, "transferred": transferred})
-    return load_file(path)
+    export_hub(model, path, kind="warmup", headless=True,
+               warmup={"grammar": f"g{seed}", "fraction": fraction, "transferred": transferred})
+    return load_file(path / "model.safetensors")
 
 
 @pytest.fixture
@@ -50,10 +55,10 @@ def dst():
 
 def test_each_part_comes_from_its_source(tmp_path, dst):
     model, original = dst
-    a = warm_export(tmp_path / "a.safetensors", seed=1)
-    b = warm_export(tmp_path / "b.safetensors", seed=2)
-    report, provenance = compose(model, {"attn": tmp_path / "a.safetensors", "mlp": tmp_path / "b.safetensors"},
-                                 architecture=NAME, blocks="1:")
+    a = warm_export(tmp_path / "a", seed=1)
+    b = warm_export(tmp_path / "b", seed=2)
+    report, provenance = compose(model, {"attn": tmp_path / "a", "mlp": tmp_path / "b"},
+                                 architecture=ARCH, blocks="1:")
     expected = {"attn": a, "mlp": b}
     for name, param in model.named_parameters():
         part = param_part(name)
@@ -76,29 +81,29 @@ def test_each_part_comes_from_its_source(tmp_path, dst):
     (lambda p: warm_export(p, 1, parts=("attn",)), r"its warm-up did not carry 'mlp' out"),
     (lambda p: warm_export(p, 1, fraction=0.25), r"warmed up with warmup.fraction=0.25, this run declares "
                                                  r"warmup.fraction=1.0"),
-    (lambda p: export_timm_checkpoint(make(), p, architecture=NAME), "not a warm-up export"),
-    (lambda p: export_timm_checkpoint(make(), p, architecture="vit_tiny_patch16_224",
-                                      warmup={"transferred": ["x"]}), "exported from model vit_tiny_patch16_224"),
+    (lambda p: export_hub(make(), p, kind="model"), "not a warm-up export"),
+    (lambda p: export_hub(OTHER, p, kind="warmup", warmup={"transferred": ["x"]}),
+     f"exported from model {stock_architecture(OTHER)[0]}"),
     (lambda p: p.write_bytes(b"garbage"), "not a readable safetensors file"),
-    (lambda p: None, "no such file"),
+    (lambda p: None, "no exported weights there"),
 ])  # fmt: skip
 def test_incompatible_sources_are_refused_before_anything_is_copied(tmp_path, dst, make_source, message):
     model, original = dst
-    warm_export(tmp_path / "good.safetensors", seed=3)
-    make_source(tmp_path / "bad.safetensors")
-    sources = {"attn": tmp_path / "good.safetensors", "mlp": tmp_path / "bad.safetensors"}
+    warm_export(tmp_path / "good", seed=3)
+    make_source(tmp_path / "bad")
+    sources = {"attn": tmp_path / "good", "mlp": tmp_path / "bad"}
     with pytest.raises(ValueError, match=message):
-        compose(model, sources, architecture=NAME, fraction=1.0)
+        compose(model, sources, architecture=ARCH, fraction=1.0)
     assert all(torch.equal(p, original[n]) for n, p in model.named_parameters())  # the good source neither
 
 
 def test_bad_declarations_are_refused(tmp_path, dst):
     model, _ = dst
-    warm_export(tmp_path / "a.safetensors", seed=1)
+    warm_export(tmp_path / "a", seed=1)
     with pytest.raises(ValueError, match="unknown part 'head'; valid parts: attn, mlp, norm"):
-        compose(model, {"head": tmp_path / "a.safetensors"}, architecture=NAME)
+        compose(model, {"head": tmp_path / "a"}, architecture=ARCH)
     with pytest.raises(ValueError, match="transfer.sources is empty"):
-        compose(model, {}, architecture=NAME)
+        compose(model, {}, architecture=ARCH)
     src = "transfer.sources.attn=a.safetensors"
     with pytest.raises(ConfigError, match="transfer.sources needs warmup.fraction > 0"):
         load_config(TINY, [src, "warmup.fraction=0"])
@@ -132,16 +137,16 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
     # Source paths interpolated by seed, as a sweep over seeds declares them (each seed its own sources);
     # two processes, as under accelerate launch on several GPUs: both compose, the main one exports.
     composed = tmp_path / "composed"
-    result = train(composed, fmnist_shards, f"transfer.sources.attn={tmp_path}/k_dyck_s${{seed}}/warmup.safetensors",
-                   f"transfer.sources.mlp={tmp_path}/k_dyck_shuffle_lm_s${{seed}}/warmup.safetensors", processes=2)
+    result = train(composed, fmnist_shards, f"transfer.sources.attn={tmp_path}/k_dyck_s${{seed}}/warmup",
+                   f"transfer.sources.mlp={tmp_path}/k_dyck_shuffle_lm_s${{seed}}/warmup", processes=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     summary = json.loads((composed / "summary.json").read_text())
     assert "warmup" not in summary["phases"] and summary["top1"] > 10
 
-    handover = load_file(composed / "warmup.safetensors")
-    sources = {"attn": load_file(tmp_path / "k_dyck_s0" / "warmup.safetensors"),
-               "mlp": load_file(tmp_path / "k_dyck_shuffle_lm_s0" / "warmup.safetensors")}
+    handover = load_file(composed / "warmup" / "model.safetensors")
+    sources = {"attn": load_file(tmp_path / "k_dyck_s0" / "warmup" / "model.safetensors"),
+               "mlp": load_file(tmp_path / "k_dyck_shuffle_lm_s0" / "warmup" / "model.safetensors")}
     for name, value in handover.items():
         part = param_part(name)
         if part in sources:
@@ -149,14 +154,14 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
             assert not torch.equal(value, sources["mlp" if part == "attn" else "attn"][name]), name
         elif part == "norm":  # from neither source: the fresh image model's LayerNorms
             assert torch.equal(value, torch.ones_like(value) if name.endswith("weight") else torch.zeros_like(value))
-    metadata = read_metadata(composed / "warmup.safetensors")["warmup"]
+    metadata = read_metadata(composed / "warmup")["warmup"]
     assert metadata["sources"]["attn"]["warmup"]["grammar"] == "k_dyck"
     assert metadata["sources"]["mlp"]["warmup"]["grammar"] == "k_dyck_shuffle_lm"
-    assert metadata["sources"]["mlp"]["path"] == f"{tmp_path}/k_dyck_shuffle_lm_s0/warmup.safetensors"
+    assert metadata["sources"]["mlp"]["path"] == f"{tmp_path}/k_dyck_shuffle_lm_s0/warmup"
 
     # A source of another architecture: refused before step 1, in exactly one line.
     result = train(tmp_path / "refused", fmnist_shards, "model.kwargs.depth=3",
-                   f"transfer.sources.attn={tmp_path}/k_dyck_s0/warmup.safetensors")
+                   f"transfer.sources.attn={tmp_path}/k_dyck_s0/warmup")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("vitwarm: error: transfer.sources.attn=") and "Traceback" not in result.stderr

@@ -1,5 +1,7 @@
 """The config tree: recipes and overrides merge; bad keys, types and values fail naming the key."""
 
+from pathlib import Path
+
 import pytest
 
 from vitwarm.config import ConfigError, flatten, load_config
@@ -55,8 +57,15 @@ def test_malformed_recipe_names_the_file(tmp_path, text, message):
 
 
 def test_missing_recipe():
-    with pytest.raises(ConfigError, match="recipe 'nope.yaml' does not exist"):
+    with pytest.raises(ConfigError, match=r"recipe 'nope.yaml' is neither a file nor a packaged name; packaged: .*"
+                                          r"fmnist_demo, fmnist_repro, imagenet/deit"):
         load_config("nope.yaml")
+
+
+def test_recipes_by_name_and_by_path():
+    by_name = load_config("imagenet/vit_tiny_kdyck")
+    by_path = load_config(Path(__file__).parents[1] / "recipes/imagenet/vit_tiny_kdyck.yaml")
+    assert by_name == by_path and by_name.model.name == "vitwarm_tiny_patch16_224"
 
 
 def test_every_recipe_loads():

@@ -59,7 +59,10 @@ def tree(run_dir: Path) -> dict[str, str]:
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
     """Byte-identical exported weights (safetensors metadata included) and identical metrics records."""
-    for name in ("model.safetensors", "warmup.safetensors"):
+    exports = [p.relative_to(reference) for d in ("model", "warmup") for p in sorted((reference / d).rglob("*"))]
+    assert exports and [p.relative_to(run_dir) for d in ("model", "warmup")
+                        for p in sorted((run_dir / d).rglob("*"))] == exports
+    for name in exports:
         assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name
     assert records(run_dir) == records(reference)
     summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
@@ -187,10 +190,10 @@ def test_no_checkpoint_verifies(interrupted, copy_of, fmnist_shards):
 
 def test_damaged_warmup_export_is_rebuilt_at_the_phase_switch(tmp_path, reference, fmnist_shards):
     run_dir = killed(tmp_path / "run", fmnist_shards, f"checkpoint:files@{FIRST_IMAGE_SAVE}")
-    flip_bit(run_dir / "warmup.safetensors")
+    flip_bit(run_dir / "warmup" / "model.safetensors")
     result = train(run_dir, fmnist_shards)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "warmup.safetensors does not match its recorded hash" in result.stdout
+    assert "warmup/model.safetensors does not match its recorded hash" in result.stdout
     assert "redoing the end of phase warmup" in result.stdout
     assert_same_run(run_dir, reference)
 

@@ -117,7 +117,7 @@ def test_warmup_blocks_into_a_mimetic_image_model(tmp_path, fmnist_shards):
          f"run.dir={run_dir}", "model.init=mimetic", "transfer.parts=[mlp]", "budget.epochs=1"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    export = run_dir / "warmup.safetensors"
+    export = run_dir / "warmup" / "model.safetensors"
     metadata = read_metadata(export)["warmup"]
     assert metadata["init"] == "mimetic" and metadata["transferred"]
     assert all(".mlp." in name for name in metadata["transferred"])

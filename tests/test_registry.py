@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
-from vitwarm.models import export_timm_checkpoint, load_checkpoint, read_metadata
+from vitwarm.models import export_hub, load_checkpoint, read_metadata
 
 torch.set_num_threads(1)
 
@@ -22,7 +22,7 @@ TOKENS = {
 def test_importing_vitwarm_registers_the_models():
     assert sorted(timm.list_models("vitwarm_*")) == sorted(TOKENS)
     for name in TOKENS:
-        cfg = timm.models.get_pretrained_cfg(f"{name}.kdyck")
+        cfg = timm.models.get_pretrained_cfg(f"{name}.warmup")
         assert not cfg.url and not cfg.hf_hub_id and cfg.num_classes == 0
 
 
@@ -40,43 +40,53 @@ def test_pico_models_take_grayscale_images():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_export_loads_into_stock_timm_by_name(tmp_path):
+GRAY_28 = dict(input_size=(1, 28, 28), mean=(0.286,), std=(0.353,), interpolation="bicubic", crop_pct=0.875)
+
+
+def test_hub_export_rebuilds_in_stock_timm_with_no_arguments(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("vitwarm_pico_patch7_28", in_chans=1, num_classes=3, embed_dim=64).eval()
+    folder = export_hub(model, tmp_path / "model", kind="model", data_config=GRAY_28, label_names=["a", "b", "c"],
+                        warmup={"grammar": "k_dyck", "params": {"k": 4}}, version="9.9")
+    assert read_metadata(folder) == {"architecture": "vit_tiny_patch16_224", "kind": "model", "version": "9.9",
+                                     "grammar": "k_dyck", "warmup": {"grammar": "k_dyck", "params": {"k": 4}}}
+    # A stock name, so the load below goes through timm's own vit_tiny_patch16_224 entry point.
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert loaded.pretrained_cfg["architecture"] == "vit_tiny_patch16_224"
+    assert loaded.pretrained_cfg["label_names"] == ["a", "b", "c"]
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))  # head included: same logits
+    config = timm.data.resolve_data_config({}, model=loaded)
+    assert config["input_size"] == (1, 28, 28) and tuple(config["mean"]) == (0.286,)
+    assert config["crop_pct"] == 0.875 and config["interpolation"] == "bicubic"
+
+    # Exporting again replaces the folder; the source model keeps its head when the export is headless.
+    warm = export_hub(model, tmp_path / "model", kind="warmup", headless=True, data_config=GRAY_28)
+    assert model.num_classes == 3 and "head.weight" not in load_file(warm / "model.safetensors")
+    for num_classes in (0, 10):
+        backbone = timm.create_model(f"local-dir:{warm}", pretrained=True, num_classes=num_classes)
+        assert backbone.num_classes == num_classes
+        assert torch.equal(backbone.blocks[5].mlp.fc2.weight, model.blocks[5].mlp.fc2.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind
+
+
+def test_warmup_tag_loads_the_exported_file_by_name(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("vitwarm_pico_patch7_28", in_chans=1, num_classes=10)
-    path = export_timm_checkpoint(model, tmp_path / "warm.safetensors", warmup={"grammar": "k_dyck", "k": 4})
-    exported = load_file(str(path))
-    assert read_metadata(path) == {"architecture": "vitwarm_pico_patch7_28",
-                                   "warmup": {"grammar": "k_dyck", "k": 4}}
-    assert all(t.is_contiguous() for t in exported.values())
-
-    for num_classes in (10, 1000):  # 1000 is also the default cfg's: the headless file fits both
-        loaded = timm.create_model(
-            "vitwarm_pico_patch7_28.kdyck", pretrained=True, in_chans=1, num_classes=num_classes,
-            pretrained_cfg_overlay=dict(file=str(path)),
-        )
-        state = loaded.state_dict()
-        assert set(state) - set(exported) == {"head.weight", "head.bias"}  # nothing else missing
-        assert set(exported) <= set(state)  # nothing unexpected
-        for name, value in exported.items():
-            assert torch.equal(state[name], value), name
-
-    # A stock timm name works too, with the cfg told that the file has no head.
-    stock_kwargs = dict(img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3)
-    stock = timm.create_model("vit_tiny_patch16_224", **stock_kwargs)
-    path = export_timm_checkpoint(stock, tmp_path / "stock.safetensors")
-    loaded = timm.create_model("vit_tiny_patch16_224", pretrained=True, **stock_kwargs,
-                               pretrained_cfg_overlay=dict(file=str(path), num_classes=0))
-    assert torch.equal(loaded.blocks[1].mlp.fc2.weight, stock.blocks[1].mlp.fc2.weight)
+    folder = export_hub(model, tmp_path / "warmup", kind="warmup", headless=True, data_config=GRAY_28)
+    loaded = timm.create_model("vitwarm_pico_patch7_28.warmup", pretrained=True, in_chans=1, num_classes=5,
+                               pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")))
+    assert torch.equal(loaded.pos_embed, model.pos_embed) and loaded.head.out_features == 5
 
 
 def test_load_checkpoint_round_trip_and_mismatch(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("vitwarm_pico_patch4_32", depth=2, num_classes=10)
-    path = export_timm_checkpoint(source, tmp_path / "warm.safetensors")
+    path = export_hub(source, tmp_path / "warm", kind="warmup", headless=True)
 
     target = timm.create_model("vitwarm_pico_patch4_32", depth=2, num_classes=3)
     head = target.head.weight.detach().clone()
-    assert load_checkpoint(target, path)["architecture"] == "vitwarm_pico_patch4_32"
+    assert load_checkpoint(target, path)["architecture"] == "vit_tiny_patch16_224"
     assert torch.equal(target.blocks[1].attn.proj.weight, source.blocks[1].attn.proj.weight)
     assert torch.equal(target.head.weight, head)  # the head is the model's own
 

@@ -107,7 +107,8 @@ def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fm
     resumed = train(run_dir, http_root, "resume=auto", *PER_STEP_LOGS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
-    expected, got = load_file(tmp_path / "local" / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    expected = load_file(tmp_path / "local" / "model" / "model.safetensors")
+    got = load_file(run_dir / "model" / "model.safetensors")
     assert expected.keys() == got.keys()
     for name in expected:
         assert (expected[name] == got[name]).all(), name

@@ -163,6 +163,15 @@ def test_dry_run_writes_nothing(tmp_path, recipe, capsys):
     assert capsys.readouterr().out.count("new ") == 2
 
 
+def test_base_and_accelerate_config_by_packaged_name(tmp_path, capsys):
+    argv = ["--base", "fmnist_demo", "--accelerate-config", "cpu_ddp", "--grid", "seed=0,1", "--out",
+            str(tmp_path / "sw"), "--launcher", "local", "--dry-run"]
+    assert load_tool("sweep").main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(str(REPO / "recipes/fmnist_demo.yaml") in line for line in lines)
+    assert all(str(REPO / "recipes/accelerate/cpu_ddp.yaml") in line for line in lines)
+
+
 def test_cli_rejects_bad_grid_and_missing_base(tmp_path, recipe, capsys):
     tool = load_tool("sweep")
     with pytest.raises(SystemExit):

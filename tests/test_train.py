@@ -72,7 +72,7 @@ def test_run_completes_both_phases(reference):
     records = train_records(reference)
     assert {r["phase"] for r in records} == {"warmup", "image"}
     assert any(r.get("event") == "eval" for r in records)
-    for name in ("config.yaml", "warmup.safetensors", "model.safetensors"):
+    for name in ("config.yaml", "warmup/model.safetensors", "model/model.safetensors", "model/config.json"):
         assert (reference / name).is_file(), name
 
 
@@ -89,7 +89,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, refere
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout
     # Bitwise: resumed runs re-seed every step and restart every stream at its sample index.
-    expected, got = load_file(reference / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
     assert expected.keys() == got.keys()
     for name in expected:
         assert (expected[name] == got[name]).all(), name
@@ -107,7 +107,7 @@ def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--main_process_port", str(free_port()),
-               *train_command(run_dir, fmnist_shards, "log.tensorboard=true")[1:]]
+               *train_command(run_dir, fmnist_shards, "log.trackers=[tensorboard]")[1:]]
     result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -117,7 +117,7 @@ def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
     evals = [r for r in train_records(run_dir) if r.get("event") == "eval"]
     # Validation counted every sample exactly once over both processes.
     assert all(r["samples"] == info["splits"]["validation"]["num_samples"] for r in evals)
-    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard events written"
+    assert list((run_dir / "vitwarm").rglob("events.out.tfevents.*")), "no TensorBoard events written"
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, fmnist_shards):
@@ -158,3 +158,71 @@ def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
     result = train(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
     assert result.returncode != 0
     assert "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in result.stderr
+
+
+# Evaluates an export the way a user without vitwarm would, with the helpers timm's own scripts use: the model
+# and its preprocessing come from the folder alone (no in_chans, size or mean/std given), the validation split
+# through timm's webdataset reader, which finds the split in _info.json.
+STOCK_EVAL = r"""
+import json, sys
+import timm, torch
+from timm.data import create_dataset, create_transform
+from timm.data.model_config import resolve_input_data_config
+from timm.models import resolve_model_input_args
+
+export, shards = sys.argv[1], sys.argv[2]
+model = timm.create_model(**resolve_model_input_args(f"local-dir:{export}", {}, pretrained=True)).eval()
+config = resolve_input_data_config(model, {})
+mode = "RGB" if config["input_size"][0] == 3 else "L"  # what timm's train.py picks for --input-img-mode
+dataset = create_dataset("wds/fashion_mnist", root=shards, split="validation", is_training=False,
+                         input_img_mode=mode, transform=create_transform(**config))
+correct = total = 0
+with torch.no_grad():
+    for images, labels in torch.utils.data.DataLoader(dataset, batch_size=250):
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += len(labels)
+headless = timm.create_model(f"local-dir:{export.replace('model', 'warmup')}", pretrained=True, num_classes=7)
+print(json.dumps({"top1": 100 * correct / total, "samples": total, "config": config,
+                  "vitwarm_imported": any(m.split(".")[0] == "vitwarm" for m in sys.modules),
+                  "headless_classes": headless.num_classes, "label_names": model.pretrained_cfg["label_names"]}))
+"""
+
+
+def test_exports_load_in_stock_timm_without_vitwarm(tmp_path, fmnist_shards, reference):
+    model_dir = reference / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224"  # a stock name: no vitwarm import needed
+    assert config["num_classes"] == 10 and config["vitwarm"]["kind"] == "model"
+    warm = json.loads((reference / "warmup" / "config.json").read_text())
+    assert warm["num_classes"] == 0 and "head: none" in warm["pretrained_cfg"]["notes"][0]
+    # The final model's head is in the file and is the trained one of the last checkpoint.
+    final = load_file(model_dir / "model.safetensors")
+    last = load_file(sorted((reference / "checkpoints").iterdir())[-1] / "model.safetensors")
+    assert final["head.weight"].shape == (10, 64) and (final["head.weight"] == last["head.weight"]).all()
+    assert "head.weight" not in load_file(reference / "warmup" / "model.safetensors")
+
+    # A fresh interpreter outside the project: sys.path[0] is tmp_path, and vitwarm is never imported.
+    result = subprocess.run([sys.executable, "-c", STOCK_EVAL, str(model_dir), str(fmnist_shards)], cwd=tmp_path,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.splitlines()[-1])
+    summary = json.loads((reference / "summary.json").read_text())
+    assert not got["vitwarm_imported"]
+    assert got["samples"] == 500 and abs(got["top1"] - summary["top1"]) <= 0.1, (got["top1"], summary["top1"])
+    assert got["config"]["input_size"] == [1, 28, 28] and got["config"]["mean"] == [0.286]
+    assert got["label_names"][0] == "T-shirt/top" and got["headless_classes"] == 7
+
+
+def test_fine_tuning_starts_from_an_export(tmp_path, fmnist_shards, reference):
+    # With a zero learning rate nothing moves: the final blocks are the exported ones, the head is fresh.
+    result = train(tmp_path / "ft", fmnist_shards, f"model.finetune={reference / 'model'}", "warmup.fraction=0",
+                   "train.lr=0", "train.min_lr=0", "model.drop_path_rate=0", "budget.epochs=0.25")
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, end = load_file(reference / "model/model.safetensors"), load_file(tmp_path / "ft/model/model.safetensors")
+    assert all((start[n] == end[n]).all() for n in start if not n.startswith("head.")), "blocks moved"
+    assert not (start["head.weight"] == end["head.weight"]).all()
+    refused = train(tmp_path / "bad", fmnist_shards, f"model.finetune={reference / 'model'}")
+    assert "model.finetune=" in refused.stderr and "warmup.fraction=0 (got 0.2)" in refused.stderr
+    missing = train(tmp_path / "none", fmnist_shards, f"model.finetune={tmp_path / 'nowhere'}", "warmup.fraction=0")
+    assert missing.stderr.strip().splitlines()[-1] == (f"vitwarm: error: no exported weights at {tmp_path}/nowhere "
+                                                       "(expected an export folder or a safetensors file)")

@@ -145,5 +145,6 @@ def test_compiled_run_matches_eager_and_resumes_exactly(tmp_path, fmnist_shards)
     result = train(run_dir, fmnist_shards, "resume=auto", "train.compile=true", *common)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout
-    assert_same_tensors(load_file(compiled / "model.safetensors"), load_file(run_dir / "model.safetensors"))
+    assert_same_tensors(load_file(compiled / "model" / "model.safetensors"),
+                        load_file(run_dir / "model" / "model.safetensors"))
     assert train_records(run_dir) == compiled_records

@@ -1,45 +1,8 @@
-"""Summarise a sweep: mean ± std over seeds per cell, data equivalence, plots (see docs/sweeps.md).
-
-    python tools/report.py runs/sweep1 [--out DIR] [--metric top1]
-
-Writes report.md, report.csv, report.json and PNG plots to DIR (default: the sweep directory) and prints
-the tables. Unfinished runs are left out and listed.
-"""
-
-from __future__ import annotations
+"""``python tools/report.py ...``: the same command as the console script (see vitwarm/cli/report.py)."""
 
 import sys
-from pathlib import Path
 
-from vitwarm.errors import ArgumentParser, one_line_errors
-from vitwarm.sweeps.report import build_report
-from vitwarm.sweeps.results import METRICS
-
-
-@one_line_errors
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", help="a sweep directory (with sweep.json, or run directories inside)")
-    parser.add_argument("--out", help="where to write the report (default: SWEEP_DIR)")
-    parser.add_argument(
-        "--metric", default="top1", choices=METRICS, help="summary.json metric to report (default top1)"
-    )
-    parser.add_argument(
-        "--interp",
-        default="linear",
-        choices=["linear", "log"],
-        help="data equivalence: interpolate the baseline linearly in image samples (default) or in their log",
-    )
-    args = parser.parse_args(argv)
-    if not Path(args.sweep_dir).is_dir():
-        parser.error(f"{args.sweep_dir}: not a directory")
-    try:
-        report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
-    except ValueError as err:  # no finished runs, or a run directory whose files do not parse
-        sys.exit(f"vitwarm: error: {err}")
-    print(report["markdown"])
-    return 0
-
+from vitwarm.cli.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

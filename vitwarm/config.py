@@ -21,6 +21,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from .catalog import resolve_recipe
 from .errors import ConfigError
 from .models import PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
@@ -138,6 +139,9 @@ class ModelConfig:
     """Attention init of both phases' fresh ViTs: 'default' (timm's) or 'mimetic' (see model.mimetic)."""
     mimetic: MimeticConfig = field(default_factory=MimeticConfig)
     """Targets of model.init=mimetic (vitwarm/models/mimetic.py)."""
+    finetune: str | None = None
+    """Fine-tuning: an export folder (e.g. an ImageNet run's RUN_DIR/model) the image phase starts from, head
+    excluded (always fresh); needs warmup.fraction=0. None starts from scratch (or from the warm-up)."""
 
 
 @dataclass
@@ -191,7 +195,7 @@ class TransferConfig:
     shuffle: str | None = checked(None, OneOf((None, *SHUFFLE_MODES)))
     """Ablation: permute the transferred weights ('all', 'attn', 'mlp'); None copies them as they are."""
     sources: dict[str, str] = field(default_factory=dict)
-    """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup.safetensors of a finished warm-up; no own warm-up."""
+    """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup/ export folder of a finished warm-up; no own warm-up."""
 
 
 @dataclass
@@ -310,8 +314,10 @@ class CheckpointConfig:
 class LogConfig:
     every_steps: int = checked(20, Range(1))
     """Log training metrics every this many optimizer steps."""
-    tensorboard: bool = True
-    """Also log to TensorBoard (RUN_DIR/tensorboard) through Accelerate's trackers."""
+    trackers: list[str] = field(default_factory=list)
+    """Accelerate trackers to log to besides metrics.jsonl: tensorboard, wandb, mlflow, aim, comet_ml, ..."""
+    project: str = "vitwarm"
+    """Tracker project name (W&B project, MLflow experiment); TensorBoard writes to RUN_DIR/<project>."""
 
 
 @dataclass
@@ -378,10 +384,12 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
 
 
 def read_recipe(path: str | Path) -> list[DictConfig]:
-    """A recipe YAML and, first, the recipes it names as ``base:`` (a path relative to it), recursively."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe '{path}' does not exist (see the recipes/ folder)")
+    """A recipe YAML (a path or a packaged name such as 'fmnist_demo', see vitwarm.catalog) and, first, the
+    recipes it names as ``base:`` (a path relative to it), recursively."""
+    try:
+        path = resolve_recipe(str(path))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         recipe = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as err:
@@ -469,6 +477,9 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"{shown} {problem}")
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume={cfg.resume!r}: expected 'auto', 'never' or an existing checkpoint path")
+    if cfg.model.finetune is not None and cfg.warmup.fraction > 0:
+        raise ConfigError(f"model.finetune={cfg.model.finetune!r} starts the image phase from other weights: it "
+                          f"needs warmup.fraction=0 (got {cfg.warmup.fraction})")
     if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
         raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
                           "additive warm-up whose FLOPs the extra image steps match")

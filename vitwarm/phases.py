@@ -1,8 +1,8 @@
 """What each phase trains on: ``PHASE_SETUP[name]`` builds a ``PhaseRun`` for the generic loop in train.py.
 
 - ``warmup``: a ``WarmupViT`` around a fresh timm ViT, masked-token prediction on the procedural stream.
-  At its end the selected weights move into a fresh image ViT, which is exported as a plain timm
-  checkpoint (``RUN_DIR/warmup.safetensors``): the hand-over to the image phase and the user's artefact.
+  At its end the selected weights move into a fresh image ViT, which is exported headless as a timm hub
+  folder (``RUN_DIR/warmup/``, see vitwarm.export): the hand-over to the image phase and the user's artefact.
 - ``image``: that image ViT (or a fresh one without warm-up), classification on the webdataset shards.
 
 Every batch source starts at a micro-batch index, so a resumed phase continues with the very samples an
@@ -31,17 +31,10 @@ from torch.utils.data import DataLoader
 from .budget import Phase, runs_warmup
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
-from .models import (
-    WarmupViT,
-    compose,
-    export_timm_checkpoint,
-    load_checkpoint,
-    masked_token_loss,
-    mimetic_init_,
-    transfer,
-)
+from .export import export_dir, export_run
+from .models import WarmupViT, compose, load_checkpoint, masked_token_loss, mimetic_init_, transfer
+from .models.registry import stock_architecture
 from .procedural import ProceduralTask, TokenStream
-from .rundir import WARMUP_EXPORT
 
 
 def derive_seed(seed: int, *tags: str | int) -> int:
@@ -205,18 +198,15 @@ def finish_warmup(cfg: DictConfig, run: PhaseRun, accelerator: Accelerator, imag
     report = transfer(warm_vit, image_vit, parts=tuple(t.parts), blocks=t.blocks,
                       keep_pos_embed=t.keep_pos_embed, keep_cls_token=t.keep_cls_token, shuffle=t.shuffle,
                       seed=derive_seed(cfg.seed, "transfer-shuffle"))
-    description = {"grammar": cfg.procedural.grammar, "params": OmegaConf.to_container(cfg.procedural.params),
-                   "shuffled": cfg.procedural.shuffled, "fraction": cfg.warmup.fraction,
-                   "init": cfg.model.init, "transferred": report.copied}
-    export_handover(cfg, image_vit, accelerator, run_dir, description)
+    export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
     return str(report)
 
 
-def export_handover(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator, run_dir: Path,
-                    description: dict) -> None:
-    """Write the image model the image phase starts from as RUN_DIR/warmup.safetensors (main process)."""
+def export_handover(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator, **description) -> None:
+    """Write the image model the image phase starts from as RUN_DIR/warmup/ (main process; written aside,
+    renamed into place); ``description`` adds to the recorded warm-up description."""
     if accelerator.is_main_process:
-        export_timm_checkpoint(image_vit, run_dir / WARMUP_EXPORT, architecture=cfg.model.name, warmup=description)
+        export_run(cfg, image_vit, "warmup", **description)
     accelerator.wait_for_everyone()
 
 
@@ -224,11 +214,11 @@ def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Ac
     """Composed transfer (``transfer.sources``) into the fresh image model, checked and exported with its
     provenance before the image phase's first step."""
     sources = OmegaConf.to_container(cfg.transfer.sources, resolve=True)
-    report, provenance = compose(image_vit, sources, architecture=cfg.model.name, blocks=cfg.transfer.blocks,
-                                 fraction=cfg.warmup.fraction)
-    description = {"sources": provenance, "fraction": cfg.warmup.fraction, "init": cfg.model.init,
-                   "transferred": report.copied}
-    export_handover(cfg, image_vit, accelerator, Path(cfg.run.dir), description)
+    # Exports record timm's stock architecture name (vitwarm.models.export_hub).
+    report, provenance = compose(image_vit, sources, architecture=stock_architecture(image_vit)[0],
+                                 blocks=cfg.transfer.blocks, fraction=cfg.warmup.fraction)
+    export_handover(cfg, image_vit, accelerator, sources=provenance, init=cfg.model.init,
+                    transferred=report.copied)
     accelerator.print(f"vitwarm: composed transfer from {len(sources)} warm-up exports\n{report}")
 
 
@@ -245,9 +235,11 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
     if runs_warmup(cfg) and start_step == 0:  # a resumed phase gets its weights from the checkpoint
-        load_checkpoint(model, Path(cfg.run.dir) / WARMUP_EXPORT)  # what the warm-up phase left
+        load_checkpoint(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
     elif cfg.transfer.sources and start_step == 0:
         compose_sources(cfg, model, accelerator)
+    elif cfg.model.finetune and start_step == 0:
+        load_checkpoint(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
     optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched,
                                           device=accelerator.device)
     model, optimizer, ema = _prepare(cfg, accelerator, model, optimizer, cfg.train.ema_decay)

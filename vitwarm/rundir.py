@@ -4,10 +4,10 @@
       config.yaml          the resolved config of the latest launch
       metrics.jsonl        one JSON object per logged step, evaluation or event (vitwarm.metrics)
       checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.resume)
-      warmup.safetensors   the warm-up export: a timm state dict without a head
-      model.safetensors    the final image model
+      warmup/              the warm-up export: a timm hub folder without a head
+      model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
-      tensorboard/         trackers' output
+      <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``atomic_write``: a temporary file in the same folder, flushed and fsynced,
 renamed over the old one, then the folder fsynced. A process killed at any moment leaves the old file or
@@ -36,8 +36,8 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
-WARMUP_EXPORT = "warmup.safetensors"
-MODEL_EXPORT = "model.safetensors"
+WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.export): the warmed-up backbone, the final model
+MODEL_EXPORT = "model"
 TRACKERS = "tensorboard"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
@@ -129,8 +129,12 @@ def check_hashes(folder: str | Path, hashes: dict[str, str]) -> str | None:
 
 
 def hash_exports(run_dir: str | Path) -> dict[str, str]:
-    """sha256 of each export present in the run directory."""
-    return {name: file_hash(Path(run_dir) / name) for name in EXPORTS if (Path(run_dir) / name).is_file()}
+    """sha256 of each file of each export folder present in the run directory, by name relative to it
+    (e.g. ``warmup/model.safetensors``)."""
+    run_dir = Path(run_dir)
+    return {path.relative_to(run_dir).as_posix(): file_hash(path)
+            for name in EXPORTS if (run_dir / name).is_dir()
+            for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
 
 
 def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:

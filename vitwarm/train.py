@@ -28,19 +28,18 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from .budget import Phase
+from .catalog import recipe_names
 from .config import ConfigError, flatten, load_config
 from .data import ensure_fmnist_shards, read_splits
 from .errors import ArgumentParser, VitwarmError, one_line_errors
+from .export import export_run
 from .metrics import MetricsLog
-from .models import export_timm_checkpoint
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, derive_seed, evaluate
 from .preflight import preflight
 from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .rundir import (
     CHECKPOINTS,
-    MODEL_EXPORT,
     SUMMARY,
-    TRACKERS,
     Summary,
     changed_keys,
     check_hashes,
@@ -52,6 +51,7 @@ from .rundir import (
     write_config,
     write_summary,
 )
+from .trackers import check_trackers
 
 
 class NonFiniteLoss(VitwarmError):
@@ -236,7 +236,7 @@ def run(cfg: DictConfig) -> dict:
     # only when told to use the CPU; otherwise each process would silently train alone.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
-                              project_dir=str(run_dir), log_with="tensorboard" if cfg.log.tensorboard else None)
+                              project_dir=str(run_dir), log_with=check_trackers(cfg.log.trackers) or None)
     # What is in the run directory decides what happens, before anything in it is touched.
     summary = read_summary(run_dir)
     checkpoint, warnings = choose_checkpoint(run_dir, cfg.resume)
@@ -272,8 +272,8 @@ def run(cfg: DictConfig) -> dict:
                 else 0)
     if checkpoint and changes:
         log.write({"event": "config_changed", "phase": state.phase, "step": state.step, "changes": changes})
-    if cfg.log.tensorboard:
-        accelerator.init_trackers(TRACKERS, config=flatten(cfg))
+    if cfg.log.trackers:
+        accelerator.init_trackers(cfg.log.project, config=flatten(cfg))
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
@@ -355,7 +355,7 @@ def finish(cfg: DictConfig, run: PhaseRun, state: RunState, phases: list[Phase],
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:
         log.sync()
-        export_timm_checkpoint(model, run_dir / MODEL_EXPORT, architecture=cfg.model.name)
+        export_run(cfg, model, "model")  # RUN_DIR/model/: a timm hub folder, head included
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
     test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
@@ -370,8 +370,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Procedural warm-up then image training of a timm ViT. Run under `accelerate launch "
                     "[flags] -m vitwarm.train ...` for several processes.",
         epilog="Example: accelerate launch -m vitwarm.train --config recipes/fmnist_demo.yaml "
-               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1")
-    parser.add_argument("--config", required=True, help="recipe YAML (see recipes/)")
+               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1. Packaged recipes (--config NAME): "
+               + ", ".join(recipe_names()))
+    parser.add_argument("--config", required=True, help="recipe YAML: a path or a packaged name (vitwarm-recipes list)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. warmup.fraction=0.01 procedural.grammar=ww")
     return parser.parse_intermixed_args(argv)  # overrides may come before and after --config

@@ -4,7 +4,7 @@ Importing this package registers the ``vitwarm_*`` timm models (see `registry`).
 """
 
 from . import registry  # noqa: F401  (registers vitwarm_* timm models)
-from .checkpoint import export_timm_checkpoint, load_checkpoint, read_metadata
+from .checkpoint import export_hub, load_checkpoint, read_metadata
 from .compose import compose
 from .mimetic import mimetic_init_
 from .token_path import POS_EMBED_MODES, TRAINABLE, WarmupViT, masked_token_loss
@@ -18,7 +18,7 @@ __all__ = [
     "TransferReport",
     "WarmupViT",
     "compose",
-    "export_timm_checkpoint",
+    "export_hub",
     "load_checkpoint",
     "masked_token_loss",
     "mimetic_init_",

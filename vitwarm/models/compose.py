@@ -3,7 +3,7 @@
 The companion LM work found that different procedural rules put structure into different parts of the
 model and that the parts compose (attention from one rule, MLP from another). ``compose`` builds such a
 model from finished warm-ups: ``sources`` maps a part (``attn``, ``mlp``, ``norm``, as in `transfer`) to
-the ``warmup.safetensors`` a warm-up run exported. Every source is checked before anything is copied:
+the ``warmup/`` folder a warm-up run exported. Every source is checked before anything is copied:
 
 - the file is a vitwarm warm-up export of the same timm architecture (name and every parameter shape);
 - its warm-up carried that part out (the export's ``transferred`` list holds every tensor of the part in
@@ -21,7 +21,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from timm.models.vision_transformer import VisionTransformer
 
-from .checkpoint import load_checkpoint, read_metadata
+from .checkpoint import WEIGHTS, load_checkpoint, read_metadata
 from .transfer import PARTS, TransferReport, _block_index, param_part, select_blocks, transfer
 
 
@@ -36,9 +36,9 @@ def check_source(dst: VisionTransformer, part: str, path: str | Path, architectu
     path = Path(path)
     if part not in PARTS:
         raise ValueError(f"transfer.sources: unknown part {part!r}; valid parts: {', '.join(PARTS)}")
-    if not path.is_file():
-        raise _source_error(part, path, "no such file; it must be the warmup.safetensors of a finished warm-up "
-                                        "run (run the source warm-ups first)")
+    if not (path / WEIGHTS if path.is_dir() else path).is_file():
+        raise _source_error(part, path, "no exported weights there; it must be the warmup/ folder of a finished "
+                                        "warm-up run (run the source warm-ups first)")
     try:
         metadata = read_metadata(path)
     except (SafetensorError, OSError, ValueError) as err:  # a truncated or garbled file
@@ -49,7 +49,7 @@ def check_source(dst: VisionTransformer, part: str, path: str | Path, architectu
                                         f"this run is {architecture}")
     if not warmup.get("transferred"):
         raise _source_error(part, path, "not a warm-up export (no warm-up metadata); use a run's "
-                                        "warmup.safetensors, not its final model.safetensors")
+                                        "warmup/ folder, not its final model/")
     source = copy.deepcopy(dst)
     try:
         load_checkpoint(source, path)

@@ -12,14 +12,17 @@ from timm's own ``vit_*`` names (registering one of those again would silently r
 | vitwarm_pico_patch7_28 | 28 | 7 | 16 (4 x 4) | 128 | 6 | 4 | 2 |
 
 Each name has two pretrained tags. The untagged default is the plain architecture (1000 classes, nothing
-to load). ``.kdyck`` describes k-Dyck warm-up weights: a headless backbone (``num_classes=0``) with no
-download URL. Its weights come from a local file exported by `vitwarm.models.export_timm_checkpoint`::
+to load). ``.warmup`` holds procedural warm-up weights of any grammar: a headless backbone
+(``num_classes=0``) with no download URL. Its weights come from a warm-up export
+(``RUN_DIR/warmup/model.safetensors``, see `vitwarm.models.export_hub`)::
 
-    timm.create_model("vitwarm_pico_patch4_32.kdyck", pretrained=True,
-                      pretrained_cfg_overlay=dict(file="warmup.safetensors"), num_classes=10)
+    timm.create_model("vitwarm_pico_patch4_32.warmup", pretrained=True,
+                      pretrained_cfg_overlay=dict(file="RUN_DIR/warmup/model.safetensors"), num_classes=10)
 
-or, once published, from a hub id (``pretrained_cfg_overlay=dict(hf_hub_id=...)``). Because the tag's
-cfg says ``num_classes=0``, any ``num_classes`` asked for gets a fresh head and the load stays complete.
+Because the tag's cfg says ``num_classes=0``, any ``num_classes`` asked for gets a fresh head and the
+load stays complete. Exports need neither: they are hub folders whose ``config.json`` names a *stock* timm
+architecture (`ARCHITECTURES` maps each vitwarm name to one), so ``timm.create_model("local-dir:FOLDER")``
+rebuilds them without importing vitwarm.
 """
 
 from __future__ import annotations
@@ -28,7 +31,18 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from timm.models.vision_transformer import _cfg as vit_cfg
 
-WARMUP_TAG = "kdyck"
+WARMUP_TAG = "warmup"
+# vitwarm name -> (the stock timm entry point it is exported as, the arguments that make that entry point
+# build exactly this architecture). Stock timm builds every one of them with no vitwarm import.
+ARCHITECTURES = {
+    "vitwarm_tiny_patch16_224": ("vit_tiny_patch16_224", dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)),
+    "vitwarm_small_patch16_224": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)),
+    "vitwarm_base_patch16_224": ("vit_base_patch16_224", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)),
+    "vitwarm_pico_patch4_32": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=4, embed_dim=128, depth=6,
+                                                            num_heads=4, mlp_ratio=2.0)),
+    "vitwarm_pico_patch7_28": ("vit_tiny_patch16_224", dict(img_size=28, patch_size=7, embed_dim=128, depth=6,
+                                                            num_heads=4, mlp_ratio=2.0)),
+}
 
 
 def _cfgs(name: str, **kwargs) -> dict[str, dict]:
@@ -36,7 +50,8 @@ def _cfgs(name: str, **kwargs) -> dict[str, dict]:
     return {
         name: vit_cfg(**kwargs),
         f"{name}.{WARMUP_TAG}": vit_cfg(
-            num_classes=0, notes=("procedural k-Dyck warm-up; load from a local file or hub id",), **kwargs
+            num_classes=0, notes=("procedural warm-up backbone, no classifier head; load from a local file",),
+            **kwargs,
         ),
     }
 
@@ -51,6 +66,7 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """Build ``variant`` from its `ARCHITECTURES` arguments; ``kwargs`` override them."""
     out_indices = kwargs.pop("out_indices", 3)
     return build_model_with_cfg(
         VisionTransformer,
@@ -58,40 +74,47 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> VisionTransform
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
+        **dict(ARCHITECTURES[variant][1], **kwargs),
     )
 
 
 @register_model
 def vitwarm_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT-Ti/16, 224 px (196 tokens)."""
-    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create("vitwarm_tiny_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create("vitwarm_tiny_patch16_224", pretrained, **kwargs)
 
 
 @register_model
 def vitwarm_small_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT-S/16, 224 px (196 tokens)."""
-    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create("vitwarm_small_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create("vitwarm_small_patch16_224", pretrained, **kwargs)
 
 
 @register_model
 def vitwarm_base_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT-B/16, 224 px (196 tokens)."""
-    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create("vitwarm_base_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create("vitwarm_base_patch16_224", pretrained, **kwargs)
 
 
 @register_model
 def vitwarm_pico_patch4_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """A CPU-sized ViT for 32 px images (28 px Fashion-MNIST padded), patch 4: 64 tokens."""
-    model_args = dict(patch_size=4, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
-    return _create("vitwarm_pico_patch4_32", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create("vitwarm_pico_patch4_32", pretrained, **kwargs)
 
 
 @register_model
 def vitwarm_pico_patch7_28(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """A CPU-sized ViT for 28 px images (Fashion-MNIST as is), patch 7: 16 tokens."""
-    model_args = dict(patch_size=7, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
-    return _create("vitwarm_pico_patch7_28", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create("vitwarm_pico_patch7_28", pretrained, **kwargs)
+
+
+def stock_architecture(model: VisionTransformer) -> tuple[str, dict]:
+    """The stock timm name and the extra arguments that rebuild ``model`` without importing vitwarm.
+
+    A vitwarm name maps to its `ARCHITECTURES` entry; any other name is already timm's own (no extra
+    arguments). The arguments timm records at creation (``in_chans``, ``num_classes``, ``model.kwargs``...)
+    come on top of these when exporting (see `vitwarm.models.export_hub`).
+    """
+    name = model.pretrained_cfg["architecture"]
+    stock, args = ARCHITECTURES.get(name, (name, {}))
+    return stock, dict(args)
