@@ -38,7 +38,6 @@ SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.export): the warmed-up backbone, the final model
 MODEL_EXPORT = "model"
-TRACKERS = "tensorboard"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
 
