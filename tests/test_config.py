@@ -33,7 +33,7 @@ def test_base_recipes_are_merged_first():
     ("precision=no", "precision='no' is not valid; choose one of \\['fp32', 'bf16', 'fp16'\\]"),
     ("resume=/no/such/checkpoint", "resume='/no/such/checkpoint': expected 'auto', 'never'"),
     ("train.batch_size=0", r"train.batch_size=0 is outside the valid range \[1, inf\)"),
-    ("train.lr=-1", r"train.lr=-1.0 is outside the valid range \(0, inf\)"),
+    ("train.lr=-1", r"train.lr=-1.0 is outside the valid range \[0, inf\)"),
     ("model.name=vit_tiny_patch16_22", "is not a timm model .did you mean vit_tiny_patch16_224"),
     ("warmup.trainable=[blocks,foo]", "warmup.trainable=.'blocks', 'foo'.: 'foo' is not valid"),
     ("train.opt=adamx", "train.opt='adamx' is not valid .did you mean adamax"),

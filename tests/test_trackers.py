@@ -32,13 +32,13 @@ def test_unknown_tracker_lists_the_valid_ones():
         check_trackers(["tensorbord"])
 
 
-def test_missing_tracker_package_stops_the_run_before_step_one(tmp_path):
+def test_missing_tracker_package_stops_the_run_before_step_one(tmp_path, fmnist_shards):
     missing = next((n for n in ("wandb", "mlflow", "aim") if importlib.util.find_spec(n) is None), None)
     if missing is None:
         pytest.skip("wandb, mlflow and aim are all installed here")
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={tmp_path}",
+        [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={fmnist_shards}",
          f"run.dir={run_dir}", f"log.trackers=[{missing}]"],
         cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

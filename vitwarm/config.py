@@ -262,7 +262,7 @@ class TrainConfig:
     """Micro-batches accumulated per optimizer step."""
     opt: str = checked("adamw", OneOf(timm_optimizers))
     """timm optimizer name (timm.optim.list_optimizers())."""
-    lr: float = checked(1e-3, Range(0, low_open=True))
+    lr: float = checked(1e-3, Range(0))  # 0 trains nothing: a frozen fine-tuning check
     """Peak learning rate (DeiT: 5e-4 x global batch / 512)."""
     min_lr: float = checked(1e-5, Range(0))
     """Learning rate at the end of the cosine decay."""
