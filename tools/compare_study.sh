@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The comparison study of docs/comparisons.md, one part per call: bash tools/compare_study.sh A|B|C|D|E|report
+#
+# Each part runs its cells' unfinished runs two at a time (finished runs are skipped, interrupted ones
+# resume from their checkpoint), then copies every finished run's config.yaml, summary.json and
+# metrics.jsonl into docs/comparisons/runs/ so that the part's numbers can be committed on their own.
+# `report` rebuilds the tables and plots from the sweep directory. Runs are started with `nice`, so other
+# work on the machine keeps its speed; the accuracies do not depend on it (every run is deterministic).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PART=${1:?usage: compare_study.sh A|B|C|D|E|report}
+PY=${PY:-.venv/bin/python}
+OUT=sweeps/fmnist_compare
+export OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's vitwarm, whatever the venv points at
+export PATH="$(dirname "$PY"):$PATH"   # accelerate from the same environment
+
+[ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
+
+S=(--base recipes/fmnist_compare.yaml --out "$OUT" --accelerate-config recipes/accelerate/cpu.yaml --launcher print)
+cell() {  # epochs regime init fraction grammar params shuffled sources seeds
+  "$PY" tools/sweep.py "${S[@]}" --grid budget.epochs="$1" --grid budget.regime="$2" --grid model.init="$3" \
+      --grid warmup.fraction="$4" --grid procedural.grammar="$5" --grid "procedural.params=$6" \
+      --grid procedural.shuffled="$7" --grid "transfer.sources=$8" --grid seed="$9"
+}
+queue() {  # run the printed commands two at a time, each one's output in a file of $OUT/logs/
+  mkdir -p "$OUT/logs"
+  nice -n 19 xargs -d '\n' -P 2 -I CMD sh -c 'CMD > "$0/$(date +%s%N).log" 2>&1 || echo "failed: CMD"' "$OUT/logs"
+}
+# cell 8's sources: the runs of cells 2 and 7 with the composed run's own seed, beside it in the sweep
+src() { echo "\${run.dir}/../budget.epochs=4__budget.regime=additive__model.init=default__warmup.fraction=1.0__procedural.grammar=$1__procedural.params=$2__procedural.shuffled=false__transfer.sources=--__seed=\${seed}/warmup"; }
+COMPOSED="{attn: \"$(src k_dyck -k--32-)\", mlp: \"$(src eca -rule--110-)\"}"
+
+archive() {  # the small, script-readable files of every finished run, for the docs
+  for run in "$OUT"/*/; do
+    [ -e "$run/summary.json" ] || continue
+    dest="docs/comparisons/runs/$(basename "$run")"
+    mkdir -p "$dest"
+    cp "$run/config.yaml" "$run/summary.json" "$run/metrics.jsonl" "$dest/"
+  done
+}
+
+start=$(date +%s)
+case "$PART" in
+  A) { cell 4 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4
+       cell 4 additive default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4; } | queue ;;
+  B) { cell 4 compute_matched default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
+       cell 4 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0,1,2
+       cell 4 additive default 1.0 k_dyck '{k: 32}' true '{}' 0,1,2; } | queue ;;
+  C) { cell 4 additive mimetic 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
+       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue ;;
+  D) { cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2
+       cell 12 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2
+       cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0; } | queue ;;
+  E) { cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 1,2
+       cell 12 additive default 0.3333 k_dyck '{k: 32}' false '{}' 0,1,2; } | queue ;;
+  report)
+    # rewrite sweep.json with cell 8's grid (runs nothing), so that its transfer.sources is read as typed
+    # (with ${seed}) and its three seeds form one cell
+    cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2 > /dev/null
+    "$PY" tools/report.py "$OUT" --out docs/comparisons
+    "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 ;;
+  *) echo "compare_study.sh: error: unknown part '$PART' (choose A, B, C, D, E or report)" >&2; exit 2 ;;
+esac
+archive
+echo "part $PART: $(( $(date +%s) - start )) s wall"
