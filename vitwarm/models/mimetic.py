@@ -1,23 +1,26 @@
 """Mimetic initialisation of self-attention: make a fresh ViT's attention look like a trained one's.
 
 Trockman & Kolter, "Mimetic Initialization of Self-Attention Layers", ICML 2023 (arXiv 2305.09828),
-observed that in trained ViTs, per head, the query-key product W_q W_kᵀ is close to a positive multiple of
+observed that in trained ViTs the query-key product W_q W_kᵀ of a head is close to a positive multiple of
 the identity plus noise (tokens attend to similar tokens, e.g. to their own position) and the value-output
 product W_v W_o close to a *negative* multiple of it. Their initialisation builds both directly:
 
-    W_q W_kᵀ ≈ α₁ Z₁ + β₁ I,        W_v W_o ≈ α₂ Z₂ − β₂ I,        Z entries i.i.d. N(0, 1/d),
+    W_q W_kᵀ ≈ α₁ Z₁ + β₁ I   (per head),      W_v W_o ≈ α₂ Z₂ − β₂ I   (per layer),
 
-with d the embedding width, a fresh Z per head and product, and each target factorised by SVD
-(M = U S Vᵀ, left factor U √S, right factor √S Vᵀ, keeping the head width's largest singular values, so
-the product is the target's best rank-head_dim approximation). The defaults α₁ = β₁ = 0.7 and
-α₂ = β₂ = 0.4 are the values the paper uses for its ViT experiments (section 4).
+with Z entries i.i.d. N(0, 1/d), d the embedding width, a fresh Z₁ per head and Z₂ per layer, and each
+target factorised by SVD (M = U S Vᵀ, left factor U √S, right factor √S Vᵀ). The query and key of a
+head have rank head_dim, so their product is the target's best rank-head_dim approximation; values and
+output are treated as full (d, d) matrices of the whole layer, as in the paper, and each head carries a
+slice of that SVD. Defaults α₁ = β₁ = 0.7, α₂ = β₂ = 0.4: the values of the paper's ViT experiments; the
+paper's text itself is not among the sources this project can read, and these are the values that
+three independent public re-implementations which cite it use.
 
 In timm's fused ``Attention`` (``x`` is a row vector, ``Linear`` computes x Wᵀ), head h's slices of the
 weights are Wq_h, Wk_h, Wv_h = rows h·hd:(h+1)·hd of the q, k and v thirds of ``qkv.weight`` (hd, d) and
 Wo_h = columns h·hd:(h+1)·hd of ``proj.weight`` (d, hd). So the paper's (d, d) products are
 
-    W_q W_kᵀ = Wq_hᵀ Wk_h    (the bilinear form of the attention scores q·k),
-    W_v W_o  = Wv_hᵀ Wo_hᵀ   (the map from a token to what head h adds to the residual stream).
+    W_q W_kᵀ = Wq_hᵀ Wk_h            (the bilinear form of head h's attention scores q·k),
+    W_v W_o  = Σ_h Wv_hᵀ Wo_hᵀ = Wvᵀ Woᵀ   (a token's contribution to the residual stream, all heads).
 
 Only these weights change; biases, norms, MLPs, embeddings keep timm's initialisation.
 """
@@ -51,7 +54,7 @@ def _factor(target: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor
 @torch.no_grad()
 def mimetic_init_(vit: VisionTransformer, seed: int, alpha1: float = 0.7, beta1: float = 0.7,
                   alpha2: float = 0.4, beta2: float = 0.4) -> None:
-    """Set every head's q, k, v and output weights of ``vit`` in place, per the module docstring.
+    """Set every block's q, k, v and output weights of ``vit`` in place, per the module docstring.
 
     ``seed`` draws the Z matrices. A shapes-only model (on the meta device) has no values to set and is
     left as it is.
@@ -68,10 +71,13 @@ def mimetic_init_(vit: VisionTransformer, seed: int, alpha1: float = 0.7, beta1:
         eye = torch.eye(d)
         for h in range(attn.num_heads):
             rows = slice(h * hd, (h + 1) * hd)
-            z_qk, z_vo = torch.randn(2, d, d, generator=generator) / d**0.5  # entries of variance 1/d
+            z_qk = torch.randn(d, d, generator=generator) / d**0.5  # entries of variance 1/d
             left, right = _factor(alpha1 * z_qk + beta1 * eye, hd)  # Wq_hᵀ = left, Wk_hᵀ = right
             qkv[rows].copy_(left.T)
             qkv[width:][rows].copy_(right.T)
-            left, right = _factor(alpha2 * z_vo - beta2 * eye, hd)  # Wv_hᵀ = left, Wo_hᵀ = right
-            qkv[2 * width:][rows].copy_(left.T)
-            proj[:, rows].copy_(right)
+        # Values and output as one (d, d) map of the whole layer, of rank ``width`` (= d in timm's ViTs):
+        # the sum over heads of Wv_hᵀ Wo_hᵀ is Wvᵀ Woᵀ, so each head carries a slice of its SVD.
+        z_vo = torch.randn(d, d, generator=generator) / d**0.5
+        left, right = _factor(alpha2 * z_vo - beta2 * eye, width)  # Wvᵀ = left (d, width), Wo = right
+        qkv[2 * width:].copy_(left.T)
+        proj.copy_(right)
