@@ -36,7 +36,9 @@ archive() {  # the small, script-readable files of every finished run, for the d
     [ -e "$run/summary.json" ] || continue
     dest="docs/comparisons/runs/$(basename "$run")"
     mkdir -p "$dest"
-    cp "$run/config.yaml" "$run/summary.json" "$run/metrics.jsonl" "$dest/"
+    for f in config.yaml summary.json metrics.jsonl; do  # paths relative to the checkout
+      sed "s#$PWD/##g" "$run/$f" > "$dest/$f"
+    done
   done
 }
 
