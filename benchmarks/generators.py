@@ -3,10 +3,10 @@
     python benchmarks/generators.py [--seq-len 196] [--n 16384] [--reference-n 1000] [--repeats 5]
 
 For each grammar, prints tokens/s of ``vitwarm.procedural`` (n sequences per call) beside a
-straightforward reference written here (one sequence at a time, one token at a time, ``random``;
-it returns what the generators return: int64 tokens and a bool target mask), and their ratio. Targets: at least
-20x the reference for k_dyck, k_dyck_shuffle, k_dyck_shuffle_lm and ww, and k_dyck at least
-10 million tokens/s. A last row times the masked training stream (``ProceduralTask.batch``, micro-batches
+straightforward reference (tests/reference_grammars.py: one sequence at a time, one token at a time,
+``random``; it returns what the generators return: int64 tokens and a bool target mask), and their ratio.
+Targets: at least 20x the reference for k_dyck, k_dyck_shuffle, k_dyck_shuffle_lm and ww, and k_dyck at
+least 10 million tokens/s. A last row times the masked training stream (``ProceduralTask.batch``, micro-batches
 of 256), i.e. what one data-loader worker delivers.
 """
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,82 +29,16 @@ TARGET_RATIO = 20.0
 TARGET_K_DYCK_TOKENS_PER_S = 10e6
 
 
-# ---- per-token Python references ---------------------------------------------------------------
+# The per-token references live beside the tests, which use them as independent checkers.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_grammars import reference_batch  # noqa: E402
 
-
-def reference_k_dyck(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
-    tokens, targets, open_stack = [], [], []
-    for t in range(seq_len):
-        depth = len(open_stack)
-        if depth == 0 or (depth < seq_len - t and rng.random() < P_OPEN):
-            opener = rng.randrange(K)
-            open_stack.append(opener)
-            tokens.append(opener)
-            targets.append(False)
-        else:
-            tokens.append(open_stack.pop() + K)
-            targets.append(True)
-    return tokens, targets
-
-
-def reference_k_dyck_shuffle(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
-    tokens, targets, open_bag = [], [], []
-    for t in range(seq_len):
-        depth = len(open_bag)
-        if depth == 0 or (depth < seq_len - t and rng.random() < P_OPEN):
-            opener = rng.randrange(K)
-            open_bag.append(opener)
-            tokens.append(opener)
-            targets.append(False)
-        else:
-            index = rng.randrange(depth)
-            open_bag[index], open_bag[-1] = open_bag[-1], open_bag[index]
-            tokens.append(open_bag.pop() + K)
-            targets.append(True)
-    return tokens, targets
-
-
-def reference_k_dyck_shuffle_lm(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
-    """Depth cap 16, a uniform open *type* closed, nothing closed at the end."""
-    tokens, targets, counts, open_types, depth = [], [], [0] * K, [], 0
-    for _ in range(seq_len):
-        if depth == 0 or (depth < 16 and rng.random() < P_OPEN):
-            depth += 1
-            opener = rng.randrange(K)
-            if not counts[opener]:
-                open_types.append(opener)
-            counts[opener] += 1
-            tokens.append(opener)
-            targets.append(False)
-        else:
-            depth -= 1
-            index = rng.randrange(len(open_types))
-            kind = open_types[index]
-            counts[kind] -= 1
-            if not counts[kind]:
-                open_types[index] = open_types[-1]
-                open_types.pop()
-            tokens.append(kind + K)
-            targets.append(True)
-    return tokens, targets
-
-
-def reference_ww(rng: random.Random, seq_len: int) -> tuple[list[int], list[bool]]:
-    half = [rng.randrange(2 * K) for _ in range(seq_len // 2)]
-    return half + half, [False] * len(half) + [True] * len(half)
-
-
-def reference_batch(reference, rng: random.Random, n: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """n sequences as the vectorised generators return them: int64 tokens and a bool target mask."""
-    tokens, targets = zip(*(reference(rng, seq_len) for _ in range(n)))
-    return np.array(tokens, dtype=np.int64), np.array(targets, dtype=bool)
-
-
-REFERENCES = {
-    "k_dyck": (reference_k_dyck, {"k": K, "p_open": P_OPEN}),
-    "k_dyck_shuffle": (reference_k_dyck_shuffle, {"k": K, "p_open": P_OPEN}),
-    "k_dyck_shuffle_lm": (reference_k_dyck_shuffle_lm, {"k": K, "p_open": P_OPEN}),
-    "ww": (reference_ww, {"k": 2 * K}),
+# Parameters of each timed grammar, the same for vitwarm's generator and its reference.
+PARAMS = {
+    "k_dyck": {"k": K, "p_open": P_OPEN},
+    "k_dyck_shuffle": {"k": K, "p_open": P_OPEN},
+    "k_dyck_shuffle_lm": {"k": K, "p_open": P_OPEN},
+    "ww": {"k": 2 * K},
 }
 
 
@@ -129,13 +65,13 @@ def best_seconds(runs: list, repeats: int) -> list[float]:
 
 def compare(name: str, n: int, reference_n: int, seq_len: int, repeats: int) -> tuple[float, float]:
     """(vitwarm, reference) tokens/s for grammar ``name``."""
-    reference, params = REFERENCES[name]
+    params = PARAMS[name]
     grammar = get_grammar(name)
     rng, reference_rng = np.random.default_rng(0), random.Random(0)
     fast, slow = best_seconds(
         [
             lambda: grammar.sample(rng, n, seq_len, **params),
-            lambda: reference_batch(reference, reference_rng, reference_n, seq_len),
+            lambda: reference_batch(name, reference_rng, reference_n, seq_len, **params),
         ],
         repeats,
     )
@@ -169,7 +105,7 @@ def main() -> None:
           f"best of {args.repeats}, one thread")  # fmt: skip
     header = f"{'grammar':<19}{'vitwarm tok/s':>15}{'python tok/s':>15}{'ratio':>9}  targets"
     print(header + "\n" + "-" * len(header))
-    for name in REFERENCES:
+    for name in PARAMS:
         fast, slow = compare(name, args.n, args.reference_n, args.seq_len, args.repeats)
         met = fast / slow >= TARGET_RATIO and (name != "k_dyck" or fast >= TARGET_K_DYCK_TOKENS_PER_S)
         print(f"{name:<19}{fast:>15.3e}{slow:>15.3e}{fast / slow:>8.1f}x  {'met' if met else 'MISSED'}")

@@ -81,7 +81,7 @@ def test_uneven_global_batch_is_refused():
 
 def test_eval_and_lr_warmup_in_epochs():
     # 50k samples / 100 per step = 500 steps per epoch.
-    phases = plan(["train.batch_size=100", "train.warmup_epochs=0.5", "eval.every_epochs=2"])
+    phases = plan(["train.batch_size=100", "train.lr_warmup_epochs=0.5", "eval.every_epochs=2"])
     assert phases["image"].lr_warmup_steps == 250
     assert phases["image"].eval_every == 1000
 
@@ -115,7 +115,7 @@ def test_compute_matched_adds_the_warmups_flops_as_image_steps(fraction, warm_ba
 
 def test_compute_matched_keeps_the_image_schedule_in_epochs():
     matched = plan(["budget.epochs=4", "warmup.batch_size=32", "train.batch_size=64", "warmup.fraction=1.0",
-                    "budget.regime=compute_matched", "train.warmup_epochs=0.3", "eval.every_epochs=1"],
+                    "budget.regime=compute_matched", "train.lr_warmup_epochs=0.3", "eval.every_epochs=1"],
                    train_samples=5504)
     assert matched["image"].lr_warmup_steps == 26  # 0.3 x 86 steps per epoch = 25.8
     assert matched["image"].eval_every == 86

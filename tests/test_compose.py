@@ -170,8 +170,8 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
 
 
 def test_compare_recipe_is_the_reproduction_recipe_but_for_grammar_params():
-    """recipes/fmnist_compare.yaml repeats fmnist_repro.yaml (whose k cannot be removed by an override, and
-    ECA takes no k); this keeps the two from drifting apart."""
+    """recipes/fmnist_repro.yaml is fmnist_compare.yaml plus k (a recipe's k cannot be removed by an override,
+    and ECA takes no k, so the comparison's base has none); this keeps the two from drifting apart."""
     compare = flatten(load_config(ROOT / "recipes" / "fmnist_compare.yaml"))
     repro = flatten(load_config(ROOT / "recipes" / "fmnist_repro.yaml"))
     differ = {key for key in compare.keys() | repro.keys() if compare.get(key) != repro.get(key)}

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
-from vitwarm.models import export_hub, load_checkpoint, read_metadata
+from vitwarm.models import export_hub, load_export_without_head, read_metadata
 
 torch.set_num_threads(1)
 
@@ -79,21 +79,21 @@ def test_warmup_tag_loads_the_exported_file_by_name(tmp_path):
     assert torch.equal(loaded.pos_embed, model.pos_embed) and loaded.head.out_features == 5
 
 
-def test_load_checkpoint_round_trip_and_mismatch(tmp_path):
+def test_load_export_without_head_round_trip_and_mismatch(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("vitwarm_pico_patch4_32", depth=2, num_classes=10)
     path = export_hub(source, tmp_path / "warm", kind="warmup", headless=True)
 
     target = timm.create_model("vitwarm_pico_patch4_32", depth=2, num_classes=3)
     head = target.head.weight.detach().clone()
-    assert load_checkpoint(target, path)["architecture"] == "vit_tiny_patch16_224"
+    assert load_export_without_head(target, path)["architecture"] == "vit_tiny_patch16_224"
     assert torch.equal(target.blocks[1].attn.proj.weight, source.blocks[1].attn.proj.weight)
     assert torch.equal(target.head.weight, head)  # the head is the model's own
 
     other = timm.create_model("vitwarm_pico_patch7_28", depth=3)
     before = other.blocks[0].attn.qkv.weight.detach().clone()
     with pytest.raises(ValueError) as error:
-        load_checkpoint(other, path)
+        load_export_without_head(other, path)
     message = str(error.value)
     assert "missing: blocks.2.attn.proj.bias" in message
     assert "pos_embed: file (1, 65, 128) vs model (1, 17, 128)" in message

@@ -22,9 +22,10 @@ import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
 
+from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
-from vitwarm.sweeps.results import invert_curve, load_results
+from vitwarm.sweeps.results import load_results
 
 from finished import write_finished
 

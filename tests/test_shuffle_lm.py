@@ -7,26 +7,10 @@ import pytest
 
 from vitwarm.procedural import generate, get_grammar
 
+from checkers import close_in_mean, histogram_distance
+from reference_grammars import reference_k_dyck_shuffle_lm
+
 N, SEQ_LEN, K, CAP = 4000, 128, 4, 16
-
-
-def reference_lm_shuffle(rng: random.Random, seq_len: int, k: int, max_depth: int, p_open: float = 0.5):
-    """The companion LM work's rule, token by token: at depth 0 open a uniform type; at depth >= max_depth
-    close; otherwise open with probability p_open, else close a type drawn uniformly among the open types.
-    Nothing is closed at the end."""
-    counts, depth, sequence = [0] * k, 0, []
-    for _ in range(seq_len):
-        if depth == 0 or (depth < max_depth and rng.random() < p_open):
-            kind = rng.randrange(k)
-            counts[kind] += 1
-            depth += 1
-            sequence.append(kind)
-        else:
-            kind = rng.choice([i for i in range(k) if counts[i]])
-            counts[kind] -= 1
-            depth -= 1
-            sequence.append(kind + k)
-    return sequence
 
 
 def statistics(sequences, k):
@@ -58,19 +42,8 @@ def statistics(sequences, k):
 def both():
     vectorised = statistics(generate("k_dyck_shuffle_lm", N, SEQ_LEN, seed=0, k=K).tolist(), K)
     rng = random.Random(0)
-    reference = statistics([reference_lm_shuffle(rng, SEQ_LEN, K, CAP) for _ in range(N)], K)
+    reference = statistics([reference_k_dyck_shuffle_lm(rng, SEQ_LEN, k=K, max_depth=CAP)[0] for _ in range(N)], K)
     return vectorised, reference
-
-
-def close_in_mean(a: np.ndarray, b: np.ndarray, sigmas: float = 5.0) -> bool:
-    standard_error = np.sqrt(a.var() / len(a) + b.var() / len(b))
-    return abs(a.mean() - b.mean()) < sigmas * standard_error
-
-
-def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Total-variation distance between the empirical distributions of two integer samples."""
-    top = max(a.max(), b.max()) + 1
-    return 0.5 * np.abs(np.bincount(a, minlength=top) / len(a) - np.bincount(b, minlength=top) / len(b)).sum()
 
 
 @pytest.mark.parametrize("name", ["ends", "deepest", "closers"])

@@ -2,8 +2,9 @@
 
 import pytest
 
+from vitwarm.sweeps.equivalence import baseline_curves
 from vitwarm.sweeps.grid import parse_grid, run_name, split_values
-from vitwarm.sweeps.results import RunResult, SweepResults, baseline_curves, fraction_of
+from vitwarm.sweeps.results import RunResult, SweepResults, fraction_of
 
 
 def test_commas_inside_brackets_do_not_split_values():

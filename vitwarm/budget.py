@@ -141,13 +141,13 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     if not runs_warmup(cfg):
         warm_steps = 0
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
-    lr_warmup_steps = to_steps(epochs=cfg.train.warmup_epochs, epoch_samples=train_samples,
+    lr_warmup_steps = to_steps(epochs=cfg.train.lr_warmup_epochs, epoch_samples=train_samples,
                                global_batch=image_batch)
     phases = [
         Phase(name="warmup", steps=warm_steps, global_batch=warm_batch,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
-              lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup, of_steps=warm_steps),
+              lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=warm_steps),
               eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch),
         Phase(name="image", steps=image_steps, global_batch=image_batch,
               micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),

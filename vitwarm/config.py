@@ -170,8 +170,8 @@ class WarmupConfig:
     """Learning rate at the end of the cosine decay."""
     weight_decay: float = checked(0.05, Range(0))
     """AdamW weight decay (not applied to norms and biases)."""
-    lr_warmup: float = checked(1 / 15, Range(0, 1))
-    """Linear LR warm-up as a fraction of the warm-up phase's steps (1k of 15k in the paper's setting)."""
+    lr_warmup_fraction: float = checked(1 / 15, Range(0, 1))
+    """Linear LR warm-up as a fraction of the warm-up phase's steps, 0 to 1 (the paper's 1k of 15k steps)."""
     grad_clip: float = checked(1.0, Range(0))
     """Gradient norm clip (0 disables)."""
     pos_embed: str = checked("frozen", OneOf(POS_EMBED_MODES))
@@ -270,8 +270,8 @@ class TrainConfig:
     """Weight decay (timm skips norms and biases)."""
     sched: str = "cosine"
     """timm scheduler name (cosine, tanh, step, multistep, poly, wsd, ...; checked by building it)."""
-    warmup_epochs: float = checked(0.5, Range(0))
-    """Linear LR warm-up length in image epochs."""
+    lr_warmup_epochs: float = checked(0.5, Range(0))
+    """Linear LR warm-up of the image phase in image epochs, >= 0 (timm's warmup_epochs; DeiT: 5)."""
     grad_clip: float = checked(0.0, Range(0))
     """Gradient norm clip (0 disables)."""
     ema_decay: float = checked(0.0, Range(0, 1, high_open=True))
@@ -360,6 +360,13 @@ class Config:
     """Output location."""
 
 
+# Keys renamed since a release: old key -> (new key, how to convert a value of the old one).
+RENAMED = {
+    "warmup.lr_warmup": ("warmup.lr_warmup_fraction", "same value, a fraction of the warm-up phase's steps"),
+    "train.warmup_epochs": ("train.lr_warmup_epochs", "same value, in image epochs"),
+}
+
+
 def _valid_keys(node: Any, prefix: str) -> list[str]:
     """Dotted names of every leaf key under a config node (for 'did you mean' messages)."""
     if not isinstance(node, DictConfig):
@@ -374,6 +381,9 @@ def _valid_keys(node: Any, prefix: str) -> list[str]:
 def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
     """Turn an OmegaConf error into one that names the key and lists the valid alternatives."""
     key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and key in RENAMED:
+        new, convert = RENAMED[key]
+        return ConfigError(f"config key '{key}' was renamed to '{new}' ({convert}): write {new}=VALUE")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
         free_form = ("model.kwargs.", "procedural.params.")
         valid = [k for k in _valid_keys(schema, "") if not k.startswith(free_form)]
@@ -383,13 +393,23 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
     return ConfigError(f"bad value for config key '{key}': {str(err.msg).splitlines()[0]}")
 
 
-def read_recipe(path: str | Path) -> list[DictConfig]:
+def read_recipe(path: str | Path, included_by: tuple[Path, ...] = ()) -> list[DictConfig]:
     """A recipe YAML (a path or a packaged name such as 'fmnist_demo', see vitwarm.catalog) and, first, the
-    recipes it names as ``base:`` (a path relative to it), recursively."""
-    try:
-        path = resolve_recipe(str(path))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    recipe it names as ``base:`` (a path relative to it), recursively; ``included_by``: the chain above it."""
+    if included_by:  # a base: a file relative to the recipe that names it
+        if not Path(path).is_file():
+            raise ConfigError(f"recipe '{included_by[-1]}' names base: {Path(path).name}, but {path} is not a file "
+                              "(a base is a path relative to the recipe that names it)")
+        if Path(path).resolve() in [p.resolve() for p in included_by]:
+            chain = " -> ".join(str(p) for p in (*included_by, path))
+            raise ConfigError(f"recipe '{included_by[-1]}' names base: {Path(path).name}, a cycle ({chain}); "
+                              "a base must not name the recipes that include it")
+        path = Path(path)
+    else:
+        try:
+            path = resolve_recipe(str(path))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     try:
         recipe = OmegaConf.load(path)
     except (yaml.YAMLError, OmegaConfBaseException, UnicodeDecodeError) as err:
@@ -399,7 +419,9 @@ def read_recipe(path: str | Path) -> list[DictConfig]:
         raise ConfigError(f"recipe '{path}' is a {type(recipe).__name__.removesuffix('Config').lower()}, "
                           "not a mapping of config keys such as 'warmup: {fraction: 0.01}'")
     base = recipe.pop("base", None)
-    return (read_recipe(path.parent / base) if base else []) + [recipe]
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"recipe '{path}' has base: {base}; a base is one recipe file, relative to this one")
+    return (read_recipe(path.parent / base, (*included_by, path)) if base else []) + [recipe]
 
 
 def _is_text(key: str) -> bool:

@@ -32,7 +32,7 @@ from .budget import Phase, runs_warmup
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
 from .export import export_dir, export_run
-from .models import WarmupViT, compose, load_checkpoint, masked_token_loss, mimetic_init_, transfer
+from .models import WarmupViT, compose, load_export_without_head, masked_token_loss, mimetic_init_, transfer
 from .models.registry import stock_architecture
 from .procedural import ProceduralTask, TokenStream
 
@@ -235,11 +235,11 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
     if runs_warmup(cfg) and start_step == 0:  # a resumed phase gets its weights from the checkpoint
-        load_checkpoint(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
+        load_export_without_head(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
     elif cfg.transfer.sources and start_step == 0:
         compose_sources(cfg, model, accelerator)
     elif cfg.model.finetune and start_step == 0:
-        load_checkpoint(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
+        load_export_without_head(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
     optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched,
                                           device=accelerator.device)
     model, optimizer, ema = _prepare(cfg, accelerator, model, optimizer, cfg.train.ema_decay)

@@ -4,8 +4,8 @@ Importing this package registers the ``vitwarm_*`` timm models (see `registry`).
 """
 
 from . import registry  # noqa: F401  (registers vitwarm_* timm models)
-from .checkpoint import export_hub, load_checkpoint, read_metadata
 from .compose import compose
+from .hub import export_hub, load_export_without_head, read_metadata
 from .mimetic import mimetic_init_
 from .token_path import POS_EMBED_MODES, TRAINABLE, WarmupViT, masked_token_loss
 from .transfer import PARTS, SHUFFLE_MODES, TransferReport, transfer
@@ -19,7 +19,7 @@ __all__ = [
     "WarmupViT",
     "compose",
     "export_hub",
-    "load_checkpoint",
+    "load_export_without_head",
     "masked_token_loss",
     "mimetic_init_",
     "read_metadata",

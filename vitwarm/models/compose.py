@@ -21,7 +21,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from timm.models.vision_transformer import VisionTransformer
 
-from .checkpoint import WEIGHTS, load_checkpoint, read_metadata
+from .hub import WEIGHTS, load_export_without_head, read_metadata
 from .transfer import PARTS, TransferReport, _block_index, param_part, select_blocks, transfer
 
 
@@ -52,7 +52,7 @@ def check_source(dst: VisionTransformer, part: str, path: str | Path, architectu
                                         "warmup/ folder, not its final model/")
     source = copy.deepcopy(dst)
     try:
-        load_checkpoint(source, path)
+        load_export_without_head(source, path)
     except ValueError as err:  # its message lists what does not fit, one item per line: keep one line
         first, *items = str(err).splitlines()
         raise _source_error(part, path, f"{first} {'; '.join(item.strip() for item in items)}") from None

@@ -10,7 +10,7 @@ examples.
 """
 
 # Importing the grammar modules registers their grammars.
-from vitwarm.procedural import grammars, list_tasks  # noqa: F401
+from vitwarm.procedural import grammars  # noqa: F401
 from vitwarm.procedural.masking import mask_targets, shuffle_within_sequences
 from vitwarm.procedural.registry import GRAMMARS, Grammar, generate, get_grammar, register_grammar
 from vitwarm.procedural.stream import ProceduralTask, TokenStream, parse_mixture

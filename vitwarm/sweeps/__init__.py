@@ -3,7 +3,8 @@
 - :mod:`vitwarm.sweeps.grid`: parse ``--grid``/``--set``, name runs, build their commands, sweep.json.
 - :mod:`vitwarm.sweeps.launch`: the ``local``, ``print`` and ``slurm`` launchers (finished runs are skipped,
   interrupted ones resume through ``resume=auto``).
-- :mod:`vitwarm.sweeps.results`: read run directories, cells over seeds, data equivalence.
+- :mod:`vitwarm.sweeps.results`: read run directories, cells over seeds, which keys are amounts or treatments.
+- :mod:`vitwarm.sweeps.equivalence`: data equivalence against the baseline curve.
 - :mod:`vitwarm.sweeps.report` / :mod:`vitwarm.sweeps.plots`: report.md/.csv/.json and the figures.
 
 The report needs matplotlib (``pip install 'vitwarm[report]'``), so it is not imported here: use

@@ -1,6 +1,7 @@
 """Write a sweep's report: report.md, report.csv, report.json and the plots (see docs/sweeps.md).
 
-The numbers come from :mod:`vitwarm.sweeps.results`, the figures from :mod:`vitwarm.sweeps.plots`.
+The numbers come from :mod:`vitwarm.sweeps.results` and :mod:`vitwarm.sweeps.equivalence`, the figures from
+:mod:`vitwarm.sweeps.plots`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,8 @@ import json
 from pathlib import Path
 
 from vitwarm.sweeps import plots
-from vitwarm.sweeps.results import (
-    FRACTION_KEY,
-    METRICS,
-    baseline_curves,
-    cell_stats,
-    data_equivalence,
-    group_cells,
-    load_results,
-)
+from vitwarm.sweeps.equivalence import baseline_curves, data_equivalence
+from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, group_cells, load_results
 
 
 def _fmt(value, digits: int = 2) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitwarm.procedural.grammars import coin_flips, narrow_id_dtype
+from vitwarm.procedural.grammars.arrays import coin_flips, narrow_id_dtype
 from vitwarm.procedural.registry import MAX_K, check_int, check_probability, register_grammar
 
 

@@ -136,7 +136,7 @@ def read_metadata(path: str | Path) -> dict:
     }
 
 
-def load_checkpoint(model: VisionTransformer, path: str | Path) -> dict:
+def load_export_without_head(model: VisionTransformer, path: str | Path) -> dict:
     """Load exported weights (folder or safetensors file) into ``model`` in place; returns `read_metadata`.
 
     The model keeps its own classifier head. Anything else missing, unexpected or of another shape means
