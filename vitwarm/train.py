@@ -35,7 +35,7 @@ from .errors import ArgumentParser, VitwarmError, one_line_errors
 from .export import export_run
 from .metrics import MetricsLog
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, derive_seed, evaluate
-from .preflight import preflight
+from .preflight import Plan, preflight
 from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .rundir import (
     CHECKPOINTS,
@@ -110,9 +110,9 @@ def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, a
             bar.update(1)
 
             done = state.step == phase.steps
-            log_now = state.step % cfg.log.every_steps == 0 or done
+            log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
-            save_now = state.step % cfg.checkpoint.every_steps == 0 and not done
+            save_now = state.step % phase.save_every == 0 and not done
             if log_now or eval_now or save_now:
                 add_counts(cfg, phase, state, pending, accelerator)
             if log_now:
@@ -196,7 +196,7 @@ def log_window(phase: Phase, state: RunState, seconds: float, run: PhaseRun) -> 
     """One metrics record averaged over the steps since the last one; resets the window in ``state``."""
     samples = state.step * phase.global_batch
     record = {"phase": phase.name, "step": state.step, "samples": samples,
-              "image_samples": samples if phase.name == "image" else 0,
+              "image_samples": samples if phase.counts_images else 0,
               "loss": state.window_loss / state.window_steps, "lr": run.optimizer.param_groups[0]["lr"],
               "samples_per_s": state.window_steps * phase.global_batch / max(seconds, 1e-9)}
     counts = state.window_counts
@@ -264,7 +264,7 @@ def run(cfg: DictConfig) -> dict:
     accelerator.wait_for_everyone()
 
     phases = plan.phases
-    images = ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=phases[-1].micro_batch,
+    images = ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
                             rank=accelerator.process_index, world_size=accelerator.num_processes)
     log = MetricsLog(run_dir, accelerator)
     # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
@@ -302,18 +302,17 @@ def run(cfg: DictConfig) -> dict:
         accelerator.print(f"  eval @ step {state.step}: {cfg.data.val_split} top-1 {result['top1']:.2f}%")
 
     offset = 0
-    for index, phase in enumerate(phases):
+    for phase in phases:
         log.step_offset[phase.name] = offset
         offset += phase.steps
-        last = index == len(phases) - 1
-        if phase.name in state.finished and not last:
+        if phase.name in state.finished and not phase.final:
             # Done, unless the next phase has yet to read this one's export and the export is damaged.
             damaged = state.phase == phase.name and state.exports and check_hashes(run_dir, state.exports)
             if not damaged:
                 continue
             accelerator.print(f"vitwarm: warning: {run_dir}: {damaged}; redoing the end of phase {phase.name}")
         resuming = state.phase == phase.name
-        run = PHASE_SETUP[phase.name](cfg, phase, accelerator, images, state.step if resuming else 0)
+        run = PHASE_SETUP[phase.trains_on](cfg, phase, accelerator, images, state.step if resuming else 0)
         if resuming:
             load_checkpoint(checkpoint, accelerator.unwrap_model(run.model), run.optimizer, run.ema)
         else:
@@ -321,35 +320,35 @@ def run(cfg: DictConfig) -> dict:
         train_phase(cfg, phase, run, state, accelerator, log, save, evaluate_now)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
-        if phase.name in PHASE_END:
-            accelerator.print(PHASE_END[phase.name](cfg, run, accelerator, images, run_dir))
+        if phase.end:
+            accelerator.print(PHASE_END[phase.end](cfg, run, accelerator, images, run_dir))
         save(phase, run, state)  # the phase-end checkpoint, marking the phase finished
-        if not last:
+        if not phase.final:
             del run
             accelerator.free_memory()  # the next phase prepares its own model and optimizer
-    summary = finish(cfg, run, state, phases, images, accelerator, log)
+    summary = finish(cfg, run, state, plan, images, accelerator, log)
     accelerator.end_training()
     return summary
 
 
-def finish(cfg: DictConfig, run: PhaseRun, state: RunState, phases: list[Phase], images: ImageData,
+def finish(cfg: DictConfig, run: PhaseRun, state: RunState, plan: Plan, images: ImageData,
            accelerator: Accelerator, log: MetricsLog) -> dict:
     """Final evaluation, the exported image model and, last, summary.json."""
     model = accelerator.unwrap_model(run.model)
-    image_phase = phases[-1]
+    final = plan.final
     val = evaluate(model, images.val, accelerator)
-    log.write(eval_record(image_phase.name, state.step, cfg.data.val_split, image_phase.samples, val))
+    log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
     test = evaluate(model, images.test, accelerator) if images.test is not None else {}
     if test:
-        log.write(eval_record(image_phase.name, state.step, cfg.data.test_split, image_phase.samples, test))
+        log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
     ema = evaluate(run.ema.module, images.val, accelerator) if run.ema is not None else {}
-    warm = next((p for p in phases if p.name == "warmup"), None)
     summary = Summary(
         top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
-        image_samples=image_phase.samples, warmup_samples=warm.samples if warm else 0,
+        image_samples=sum(p.samples for p in plan.phases if p.counts_images),
+        warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
         masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
-        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in phases},
+        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
     )
     run_dir = Path(cfg.run.dir)
