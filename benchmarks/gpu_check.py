@@ -37,9 +37,6 @@ import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks
-import data as data_bench  # noqa: E402
-import e2e  # noqa: E402
-
 from vitwarm.budget import vit_flops_per_sample  # noqa: E402
 from vitwarm.config import AugConfig  # noqa: E402
 from vitwarm.data import make_train_loader, write_folder_shards  # noqa: E402
@@ -47,6 +44,9 @@ from vitwarm.metrics import MetricsLog  # noqa: E402
 from vitwarm.phases import setup_image  # noqa: E402
 from vitwarm.resume import RunState  # noqa: E402
 from vitwarm.train import accelerate_precision, train_phase  # noqa: E402
+
+import data as data_bench  # noqa: E402
+import e2e  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's H100 and H200 datasheets; the first
 # name found in torch.cuda.get_device_name() counts, so the more specific names come first.

@@ -126,3 +126,28 @@ def test_compute_matched_needs_the_matched_fraction():
         load_config(None, ["budget.regime=compute_matched", "warmup.fraction=0"])
     with pytest.raises(ConfigError, match="choose one of .*compute_matched"):
         load_config(None, ["budget.regime=compute-matched"])
+
+
+# ---- roles: what the training loop reads instead of phase names ---------------------------------------
+
+@pytest.mark.parametrize("overrides,image_init", [
+    (["warmup.fraction=0.05"], "warmup"),
+    (["warmup.fraction=0"], "fresh"),
+    (["warmup.fraction=0.05", "budget.regime=compute_matched"], "fresh"),
+    (["warmup.fraction=0.05", "transfer.sources={a: runs/a/warmup}", "transfer.parts=[attn]"], "sources"),
+    (["warmup.fraction=0", "model.finetune=runs/in1k/model"], "finetune"),
+], ids=["warm-up", "none", "compute-matched", "composed", "fine-tuning"])
+def test_each_phase_carries_its_role(overrides, image_init):
+    phases = plan(["budget.epochs=4", "log.every_steps=7", "checkpoint.every_steps=11", *overrides])
+    image = phases["image"]
+    assert (image.trains_on, image.init, image.end, image.final, image.counts_images) == (
+        "images", image_init, "", True, True)
+    assert (image.log_every, image.save_every) == (7, 11)
+    if "warmup" in phases:
+        warm = phases["warmup"]
+        assert (warm.trains_on, warm.init, warm.end, warm.final, warm.counts_images) == (
+            "tokens", "fresh", "transfer", False, False)
+        assert (warm.log_every, warm.save_every) == (7, 11)
+    # The roles stay out of summary.json's per-phase records, which keep their lengths and batches.
+    assert set(image.as_dict()) == {"name", "steps", "global_batch", "micro_batch", "grad_accum", "lr_warmup_steps",
+                                    "eval_every", "grad_clip", "flops", "samples"}

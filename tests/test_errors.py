@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from safetensors.torch import load_file
+from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from vitwarm.errors import ArgumentParser, ConfigError, VitwarmError, one_line_errors
 
@@ -78,3 +79,22 @@ def test_usage_error_is_usage_then_one_line_and_status_2(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("usage: tool") and err[-1] == "vitwarm: error: argument --n: invalid int value: 'x'"
     assert len(error_lines("\n".join(err))) == 1
+
+
+@pytest.mark.parametrize("rank,error,printed,told", [
+    ("0", ConfigError("train.lr=-1.0 is outside (0, inf)"), ["vitwarm: error: train.lr=-1.0 is outside (0, inf)"],
+     "train.lr=-1.0 is outside (0, inf)"),
+    # A config error is the first process's to print; the others only tell the launcher.
+    ("1", ConfigError("train.lr=-1.0 is outside (0, inf)"), [], "process 1: train.lr=-1.0 is outside (0, inf)"),
+    ("1", VitwarmError("shard x.tar: corrupt sample 7"), ["vitwarm: error: process 1: shard x.tar: corrupt sample 7"],
+     "process 1: shard x.tar: corrupt sample 7"),
+])
+def test_the_launcher_reads_the_same_line_from_its_error_file(rank, error, printed, told, tmp_path, monkeypatch,
+                                                              capsys):
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    assert failing(error)() == 1
+    assert capsys.readouterr().err.splitlines() == printed
+    # What torch's elastic agent shows as the root cause of a failed process (its ChildFailedError report).
+    assert ProcessFailure(local_rank=int(rank), pid=1, exitcode=1, error_file=str(error_file)).message == told

@@ -3,7 +3,7 @@
 A step that reads a device value on the host (``.item()``, ``bool(tensor)``, ``.tolist()``, a boolean-mask
 index whose result size depends on the data, ...) stalls the GPU queue until everything before it has run.
 vitwarm's loop keeps every per-step quantity on the device (the non-finite guard included) and reads them
-only in ``vitwarm.train.add_counts``, at log records, evaluations and checkpoints.
+only in ``vitwarm.step.add_counts``, at log records, evaluations and checkpoints.
 
 The CPU test runs the tiny config in this process with every such Tensor method wrapped by a counter. It
 is armed from the start of each step's computation (``seed_step``) to the next fold (``add_counts``) or
@@ -21,6 +21,7 @@ import pytest
 import torch
 from torch.optim.optimizer import _get_value
 
+import vitwarm.step
 import vitwarm.train
 from vitwarm.config import load_config
 from vitwarm.phases import PHASE_SETUP
@@ -156,7 +157,7 @@ def test_guarded_step_applies_a_finite_step_and_skips_a_bad_one(fused):
     for _ in range(2):  # finite: exactly what a plain step does
         for model in models:
             model(x).square().mean().backward()
-        vitwarm.train.guarded_step(guarded, list(models[0].parameters()), torch.tensor(True))
+        vitwarm.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(True))
         plain.step()
         for model in models:
             model.zero_grad()
@@ -165,7 +166,7 @@ def test_guarded_step_applies_a_finite_step_and_skips_a_bad_one(fused):
     before = [p.clone() for p in models[0].parameters()]
     for p in models[0].parameters():
         p.grad = torch.full_like(p, float("nan"))
-    vitwarm.train.guarded_step(guarded, list(models[0].parameters()), torch.tensor(False))
+    vitwarm.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(False))
     for p, old in zip(models[0].parameters(), before):
         assert torch.equal(p, old), "a skipped step changed the weights"
 
@@ -178,7 +179,7 @@ def test_nan_between_log_records_names_its_step_and_saves_nothing_after_it(tmp_p
         run_dir = tmp_path / name
         cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={run_dir}", "warmup.lr=1e30",
                                  "warmup.grad_clip=0", f"log.every_steps={every}", "checkpoint.every_steps=2"])
-        with pytest.raises(vitwarm.train.NonFiniteLoss) as stop:
+        with pytest.raises(vitwarm.step.NonFiniteLoss) as stop:
             vitwarm.train.run(cfg)
         messages.append(str(stop.value).replace(str(run_dir), "RUN_DIR"))
         bad = int(str(stop.value).split(" at step ")[1].split(";")[0])

@@ -135,6 +135,8 @@ PROCESSES = [
     pytest.param(train("image batch does not split over 2 processes", "train.batch_size=65",
                        names="train.batch_size=65 does not split over 2 processes", launch="accelerate2"),
                  marks=pytest.mark.slow),
+    pytest.param(train("missing data source, 2 processes", "data.source={tmp}/nothing", names="data.source=",
+                       launch="accelerate2"), marks=pytest.mark.slow),
 ]
 
 ROWS = CONFIG_KEYS + RECIPES + TOOLS + PROCESSES

@@ -12,7 +12,9 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
 source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
 
-``plan_phases`` turns that into a list of ``Phase`` descriptions; the training loop only reads them.
+``plan_phases`` turns that into a list of ``Phase`` descriptions: lengths, batches, cadences and each
+phase's role (what it trains on, where its model starts, what happens at its end, whether it is the one
+evaluated). The training loop only reads them and never names a phase.
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ class Phase:
     """One phase of a run. Every length is in optimizer steps; every batch counts all processes."""
 
     name: str
-    """'warmup' (token sequences) or 'image'."""
+    """'warmup' or 'image': the phase in metrics records, checkpoint names and the summary."""
+    trains_on: str
+    """'tokens' (procedural sequences) or 'images' (the image shards): the key of vitwarm.phases.PHASE_SETUP."""
+    init: str
+    """Where the model starts: 'fresh' (seeded init), 'warmup' (this run's warm-up export), 'sources' (the
+    composed transfer of transfer.sources) or 'finetune' (model.finetune)."""
+    end: str
+    """What runs after the last step, before the phase-end checkpoint: a key of vitwarm.phases.PHASE_END
+    ('transfer': the warmed-up weights into a fresh image model, exported), or '' for nothing."""
+    final: bool
+    """The phase whose model the run evaluates, exports and summarises at its end (the last one)."""
     steps: int
     """Optimizer steps of the phase."""
     global_batch: int
@@ -42,6 +54,10 @@ class Phase:
     """Steps of linear learning-rate warm-up."""
     eval_every: int
     """Steps between evaluations (0: only at the end)."""
+    log_every: int
+    """Steps between metrics records (and at the phase's last step)."""
+    save_every: int
+    """Steps between checkpoints (the phase-end checkpoint comes on top)."""
     grad_clip: float
     """Gradient-norm clip (0: none)."""
     flops: float
@@ -51,8 +67,19 @@ class Phase:
     def samples(self) -> int:
         return self.steps * self.global_batch
 
+    @property
+    def counts_images(self) -> bool:
+        """Whether its samples are image samples (metrics records and summary.json count those)."""
+        return self.trains_on == "images"
+
     def as_dict(self) -> dict:
-        return asdict(self) | {"samples": self.samples}
+        """The phase as summary.json records it: its lengths and batches (roles and cadences follow from the
+        recorded config)."""
+        return {k: v for k, v in asdict(self).items() if k in _SUMMARY_KEYS} | {"samples": self.samples}
+
+
+_SUMMARY_KEYS = ("name", "steps", "global_batch", "micro_batch", "grad_accum", "lr_warmup_steps", "eval_every",
+                 "grad_clip", "flops")
 
 
 def to_steps(*, samples: float | None = None, epochs: float | None = None, fraction: float | None = None,
@@ -113,6 +140,14 @@ def runs_warmup(cfg: DictConfig) -> bool:
     return cfg.warmup.fraction > 0 and cfg.budget.regime != "compute_matched" and not cfg.transfer.sources
 
 
+def image_init(cfg: DictConfig) -> str:
+    """Where the image phase's model starts (``Phase.init``): the warm-up wins, then composed sources, then
+    a fine-tuning source."""
+    if runs_warmup(cfg):
+        return "warmup"
+    return "sources" if cfg.transfer.sources else "finetune" if cfg.model.finetune else "fresh"
+
+
 def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
                 flops_per_sample: float) -> list[Phase]:
     """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring.
@@ -143,17 +178,21 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
     lr_warmup_steps = to_steps(epochs=cfg.train.lr_warmup_epochs, epoch_samples=train_samples,
                                global_batch=image_batch)
+    cadences = dict(log_every=cfg.log.every_steps, save_every=cfg.checkpoint.every_steps)
     phases = [
-        Phase(name="warmup", steps=warm_steps, global_batch=warm_batch,
+        Phase(name="warmup", trains_on="tokens", init="fresh", end="transfer", final=False,
+              steps=warm_steps, global_batch=warm_batch,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
               lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=warm_steps),
-              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch),
-        Phase(name="image", steps=image_steps, global_batch=image_batch,
+              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch,
+              **cadences),
+        Phase(name="image", trains_on="images", init=image_init(cfg), end="", final=True,
+              steps=image_steps, global_batch=image_batch,
               micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),
               grad_accum=cfg.train.grad_accum,
               lr_warmup_steps=min(image_steps, lr_warmup_steps),
               eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
-              flops=3 * flops_per_sample * image_steps * image_batch),
+              flops=3 * flops_per_sample * image_steps * image_batch, **cadences),
     ]
     return [phase for phase in phases if phase.steps > 0]

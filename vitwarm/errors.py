@@ -5,14 +5,22 @@ its message names the key, file, shard or sample and what would be valid. ``one_
 command's ``main(argv)``: anticipated failures become exactly one line ``vitwarm: error: ...`` on stderr and
 exit status 1; ``ArgumentParser`` does the same for usage errors (usage, then the line, exit status 2).
 Anything else is a bug: its traceback is printed, then one line saying so.
+
+Under torch's elastic launcher (``accelerate launch``, ``torchrun``) the launcher itself prints a
+ChildFailedError report, with its own traceback, whenever a process exits non-zero; vitwarm cannot prevent
+that (docs/training.md). Each failing process hands the launcher its line through the error file the
+launcher gave it, so the report's root cause is that line instead of a link.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -47,6 +55,19 @@ def one_line(err: BaseException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def tell_launcher(line: str) -> None:
+    """Write ``line`` to the error file of torch's elastic launcher (``TORCHELASTIC_ERROR_FILE``), if any.
+
+    The format is the one torch.distributed.elastic's ``ProcessFailure`` reads: a JSON object with the
+    message as a string and the time in seconds. The line is on stderr already: a file that cannot be
+    written only costs the launcher's report its root cause.
+    """
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            json.dump({"message": line, "timestamp": int(time.time())}, f)
+
+
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap a command's ``main``; the wrapper returns its exit status (0, or 1 after an error line)."""
 
@@ -56,15 +77,18 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except ANTICIPATED as err:
             rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch / torchrun
-            if rank == 0:
-                print(f"vitwarm: error: {one_line(err)}", file=sys.stderr)
-            elif not isinstance(err, ConfigError):  # what only this process hit: say which one
-                print(f"vitwarm: error: process {rank}: {one_line(err)}", file=sys.stderr)
+            line = one_line(err) if rank == 0 else f"process {rank}: {one_line(err)}"
+            tell_launcher(line)
+            # A config error is the same in every process: the first one says it for all.
+            if rank == 0 or not isinstance(err, ConfigError):
+                print(f"vitwarm: error: {line}", file=sys.stderr)
             return 1
         except Exception as err:  # noqa: BLE001 (a bug: keep the traceback, then say what it is)
             traceback.print_exc()
-            print(f"vitwarm: error: internal error (a bug in vitwarm, please report it with the traceback "
-                  f"above): {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+            line = (f"internal error (a bug in vitwarm, please report it with the traceback above): "
+                    f"{type(err).__name__}: {one_line(err)}")
+            tell_launcher(line)
+            print(f"vitwarm: error: {line}", file=sys.stderr)
             return 1
 
     return wrapper

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
 from . import __version__
-from .data import DatasetInfo, read_dataset_info
+from .data import DatasetInfo, read_splits
 from .data.transforms import channel_stats
 from .models import export_hub
 
@@ -47,8 +47,12 @@ def run_data_config(cfg: DictConfig, model: VisionTransformer, info: DatasetInfo
 
 
 def export_run(cfg: DictConfig, model: VisionTransformer, kind: str, **warmup_extra) -> Path:
-    """Write export ``kind`` of this run; ``warmup_extra`` adds to the warm-up description (e.g. transferred)."""
-    info = read_dataset_info(cfg.data.source, cfg.data.val_split)
+    """Write export ``kind`` of this run; ``warmup_extra`` adds to the warm-up description (e.g. transferred).
+
+    Class names and statistics are those of the validation split the run evaluates on, found as the run
+    finds it (``data.val_source``, the ``_info.json`` beside a pattern or given by ``data.info``).
+    """
+    info = read_splits(cfg.data)["val"]
     return export_hub(model, export_dir(cfg, kind), kind=kind, headless=kind == "warmup",
                       data_config=run_data_config(cfg, model, info), label_names=info.classes,
                       warmup=warmup_description(cfg) | warmup_extra, version=__version__)

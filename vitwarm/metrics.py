@@ -15,7 +15,9 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from .budget import Phase
 from .config import ConfigError
+from .resume import RunState
 from .rundir import METRICS, atomic_write_text, read_records
 
 
@@ -61,3 +63,18 @@ class MetricsLog:
         if self.accelerator.trackers:
             global_step = self.step_offset.get(record["phase"], 0) + record["step"]
             self.accelerator.log(scalars, step=global_step)
+
+
+def window_record(phase: Phase, state: RunState, seconds: float, lr: float) -> dict:
+    """One metrics record averaged over the steps since the last one (``seconds`` of training, the learning
+    rate ``lr`` of the last step); resets the window in ``state``."""
+    samples = state.step * phase.global_batch
+    record = {"phase": phase.name, "step": state.step, "samples": samples,
+              "image_samples": samples if phase.counts_images else 0,
+              "loss": state.window_loss / state.window_steps, "lr": lr,
+              "samples_per_s": state.window_steps * phase.global_batch / max(seconds, 1e-9)}
+    counts = state.window_counts
+    if "masked" in counts:
+        record["masked_acc"] = 100 * counts["correct"] / max(counts["masked"], 1)
+    state.window_loss, state.window_steps, state.window_counts = 0.0, 0, {}
+    return record

@@ -1,9 +1,12 @@
-"""What each phase trains on: ``PHASE_SETUP[name]`` builds a ``PhaseRun`` for the generic loop in train.py.
+"""What each phase trains on: ``PHASE_SETUP[phase.trains_on]`` builds a ``PhaseRun`` for the generic loop in
+train.py, and ``PHASE_END[phase.end]`` runs once the phase has finished (the keys are ``vitwarm.budget.Phase``'s).
 
-- ``warmup``: a ``WarmupViT`` around a fresh timm ViT, masked-token prediction on the procedural stream.
-  At its end the selected weights move into a fresh image ViT, which is exported headless as a timm hub
-  folder (``RUN_DIR/warmup/``, see vitwarm.export): the hand-over to the image phase and the user's artefact.
-- ``image``: that image ViT (or a fresh one without warm-up), classification on the webdataset shards.
+- ``tokens`` (the warm-up): a ``WarmupViT`` around a fresh timm ViT, masked-token prediction on the
+  procedural stream. Its end, ``transfer``, moves the selected weights into a fresh image ViT, which is
+  exported headless as a timm hub folder (``RUN_DIR/warmup/``, see vitwarm.export): the hand-over to the
+  image phase and the user's artefact.
+- ``images``: an image ViT that starts where ``phase.init`` says (that export, composed sources, a
+  fine-tuning source or a fresh init), classification on the webdataset shards.
 
 Every batch source starts at a micro-batch index, so a resumed phase continues with the very samples an
 uninterrupted run would have used next.
@@ -28,7 +31,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from .budget import Phase, runs_warmup
+from .budget import Phase
 from .config import ConfigError
 from .data import make_mixup, make_train_loader, make_val_loader
 from .export import export_dir, export_run
@@ -234,12 +237,13 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
                 start_step: int) -> PhaseRun:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes,
                        drop_path_rate=cfg.model.drop_path_rate)
-    if runs_warmup(cfg) and start_step == 0:  # a resumed phase gets its weights from the checkpoint
-        load_export_without_head(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
-    elif cfg.transfer.sources and start_step == 0:
-        compose_sources(cfg, model, accelerator)
-    elif cfg.model.finetune and start_step == 0:
-        load_export_without_head(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
+    if start_step == 0:  # a resumed phase gets its weights from the checkpoint instead
+        if phase.init == "warmup":
+            load_export_without_head(model, export_dir(cfg, "warmup"))  # what the warm-up phase left
+        elif phase.init == "sources":
+            compose_sources(cfg, model, accelerator)
+        elif phase.init == "finetune":
+            load_export_without_head(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
     optimizer, scheduler = make_optimizer(cfg.train, model, phase, opt=cfg.train.opt, sched=cfg.train.sched,
                                           device=accelerator.device)
     model, optimizer, ema = _prepare(cfg, accelerator, model, optimizer, cfg.train.ema_decay)
@@ -256,9 +260,10 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     return PhaseRun(model, optimizer, scheduler, batches, loss, ema)
 
 
-PHASE_SETUP = {"warmup": setup_warmup, "image": setup_image}
-# What happens once a phase has finished, before its phase-end checkpoint; returns a line for the log.
-PHASE_END = {"warmup": finish_warmup}
+# By what a phase trains on (Phase.trains_on): its model, optimizer, batches and loss.
+PHASE_SETUP = {"tokens": setup_warmup, "images": setup_image}
+# By Phase.end: what happens once a phase has finished, before its phase-end checkpoint; returns a line for the log.
+PHASE_END = {"transfer": finish_warmup}
 
 
 @torch.no_grad()

@@ -37,6 +37,11 @@ class Plan:
     img_size: int
     """Input side of the model in pixels (the image transforms resize to it)."""
 
+    @property
+    def final(self) -> Phase:
+        """The phase the run ends with: it trains on the image shards, and its model is evaluated and exported."""
+        return next(phase for phase in self.phases if phase.final)
+
 
 @contextmanager
 def blame(what: str) -> Iterator[None]:
@@ -114,7 +119,7 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
                          flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches))
     img_size = image_vit.patch_embed.img_size[0]
     for phase in phases:
-        if phase.name == "warmup":
+        if phase.trains_on == "tokens":
             with torch.device("meta"):
                 warm_vit = build_vit(cfg.model, num_classes=0)
             check_token_path(cfg.procedural, cfg.warmup, warm_vit, cfg.model.name)

@@ -12,6 +12,9 @@ first moves the old copy to ``.old-<name>/`` and deletes it only once the new on
 complete copy exists at every moment (``.old-`` folders count as checkpoints until then). Deleting
 renames to ``.del-<name>/`` first, so a half-deleted folder is never taken for a checkpoint.
 
+Starting: ``where_to_start`` reads what the run directory says about a launch (the checkpoint to
+continue from, identity changes against the recorded run, or that the run is already finished).
+
 Reading: a checkpoint counts only when its state.json parses and every hash matches; ``resume=auto``
 uses the newest one that does and names each one it passes over. Learning-rate schedules are a function
 of the step and randomness is re-seeded from (seed, phase, step) every step, so neither needs saving;
@@ -31,18 +34,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 from .config import ConfigError
 from .rundir import (
     CHECKPOINTS,
+    SUMMARY,
+    Summary,
     atomic_write,
     atomic_write_text,
     check_hashes,
+    check_identity,
     fault_point,
     file_hash,
     fsync_dir,
+    identity,
+    read_summary,
     write_safetensors,
 )
 
@@ -206,3 +215,34 @@ def load_checkpoint(checkpoint: str | Path, model: torch.nn.Module, optimizer: t
             raise ValueError(f"checkpoint {checkpoint} does not fit this model: missing keys {missing}, "
                              f"unexpected keys {unexpected}")
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
+
+
+@dataclass
+class Start:
+    """What the run directory says about where this launch starts."""
+
+    checkpoint: Path | None
+    """The checkpoint to continue from; None: from the first step."""
+    state: RunState
+    changes: dict[str, list]
+    """Identity keys this launch changes, deliberately, against the recorded run ({key: [old, new]})."""
+    finished: Summary | None
+    """The summary when the run is already finished with this config: nothing to do."""
+    warnings: list[str]
+    """One line for each damaged checkpoint passed over."""
+
+
+def where_to_start(cfg: DictConfig) -> Start:
+    """What the run directory ``cfg.run.dir`` says about this launch, read before anything in it is touched."""
+    run_dir = Path(cfg.run.dir)
+    summary = read_summary(run_dir)
+    checkpoint, warnings = choose_checkpoint(run_dir, cfg.resume)
+    state = read_state(checkpoint) if checkpoint else RunState(model_name=cfg.model.name, identity=identity(cfg))
+    if state.model_name != cfg.model.name:
+        raise ConfigError(f"checkpoint {checkpoint} is of model {state.model_name}, but model.name="
+                          f"{cfg.model.name}; resume with the same model or choose another run.dir")
+    if not (checkpoint or summary):
+        return Start(checkpoint, state, {}, None, warnings)
+    changes = check_identity(cfg, state.identity if checkpoint else summary.identity, checkpoint or run_dir / SUMMARY)
+    state.identity = identity(cfg)
+    return Start(checkpoint, state, changes, summary if summary and not changes else None, warnings)

@@ -32,6 +32,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -163,6 +165,23 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
 
 def describe_changes(changes: dict[str, list]) -> str:
     return ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def check_identity(cfg: DictConfig, recorded: dict[str, Any], source: Path) -> dict[str, list]:
+    """The identity keys ``cfg`` changes against the run recorded in ``source`` (its checkpoint or summary);
+    a ConfigError unless every change is allowed deliberately (``resume_allow_changed``)."""
+    changes = changed_keys(recorded, identity(cfg))
+    allowed = set(cfg.resume_allow_changed)
+    unknown = sorted(allowed - recorded.keys())
+    if unknown:
+        raise ConfigError(f"resume_allow_changed names {', '.join(unknown)}, which "
+                          f"{'is' if len(unknown) == 1 else 'are'} not among the keys that identify a run")
+    refused = {k: v for k, v in changes.items() if k not in allowed}
+    if refused:
+        raise ConfigError(f"{source} belongs to a run with other settings: {describe_changes(refused)}. Use the "
+                          "same values, another run.dir, or allow the change deliberately with "
+                          f"resume_allow_changed=[{','.join(refused)}]")
+    return changes
 
 
 @dataclass
