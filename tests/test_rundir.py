@@ -15,6 +15,7 @@ from vitwarm.config import load_config
 from vitwarm.rundir import (
     Summary,
     atomic_write_text,
+    changed_keys,
     identity,
     read_summary,
     run_state,
@@ -86,3 +87,22 @@ def test_a_summary_that_does_not_parse_is_not_finished(tmp_path):
     assert read_summary(tmp_path) == summary
     assert run_state(tmp_path, {"seed": 0}) == "finished"
     assert run_state(tmp_path, {"seed": 1}) == "other config"
+
+
+def test_a_run_recorded_under_keys_renamed_since_is_still_finished(tmp_path):
+    """config.RENAMED keys of an earlier version's summary count under their new names; values still count."""
+    from vitwarm.config import RENAMED
+
+    from finished import write_finished
+
+    current = identity(load_config(None, []))
+    old_names = {new: old for old, (new, _) in RENAMED.items()}
+    recorded = {old_names.get(k, k): v for k, v in current.items()}
+    assert recorded != current  # the rename does show in the recorded keys
+    write_finished(tmp_path, recorded)
+    assert run_state(tmp_path, current) == "finished"
+    assert changed_keys(recorded, current) == {}
+    recorded["warmup.lr_warmup"] = 0.5
+    write_finished(tmp_path, recorded)
+    assert run_state(tmp_path, current) == "other config"
+    assert list(changed_keys(recorded, current)) == ["warmup.lr_warmup_fraction"]

@@ -159,7 +159,14 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
-    """``{key: [old, new]}`` for every identity key whose value differs (None where a key is absent)."""
+    """``{key: [old, new]}`` for every identity key whose value differs (None where a key is absent).
+
+    ``old`` may come from a run of an earlier version: keys renamed since (config.RENAMED, same values)
+    are read under their new names, so a finished run is not "other config" for a rename alone.
+    """
+    from .config import RENAMED  # config imports this module
+
+    old = {RENAMED.get(k, (k,))[0]: v for k, v in old.items()}
     return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 
@@ -245,5 +252,5 @@ def run_state(run_dir: str | Path, expected: dict[str, Any] | None = None) -> st
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
-        return "finished" if expected is None or summary.identity == expected else "other config"
+        return "finished" if expected is None or not changed_keys(summary.identity, expected) else "other config"
     return "interrupted" if (run_dir / CONFIG).exists() else "new"
