@@ -49,7 +49,6 @@ from vitwarm.models import WarmupViT, masked_token_loss
 from vitwarm.phases import (
     ImageData,
     create_vit,
-    derive_seed,
     finish_warmup,
     optimizer_implementation,
     setup_image,
@@ -57,6 +56,7 @@ from vitwarm.phases import (
 )
 from vitwarm.procedural import ProceduralTask
 from vitwarm.resume import RunState
+from vitwarm.seeds import derive_seed
 from vitwarm.train import accelerate_precision, train_phase
 
 ROOT = Path(__file__).resolve().parents[1]

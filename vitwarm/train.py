@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
@@ -34,7 +32,7 @@ from .data import ensure_fmnist_shards, read_splits
 from .errors import ArgumentParser, VitwarmError, one_line_errors
 from .export import export_run
 from .metrics import MetricsLog
-from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, derive_seed, evaluate
+from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, evaluate
 from .preflight import preflight
 from .resume import RunState, checkpoint_name, choose_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .rundir import (
@@ -51,19 +49,12 @@ from .rundir import (
     write_config,
     write_summary,
 )
+from .seeds import seed_step
 from .trackers import check_trackers
 
 
 class NonFiniteLoss(VitwarmError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-def seed_step(seed: int, phase: str, step: int, rank: int) -> None:
-    """Dropout, drop-path and mixup draw from these generators: same seeds, same draws after a resume."""
-    s = derive_seed(seed, phase, step, rank)
-    torch.manual_seed(s)
-    np.random.seed(s)  # noqa: NPY002 (timm's Mixup draws from the legacy global generator)
-    random.seed(s)
 
 
 def train_phase(cfg: DictConfig, phase: Phase, run: PhaseRun, state: RunState, accelerator: Accelerator,

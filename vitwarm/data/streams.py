@@ -13,6 +13,8 @@ per rank and ``L`` batches per epoch and rank:
   the workers and torch's DataLoader hands them out round-robin, so this holds for any timing;
 * each batch's augmentation runs under random / numpy / torch seeds made of (seed, epoch, rank, w, batch).
 
+Every seed comes from ``vitwarm.seeds.derive_seed`` (purposes ``shards``, ``buffer``, ``pass``, ``augment``).
+
 Resuming at batch k: DataLoader worker j plays logical worker (j + k) % W, so the first batch handed out is
 batch k; each logical worker drops the raw (undecoded) samples of the batches it made before k, which costs
 reading tar bytes but no image decoding or augmentation.
@@ -23,47 +25,20 @@ DataError that stops a worker is handed over as the last item (the loader re-rai
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from itertools import count, islice
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..seeds import derive_seed, seeded
 from .reader import Faults, SampleError, decode, read_shard
 from .shuffle import buffer_shuffle
 from .sources import DataError, DatasetInfo
 from .transforms import ImageTransform
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _seed_of(*parts) -> int:
-    """A 64-bit seed from any tuple of ints/strings, the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """Seed Python's, numpy's and torch's (CPU) global generators for the block, then restore their states.
-
-    timm's transforms draw from all three; restoring matters when there are no workers and the block runs in
-    the training process. Only the CPU torch generator is touched (CUDA streams of the caller are not).
-    """
-    # timm's RandAugment draws from numpy's legacy global generator, so that one must be seeded.
-    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)  # noqa: NPY002
-        torch.default_generator.manual_seed(seed % 2**63)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)  # noqa: NPY002
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -90,7 +65,7 @@ class _ShardStream(IterableDataset):
     def _batch(self, samples: Iterator[dict], faults: Faults, seed: int) -> Batch | None:
         """Decode and transform up to batch_size samples (fewer only when ``samples`` runs out)."""
         images, labels = [], []
-        with _seeded(seed):
+        with seeded(seed):
             for s in samples:
                 decoded = decode(s, self.info.num_classes, faults)
                 if decoded is not None:
@@ -133,18 +108,18 @@ class TrainStream(_ShardStream):
         epoch, start_batch, num_workers = self.epoch, self.start_batch, self.logical_workers
         w = (_worker_slot()[0] + start_batch) % num_workers
         order = list(range(len(self.info.urls)))
-        random.Random(_seed_of(self.seed, "shards", epoch)).shuffle(order)
+        random.Random(derive_seed(self.seed, "shards", epoch)).shuffle(order)
         mine = order[self.rank::self.world_size][w::num_workers]
-        tag = (self.seed, epoch, self.rank, w)
+        worker = (epoch, self.rank, w)  # the seeds' indices of this worker's draws (vitwarm.seeds)
 
         def passes() -> Iterator[dict]:
             # Each pass goes through the shuffle buffer on its own (the buffer drains at the pass's end), so
             # a worker whose shards hold exactly its quota emits each of its samples exactly once.
-            rng = random.Random(_seed_of(*tag, "buffer"))
+            rng = random.Random(derive_seed(self.seed, "buffer", *worker))
             for p in count():
                 shards = list(mine)
                 if p:
-                    random.Random(_seed_of(*tag, "pass", p)).shuffle(shards)
+                    random.Random(derive_seed(self.seed, "pass", *worker, p)).shuffle(shards)
                 n = 0
                 for s in buffer_shuffle(self._samples(shards, faults), self.shuffle_buffer, rng):
                     n += 1
@@ -163,7 +138,7 @@ class TrainStream(_ShardStream):
         for _ in islice(samples, done * self.batch_size):
             pass
         for b in range(done, total):
-            yield self._batch(samples, faults, _seed_of(*tag, "augment", b))
+            yield self._batch(samples, faults, derive_seed(self.seed, "augment", *worker, b))
 
 
 class ValStream(_ShardStream):
