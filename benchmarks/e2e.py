@@ -42,14 +42,13 @@ from omegaconf import OmegaConf
 from vitwarm.budget import plan_phases, vit_flops_per_sample
 from vitwarm.config import load_config
 from vitwarm.data import ensure_fmnist_shards, read_splits
-from vitwarm.data.pipeline import IMAGE_KEYS
-from vitwarm.data.transforms import as_aug_config, channel_stats, fix_posterize
+from vitwarm.data.reader import IMAGE_KEYS
+from vitwarm.data.transforms import channel_stats, fix_posterize
 from vitwarm.metrics import MetricsLog
 from vitwarm.models import WarmupViT, masked_token_loss
 from vitwarm.phases import (
     ImageData,
     create_vit,
-    derive_seed,
     finish_warmup,
     optimizer_implementation,
     setup_image,
@@ -57,6 +56,7 @@ from vitwarm.phases import (
 )
 from vitwarm.procedural import ProceduralTask
 from vitwarm.resume import RunState
+from vitwarm.seeds import derive_seed
 from vitwarm.train import accelerate_precision, train_phase
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ class Bench:
 
     def plain_image_batches(self):
         """Batches of the textbook webdataset + timm pipeline over the same shards."""
-        cfg, info, a = self.cfg, self.info, as_aug_config(self.cfg.data.aug)
+        cfg, info, a = self.cfg, self.info, self.cfg.data.aug
         mean, std = channel_stats(3, cfg.data.mean or info.mean, cfg.data.std or info.std)
         transform = timm.data.create_transform(
             (3, self.img_size, self.img_size), is_training=True, auto_augment=a.auto_augment, re_prob=a.re_prob,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitwarm.data.shards import FMNIST_SRC, ensure_fmnist_shards
+from vitwarm.data import FMNIST_SRC, ensure_fmnist_shards
 
 # Parameters of the session shard set (see the module docstring). The train split after holding out
 # validation has 5,950 images per class; this fraction keeps 200 of each.

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from vitwarm.cli.make_shards import main as make_shards
+from vitwarm.data import verify_shards
 from vitwarm.data.convert_torchvision import write_torchvision_shards
-from vitwarm.data.shards import verify_shards
 
 
 @pytest.fixture

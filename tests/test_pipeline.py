@@ -7,6 +7,8 @@ of (pixels, label) pairs that the split's shards hold.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 import json
 import shutil
@@ -18,6 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+import vitwarm.data
+from vitwarm.config import AugConfig
 from vitwarm.data import (
     DataError,
     SampleError,
@@ -25,9 +29,11 @@ from vitwarm.data import (
     make_train_loader,
     make_val_loader,
     read_dataset_info,
+    verify_shards,
     write_folder_shards,
 )
-from vitwarm.data.shards import FMNIST_MEAN, FMNIST_STD
+from vitwarm.data.fmnist import FMNIST_MEAN, FMNIST_STD
+from vitwarm.data.transforms import AUG_OPTIONS
 
 IDENTITY = dict(auto_augment=None, re_prob=0.0, hflip=0.0, color_jitter=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 FM = dict(img_size=28, in_chans=1)
@@ -162,16 +168,16 @@ def test_timm_style_jpeg_shards_by_pattern(jpeg_folder, tmp_path):
 # Faults and errors
 
 
-def write_tiny_set(root: Path, shards: list[list[tuple[bytes, bytes]]]) -> Path:
-    """Shards of (png bytes, cls bytes) samples with an _info.json; returns root."""
+def write_tiny_set(root: Path, shards: list[list[tuple[bytes, bytes]]], ext: str = "png") -> Path:
+    """Shards of (image bytes, cls bytes) samples (the image under key ``ext``) with an _info.json; returns root."""
     root.mkdir(parents=True)
     names = []
     for i, samples in enumerate(shards):
         names.append(f"tiny-train-{i:04d}.tar")
         with tarfile.open(root / names[-1], "w") as tar:
             for j, (png, cls) in enumerate(samples):
-                for ext, data in (("png", png), ("cls", cls)):
-                    member = tarfile.TarInfo(f"s{i}_{j}.{ext}")
+                for key, data in ((ext, png), ("cls", cls)):
+                    member = tarfile.TarInfo(f"s{i}_{j}.{key}")
                     member.size = len(data)
                     tar.addfile(member, io.BytesIO(data))
     lengths = [len(s) for s in shards]
@@ -210,6 +216,23 @@ def test_corrupt_samples_are_skipped_or_raise(tmp_path):
             list(loader)
         # From a worker process too: the error itself, not torch's wrapper with the worker's traceback.
         assert str(raised.value).startswith("sample s1_3 of ") and "\n" not in str(raised.value)
+
+
+def test_verify_reads_what_the_loaders_read(tmp_path):
+    """verify_shards reads with the loaders' reader and decoder: it lists exactly the samples the loader
+    skips, and passes every image key the loader reads (``jpeg`` too)."""
+    bad = good(10)
+    bad[3] = (b"not a png", b"3")
+    bad[7] = (png(5), b"12")  # label outside [0, 10)
+    root = write_tiny_set(tmp_path / "t", [good(10), bad])
+    with pytest.raises(ValueError, match=r"^2 problem\(s\)") as raised:
+        verify_shards(root, progress=False)
+    assert "sample s1_3 of " in str(raised.value) and "sample s1_7 of " in str(raised.value)
+    val = make_val_loader(root, "train", batch_size=8, **TINY)
+    assert sum(len(y) for _, y in val) == 18 and val.skipped == 2
+    jpeg = write_tiny_set(tmp_path / "j", [good(4)], ext="jpeg")
+    assert verify_shards(jpeg, progress=False) == {"train": 4}
+    assert sum(len(y) for _, y in make_val_loader(jpeg, "train", batch_size=8, **TINY)) == 4
 
 
 def test_truncated_shard_is_skipped_or_raises(tmp_path):
@@ -271,6 +294,24 @@ def test_configuration_errors(fmnist_shards, tmp_path):
         make_train_loader(fmnist_shards, batch_size=8, num_workers=0, aug={"randaug": "x"}, **FM)
     with pytest.raises(ValueError, match="rank"):
         make_train_loader(fmnist_shards, batch_size=8, rank=2, world_size=2, **FM)
+
+
+def test_aug_options_are_the_config_schema():
+    """make_train_loader(aug=...) takes exactly data.aug's fields, and ImageTransform's defaults are the schema's."""
+    schema = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+              for f in dataclasses.fields(AugConfig)}
+    assert sorted(AUG_OPTIONS) == sorted(schema)
+    defaults = inspect.signature(vitwarm.data.ImageTransform).parameters
+    for name, value in schema.items():
+        default = defaults[name].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, name
+
+
+def test_data_does_not_import_the_config():
+    """vitwarm.data is a library of plain arguments: no module of it imports vitwarm.config."""
+    for path in Path(vitwarm.data.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "from ..config" not in text and "vitwarm.config" not in text, path.name
 
 
 def test_make_mixup():

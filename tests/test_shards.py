@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitwarm.data.shards import (
-    FMNIST_CLASSES,
-    ensure_fmnist_shards,
-    load_fmnist,
-    read_idx,
-    verify_shards,
-    write_folder_shards,
-)
+from vitwarm.data import FMNIST_CLASSES, ensure_fmnist_shards, read_idx, verify_shards, write_folder_shards
+from vitwarm.data.fmnist import load_fmnist
 
 
 def load_cli():

@@ -15,12 +15,10 @@ uninterrupted run would have used next.
 from __future__ import annotations
 
 import inspect
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 from accelerate import Accelerator
@@ -38,12 +36,7 @@ from .export import export_dir, export_run
 from .models import WarmupViT, compose, load_export_without_head, masked_token_loss, mimetic_init_, transfer
 from .models.registry import stock_architecture
 from .procedural import ProceduralTask, TokenStream
-
-
-def derive_seed(seed: int, *tags: str | int) -> int:
-    """A 32-bit seed for one purpose (model init, one training step, ...) derived from the run's seed."""
-    words = [seed] + [zlib.crc32(t.encode()) if isinstance(t, str) else t for t in tags]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
+from .seeds import derive_seed
 
 
 def build_vit(model: DictConfig, **kwargs) -> VisionTransformer:

@@ -21,7 +21,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .budget import Phase, plan_phases, vit_flops_per_sample
 from .data import FMNIST_CLASSES, ImageTransform, make_mixup, read_dataset_info, read_splits
-from .data.shards import fmnist_split_indices, load_fmnist
+from .data.fmnist import fmnist_split_indices, load_fmnist
 from .errors import ConfigError
 from .models import WarmupViT, transfer
 from .phases import ImageData, build_vit, make_optimizer, warmup_task
@@ -99,7 +99,7 @@ def check_images(data: DictConfig, in_chans: int, img_size: int) -> None:
     with blame(f"data.aug.auto_augment={data.aug.auto_augment!r}, data.mean={data.mean}, data.std={data.std} "
                f"(training transform for model.in_chans={in_chans})"):
         ImageTransform(is_training=True, img_size=img_size, in_chans=in_chans, mean=data.mean, std=data.std,
-                       aug=OmegaConf.to_container(data.aug))
+                       **OmegaConf.to_container(data.aug))
     with blame(f"data.aug.interpolation={data.aug.interpolation!r} / data.crop_pct={data.crop_pct} "
                "(evaluation transform)"):
         ImageTransform(is_training=False, img_size=img_size, in_chans=in_chans, mean=data.mean, std=data.std,

@@ -1,4 +1,4 @@
-"""One optimizer step's bookkeeping, kept on the training device: seeding, sums, the non-finite guard, the sync.
+"""One optimizer step's bookkeeping, kept on the training device: sums, the non-finite guard, the sync.
 
 A step never reads a device value on the host: its loss and counts accumulate in a ``Pending`` on the
 device, and a non-finite loss skips the update there (``guarded_step``). ``add_counts`` is the only host
@@ -9,28 +9,17 @@ sync of the training loop (vitwarm.train.train_phase), once before anything read
 from __future__ import annotations
 
 import math
-import random
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from .budget import Phase
 from .errors import VitwarmError
-from .phases import derive_seed
 from .resume import RunState
 
 
 class NonFiniteLoss(VitwarmError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-def seed_step(seed: int, phase: str, step: int, rank: int) -> None:
-    """Dropout, drop-path and mixup draw from these generators: same seeds, same draws after a resume."""
-    s = derive_seed(seed, phase, step, rank)
-    torch.manual_seed(s)
-    np.random.seed(s)  # noqa: NPY002 (timm's Mixup draws from the legacy global generator)
-    random.seed(s)
 
 
 class Pending:

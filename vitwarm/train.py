@@ -36,7 +36,8 @@ from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, evaluate
 from .preflight import Plan, preflight
 from .resume import RunState, Start, checkpoint_name, load_checkpoint, save_checkpoint, where_to_start
 from .rundir import CHECKPOINTS, SUMMARY, Summary, check_hashes, eval_record, hash_exports, write_config, write_summary
-from .step import Pending, add_counts, guarded_step, seed_step
+from .seeds import seed_step
+from .step import Pending, add_counts, guarded_step
 from .trackers import check_trackers
 
 

@@ -5,8 +5,8 @@
     python tools/make_shards.py cifar10|cifar100|stl10|food101|tiny_imagenet ROOT --out DIR [--verify]
 
 The last line reads torchvision's on-disk formats (download=False); see vitwarm.data.convert_torchvision for
-the ROOT each expects. See docs/data.md for the layout and vitwarm.data.shards for the functions behind
-each command. The same command is installed as ``vitwarm-shards``.
+the ROOT each expects. See docs/data.md for the layout and vitwarm.data.fmnist, .folder and .verify for the
+functions behind each command. The same command is installed as ``vitwarm-shards``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import argparse
 import logging
 import sys
 
+from vitwarm.data import FMNIST_SRC, verify_shards, write_fmnist_shards, write_folder_shards
 from vitwarm.data.convert_torchvision import READERS, write_torchvision_shards
-from vitwarm.data.shards import FMNIST_SRC, read_info, verify_shards, write_fmnist_shards, write_folder_shards
-from vitwarm.data.sources import DataError, check_name
+from vitwarm.data.sources import DataError, check_name, read_info
 from vitwarm.errors import ArgumentParser, one_line_errors
 
 

@@ -2,7 +2,7 @@
 
 Each converter reads a local ``root`` through torchvision's own dataset class with ``download=False`` (so
 torchvision's file checks apply: its MD5 sums for CIFAR and STL-10) and writes the same layout and
-``_info.json`` as ``write_fmnist_shards`` (`vitwarm.data.shards`). The official splits are kept as they
+``_info.json`` as ``write_fmnist_shards`` (through `vitwarm.data.shards`). The official splits are kept as they
 are; the held-out split is named as in timm's shards of the same data set where there is one:
 
 | command | root (as torchvision expects it) | splits written | classes |
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100, STL10, Food101, ImageFolder
 
-from .shards import FORMAT_VERSION, _staged, write_split
+from .shards import FORMAT_VERSION, staged, write_split
 
 
 def _open(cls: type, root: str | os.PathLike, **kwargs):
@@ -123,7 +123,7 @@ def write_torchvision_shards(
     classes, splits = READERS[source](root)
     info = {"name": name, "num_classes": len(classes), "classes": classes, "splits": {},
             "build": {"source": source, "format_version": FORMAT_VERSION, "shard_size": shard_size, "seed": seed}}
-    with _staged(out_dir, info, overwrite=overwrite, verify=verify, workers=workers, progress=progress) as tmp:
+    with staged(out_dir, info, overwrite=overwrite, verify=verify, workers=workers, progress=progress) as tmp:
         rng = np.random.default_rng(seed)
         for split, items in splits.items():
             order = rng.permutation(len(items))

@@ -7,6 +7,11 @@ curl), ``gs://`` (gsutil), ``ais://``, ``hf://``, ``sftp``/``ftps``/``scp``, ``f
 Names that become paths are checked here: a shard set's name and split names (no path separators, no
 ``..``), and every filename in an ``_info.json`` (relative, inside its root, no URL scheme), so neither a
 command line nor a downloaded ``_info.json`` can make vitwarm write or read outside the shard directory.
+
+A split's source (``read_dataset_info``) is a shard directory holding ``_info.json`` (split chosen by name),
+that file itself, or a brace pattern of shard files such as ``DIR/imagenet1k-train-{0000..1023}.tar``,
+optionally followed by ``|N`` (the sample count); without ``|N`` the counts come from an ``_info.json``
+beside the shards (or given as ``info``).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import json
 import os
 import posixpath
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import urlparse
 
 from webdataset.gopen import gopen, gopen_schemes
+from webdataset.shardlists import expand_urls
 
 from ..errors import VitwarmError
 
@@ -147,3 +154,106 @@ def read_info(root: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}); rewrite it with make_shards.py") from None
     return check_info(meta, path)
+
+
+@dataclass
+class DatasetInfo:
+    """What is known about one split: shard paths, sample counts, classes and normalisation statistics."""
+
+    name: str
+    split: str
+    urls: list[str]
+    num_samples: int
+    shard_lengths: list[int] | None  # per shard, None when only a total (``|N``) is known
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def _check_files(urls: list[str], source: str) -> None:
+    # Remote shards are not fetched twice: a missing one shows when it is read (a fault, see _read_shard).
+    missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) of {source} are missing, e.g. {missing[0]}")
+
+
+def split_count(source: str) -> tuple[str, int | None]:
+    """``"PATTERN|N"`` -> ``(PATTERN, N)``; a source without a trailing ``|N`` -> ``(source, None)``.
+
+    Only a trailing count of digits counts, so a ``pipe:`` command may contain shell pipes itself.
+    """
+    head, sep, tail = source.rpartition("|")
+    return (head, int(tail)) if sep and tail.strip().isdigit() else (source, None)
+
+
+def is_pattern(source: str) -> bool:
+    """A brace pattern or list of shard files (``.tar``, optionally ``|N``), not a directory or _info.json."""
+    pattern, n = split_count(source)
+    return "{" in pattern or n is not None or pattern.endswith(".tar") or pattern.startswith("pipe:")
+
+
+def _info_beside(root: str) -> dict:
+    """The ``_info.json`` in the shards' directory, or {} when there is none (or, for pipe: sources, no directory)."""
+    if urlparse(root).scheme == "pipe":
+        return {}
+    try:
+        return read_info(root)
+    except FileNotFoundError:
+        return {}
+
+
+def read_dataset_info(source: str | os.PathLike, split: str = "train", info: str | None = None) -> DatasetInfo:
+    """Describe ``split`` of ``source``: a shard directory or its ``_info.json``, or a brace pattern of shards.
+
+    Directories, ``_info.json`` files and shards may be local paths or URLs (see vitwarm.data.sources). A
+    pattern takes its counts, classes and statistics from ``info`` (an ``_info.json`` location, for shards
+    without one beside them such as ``pipe:`` commands), else from the ``_info.json`` beside its shards, if
+    any; its shards must be those of ``split`` when that file lists them. Raises
+    FileNotFoundError for a missing local directory, ``_info.json`` or shard file, and DataError for an unknown
+    split, an empty pattern, a pattern without a known sample count, or counts that disagree.
+    """
+    source = str(source)
+    if not source.strip():
+        raise DataError("empty data source: give a shard directory or a pattern like DIR/name-train-{0000..0009}.tar")
+    check_location(source)
+    if not is_pattern(source):
+        root = parent(source) if source.endswith(INFO_NAME) else source
+        if not is_remote(root) and not Path(root).is_dir():
+            raise FileNotFoundError(f"shard directory {root} does not exist")
+        meta = read_info(source)
+        if split not in meta["splits"]:
+            raise DataError(f"split {split!r} is not in {join(root, INFO_NAME)}; valid: {sorted(meta['splits'])}")
+        s = meta["splits"][split]
+        urls, lengths, total = [join(root, f) for f in s["filenames"]], list(s["shard_lengths"]), s["num_samples"]
+        _check_files(urls, source)
+    else:
+        pattern, n = split_count(source)
+        urls = expand_urls(pattern) if pattern.strip() else []
+        if not urls:
+            raise DataError(f"shard pattern {source!r} expands to no files")
+        _check_files(urls, source)
+        root = parent(urls[0])
+        meta = read_info(info) if info is not None else _info_beside(root)
+        known = {f: (name, n_f) for name, s in meta.get("splits", {}).items()
+                 for f, n_f in zip(s["filenames"], s["shard_lengths"])}
+        names = [shard_name(u) for u in urls]
+        if all(f in known for f in names):
+            lengths = [known[f][1] for f in names]
+            found = sorted({known[f][0] for f in names})
+            if found != [split]:
+                raise DataError(f"shard pattern {source!r} holds shards of split {' and '.join(found)} (says "
+                                f"{info or join(root, INFO_NAME)}), not of split {split!r}")
+        else:
+            lengths = None
+        total = n if n is not None else (sum(lengths) if lengths is not None else None)
+        if total is None:
+            raise DataError(f"shard pattern {source!r} needs a sample count: append '|N', or put an {INFO_NAME} "
+                            f"listing these shards beside them or give its location (data.info)")
+    if lengths is not None and sum(lengths) != total:
+        raise DataError(f"{source}: shard lengths add up to {sum(lengths)} samples but the count given is {total}")
+    return DatasetInfo(
+        name=meta.get("name", posixpath.basename(root.rstrip("/"))), split=split, urls=urls,
+        num_samples=int(total), shard_lengths=lengths, num_classes=meta.get("num_classes"),
+        classes=meta.get("classes"), mean=tuple(meta["mean"]) if "mean" in meta else None,
+        std=tuple(meta["std"]) if "std" in meta else None)

@@ -22,8 +22,18 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig
 from webdataset.shardlists import expand_urls
 
-from .pipeline import DatasetInfo, is_pattern, read_dataset_info, split_count
-from .sources import INFO_NAME, DataError, is_remote, join, parent, read_info
+from .sources import (
+    INFO_NAME,
+    DataError,
+    DatasetInfo,
+    is_pattern,
+    is_remote,
+    join,
+    parent,
+    read_dataset_info,
+    read_info,
+    split_count,
+)
 
 # Evaluation roles: (config key of the split name, config key of its own source).
 EVAL_ROLES = {"val": ("val_split", "val_source"), "test": ("test_split", "test_source")}

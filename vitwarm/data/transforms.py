@@ -8,7 +8,6 @@ geometric ops is the (gray) mean, so the result stays gray.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -16,18 +15,16 @@ from PIL import Image
 from timm.data import auto_augment, create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..config import AugConfig
+# ImageTransform's training augmentation options: what ``make_train_loader(aug=...)`` accepts by name.
+AUG_OPTIONS = ("auto_augment", "re_prob", "re_mode", "color_jitter", "interpolation", "hflip", "scale", "ratio")
 
 
-def as_aug_config(aug: AugConfig | Mapping | None) -> AugConfig:
-    """An AugConfig from itself, a mapping of its fields (unknown keys raise ValueError) or None (defaults)."""
-    if aug is None or isinstance(aug, AugConfig):
-        return aug or AugConfig()
-    names = {f.name for f in dataclasses.fields(AugConfig)}
-    unknown = sorted(set(aug) - names)
+def aug_options(aug: Mapping | None) -> dict:
+    """``aug`` (options by name, or None for the defaults) as a dict; ValueError naming unknown options."""
+    unknown = sorted(set(aug or {}) - set(AUG_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown augmentation option(s) {unknown}; valid: {sorted(names)}")
-    return AugConfig(**aug)
+        raise ValueError(f"unknown augmentation option(s) {unknown}; valid: {sorted(AUG_OPTIONS)}")
+    return dict(aug or {})
 
 
 def channel_stats(
@@ -69,23 +66,29 @@ def fix_posterize(transform) -> None:
 
 
 class ImageTransform:
-    """PIL image (any mode) -> float32 tensor (in_chans, img_size, img_size), normalised."""
+    """PIL image (any mode) -> float32 tensor (in_chans, img_size, img_size), normalised.
+
+    Training (``is_training``) applies timm's augmentation with the options of ``AUG_OPTIONS`` (defaults:
+    those of the config's ``data.aug``; ``interpolation`` also serves evaluation); evaluation resizes and
+    centre-crops ``crop_pct`` (None: timm's 0.875).
+    """
 
     def __init__(
         self, *, is_training: bool, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None, aug: AugConfig | Mapping | None = None, crop_pct: float | None = None,
-        interpolation: str = "bicubic",
+        std: Sequence[float] | None = None, crop_pct: float | None = None, interpolation: str = "bicubic",
+        auto_augment: str | None = None, re_prob: float = 0.0, re_mode: str = "pixel",
+        color_jitter: float | None = None, hflip: float = 0.5, scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
     ):
         mean, std = channel_stats(in_chans, mean, std)
         self.in_chans = in_chans
         # timm runs on 3 channels; a single-channel statistic is repeated so fill colours stay gray.
         mean3, std3 = mean * (3 // in_chans), std * (3 // in_chans)
         if is_training:
-            a = as_aug_config(aug)
             self.tfm = create_transform(
-                (3, img_size, img_size), is_training=True, auto_augment=a.auto_augment, re_prob=a.re_prob,
-                re_mode=a.re_mode, color_jitter=a.color_jitter, interpolation=a.interpolation, hflip=a.hflip,
-                scale=a.scale, ratio=a.ratio, mean=mean3, std=std3)
+                (3, img_size, img_size), is_training=True, auto_augment=auto_augment, re_prob=re_prob,
+                re_mode=re_mode, color_jitter=color_jitter, interpolation=interpolation, hflip=hflip,
+                scale=scale, ratio=ratio, mean=mean3, std=std3)
             fix_posterize(self.tfm)
         else:
             self.tfm = create_transform(

@@ -1,7 +1,8 @@
 """Masked-prediction batches over a grammar mixture, addressed by global sample index, and the token stream.
 
 Sample i of a task is fully determined by (seed, i, task config): samples are generated in blocks of
-``BLOCK_SIZE`` consecutive indices, each block from its own generator seeded by (seed, block id). Any
+``BLOCK_SIZE`` consecutive indices, each block from its own generator seeded by (seed, block id) through
+``vitwarm.seeds.derive_seed`` (purpose ``token-block``). Any
 slicing of the index range therefore yields the same samples, which is what makes rank/worker sharding
 and exact resumption possible.
 """
@@ -17,6 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vitwarm.procedural.masking import mask_targets, shuffle_within_sequences
 from vitwarm.procedural.registry import Grammar, check_int, get_grammar
+from vitwarm.seeds import derive_seed
 
 # Samples per generated block. A multiple of typical per-rank batch sizes, so a rank (or loader worker)
 # that reads one micro-batch generates no samples it throws away; large enough that numpy's per-call
@@ -124,7 +126,7 @@ class ProceduralTask:
         """Samples [block_id * BLOCK_SIZE, (block_id + 1) * BLOCK_SIZE); the last block is cached."""
         if self._cached_block is not None and self._cached_block[0] == (seed, block_id):
             return self._cached_block[1]
-        rng = np.random.default_rng(np.random.SeedSequence([seed, block_id]))
+        rng = np.random.default_rng(derive_seed(seed, "token-block", block_id))
         source = rng.choice(len(self.grammars), size=BLOCK_SIZE, p=self.weights)
         targets = np.empty((BLOCK_SIZE, self.seq_len), dtype=np.int64)
         target_mask = np.empty((BLOCK_SIZE, self.seq_len), dtype=bool)

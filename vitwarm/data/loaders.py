@@ -1,0 +1,160 @@
+"""Training and validation loaders over webdataset shards (timm's layout), deterministic and resumable.
+
+``make_train_loader`` / ``make_val_loader`` check their arguments against the split, build its transform
+and return a loader: ``TrainLoader.epoch(e, start_batch=k)`` gives exactly the batches an uninterrupted
+epoch ``e`` gives from batch k on (the order is described in vitwarm.data.streams); a ``ValLoader`` gives
+each sample of the split once over all ranks. Faulty samples skipped in the workers add up in
+``loader.skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+
+from torch.utils.data import DataLoader
+
+from .shuffle import DEFAULT_SHUFFLE_BUFFER
+from .sources import DataError, DatasetInfo, read_dataset_info
+from .streams import Batch, TrainStream, ValStream
+from .transforms import ImageTransform, aug_options
+
+
+def _check_rank(rank: int, world_size: int, batch_size: int, num_workers: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size) with world_size >= 1, got rank={rank}, "
+                         f"world_size={world_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+
+
+class _Loader:
+    """Shared parts: the DataLoader over a stream and the fault counter."""
+
+    def __init__(self, info: DatasetInfo, num_workers: int, pin_memory: bool):
+        self.info, self.num_workers, self.pin_memory = info, num_workers, pin_memory
+        self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
+
+    def _iterate(self, stream: TrainStream | ValStream, num_workers: int) -> Iterator[Batch]:
+        batches = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=self.pin_memory,
+                                  persistent_workers=False))
+        return self._count_skipped(batches)
+
+    def _count_skipped(self, batches: Iterator) -> Iterator[Batch]:
+        for item in batches:
+            if isinstance(item, DataError):
+                raise item
+            images, labels, skipped = item
+            self.skipped += int(skipped)
+            yield images, labels
+
+
+class TrainLoader(_Loader):
+    """Epochs of exactly ``len(self)`` batches ``(images float32 (B, C, S, S), labels int64 (B,))`` per rank.
+
+    Use ``for images, labels in loader.epoch(e, start_batch=k)``; the loader itself is not iterable, so an
+    epoch number is never forgotten.
+    """
+
+    def __init__(self, info: DatasetInfo, make_stream: Callable[..., TrainStream], num_batches: int,
+                 num_workers: int, pin_memory: bool):
+        super().__init__(info, num_workers, pin_memory)
+        self._make_stream, self._num_batches = make_stream, num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Batches ``start_batch .. len(self) - 1`` of ``epoch`` (the same ones an uninterrupted epoch gives)."""
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
+        if start_batch == len(self):
+            return iter(())
+        stream = self._make_stream(epoch=int(epoch), start_batch=int(start_batch))
+        # Near the end of an epoch fewer processes than logical workers suffice (each has a batch left).
+        return self._iterate(stream, min(self.num_workers, len(self) - start_batch))
+
+
+class ValLoader(_Loader):
+    """Each sample of the split exactly once over all ranks, in a fixed order; ranks may differ in batches."""
+
+    def __init__(self, stream: ValStream, num_workers: int, pin_memory: bool, num_samples: int | None,
+                 num_batches: int | None):
+        super().__init__(stream.info, num_workers, pin_memory)
+        self._stream = stream
+        self.num_samples = num_samples  # this rank's samples (None when shard lengths are unknown)
+        self._num_batches = num_batches
+
+    def __len__(self) -> int:
+        if self._num_batches is None:
+            raise TypeError(f"the number of batches of {self.info.urls[0]}... is unknown without shard lengths")
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._iterate(self._stream, self.num_workers)
+
+
+def make_train_loader(
+    source: str | os.PathLike | DatasetInfo, split: str = "train", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None, aug: Mapping | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False, pin_memory: bool = False,
+) -> TrainLoader:
+    """Training loader for one rank; ``len(loader) = num_samples // (batch_size * world_size)`` on every rank.
+
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
+    ``mean``/``std`` default to the data set's (``_info.json``), else ImageNet's. ``aug``: augmentation options
+    by name (``vitwarm.data.transforms.AUG_OPTIONS``; the config's ``data.aug`` as a dict). Raises DataError when the
+    split has fewer shards than ``world_size * max(1, num_workers)`` or fewer samples than one global batch.
+    """
+    _check_rank(rank, world_size, batch_size, num_workers)
+    if shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
+    readers = world_size * max(1, num_workers)
+    if len(info.urls) < readers:
+        raise DataError(
+            f"split {info.split!r} of {info.name} has {len(info.urls)} shard(s), fewer than world_size * num_workers = "
+            f"{world_size} * {max(1, num_workers)}: use num_workers <= {len(info.urls) // world_size} or write "
+            f"smaller shards (make_shards.py --shard-size)")
+    num_batches = info.num_samples // (batch_size * world_size)
+    if num_batches == 0:
+        raise DataError(f"split {info.split!r} of {info.name} has {info.num_samples} samples, fewer than one "
+                        f"global batch (batch_size * world_size = {batch_size * world_size})")
+    transform = ImageTransform(is_training=True, img_size=img_size, in_chans=in_chans, mean=mean or info.mean,
+                               std=std or info.std, **aug_options(aug))
+    make_stream = partial(TrainStream, info=info, transform=transform, batch_size=batch_size, rank=rank,
+                          world_size=world_size, strict=strict, seed=seed, num_batches=num_batches,
+                          shuffle_buffer=shuffle_buffer, logical_workers=max(1, num_workers))
+    return TrainLoader(info, make_stream, num_batches, num_workers, pin_memory)
+
+
+def make_val_loader(
+    source: str | os.PathLike | DatasetInfo, split: str = "validation", *, batch_size: int, rank: int = 0,
+    world_size: int = 1, num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None, crop_pct: float | None = None, interpolation: str = "bicubic",
+    strict: bool = False, pin_memory: bool = False,
+) -> ValLoader:
+    """Evaluation loader for one rank: rank r reads shards r, r + world_size, ... in order, every sample once.
+
+    ``source``: anything ``read_dataset_info`` takes (then ``split`` selects), or its result.
+    ``crop_pct`` None means timm's default (0.875); use 1.0 for images already at ``img_size``. Workers are
+    capped at this rank's shard count (a rank without shards yields no batches).
+    """
+    _check_rank(rank, world_size, batch_size, num_workers)
+    info = source if isinstance(source, DatasetInfo) else read_dataset_info(source, split)
+    mine = list(range(len(info.urls)))[rank::world_size]
+    num_workers = min(num_workers, len(mine))
+    num_samples = num_batches = None
+    if info.shard_lengths is not None:
+        per_worker = [sum(info.shard_lengths[i] for i in mine[j::max(1, num_workers)])
+                      for j in range(max(1, num_workers))]
+        num_samples = sum(per_worker)
+        num_batches = sum(-(-n // batch_size) for n in per_worker)
+    transform = ImageTransform(is_training=False, img_size=img_size, in_chans=in_chans, mean=mean or info.mean,
+                               std=std or info.std, crop_pct=crop_pct, interpolation=interpolation)
+    stream = ValStream(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict)
+    return ValLoader(stream, num_workers, pin_memory, num_samples, num_batches)
