@@ -258,7 +258,9 @@ def test_skipped_samples_are_counted_over_processes_and_resumes(tmp_path, fmnist
     assert whole.returncode == 0, whole.stderr[-3000:]
     corrupt = 3 * len(list(shards.glob("*train*.tar")))
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())["skipped_samples"]
-    assert expected == corrupt  # one pass over every shard: each bad sample met once
+    # Every bad sample at least once: the epoch takes 31 x 64 = 1984 of the 1976 good samples
+    # (tests/tiny.yaml), so a worker's second pass may meet a bad one again, depending on the seeds.
+    assert expected >= corrupt
 
     resumed = killed(tmp_path / "resumed", shards, "checkpoint:files@3", *image_only)
     assert train(resumed, shards, *image_only).returncode == 0

@@ -256,7 +256,8 @@ def run(cfg: DictConfig) -> dict:
 
     phases = plan.phases
     images = ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=phases[-1].micro_batch,
-                            rank=accelerator.process_index, world_size=accelerator.num_processes)
+                            rank=accelerator.process_index, world_size=accelerator.num_processes,
+                            pin_memory=accelerator.device.type == "cuda")
     log = MetricsLog(run_dir, accelerator)
     # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
     log.restore(state.records if checkpoint is None or checkpoint.parent.resolve() == (run_dir / CHECKPOINTS).resolve()
