@@ -1,11 +1,15 @@
 """Training-pipeline throughput: vitwarm's loader against timm's own webdataset reader + ``create_loader``.
 
 Both pipelines read the same shards with the same worker count and do the same work per image: JPEG
-decode, RandomResizedCrop to 224 px, flip, RandAugment, normalise, random erasing, batch of float32. The
+decode, RandomResizedCrop to 224 px, flip, RandAugment, normalise, random erasing, batch of float32.
+Without random erasing (``--re-prob 0``) vitwarm's workers ship uint8 batches and the benchmark normalises
+them in the main process, where the training step would (on its device), so both sides end in the same
+float32 batches. The
 benchmark prints images/s (and per worker) for each and the ratio vitwarm / timm, measured over batches
 after a warm-up (worker start-up excluded).
 
     python benchmarks/data.py [--shards DIR] [--images 1000] [--workers 2] [--batch-size 32] [--batches 24]
+                              [--re-prob 0.25]
 
 Without ``--shards`` it writes a synthetic ImageNet-like JPEG set (300-500 px images, the class tree
 written by vitwarm's folder writer) into a temporary directory first.
@@ -17,6 +21,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +72,16 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--auto-augment", default="rand-m9-mstd0.5-inc1", help="timm RandAugment string")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each pipeline (best kept)")
+    parser.add_argument("--re-prob", type=float, default=0.25,
+                        help="random-erasing probability (0: vitwarm's workers ship uint8 batches)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         shards = Path(args.shards) if args.shards else write_folder_shards(
             write_jpeg_set(Path(tmp) / "jpeg", args.images), Path(tmp) / "shards", name=NAME,
             shard_size=max(1, args.images // 10))
-        aug = AugConfig(auto_augment=args.auto_augment, re_prob=0.25, color_jitter=0.4)  # DeiT's training transform
+        # DeiT's training transform (random erasing 0.25 by default), as the dict of options the loader takes.
+        aug = asdict(AugConfig(auto_augment=args.auto_augment, re_prob=args.re_prob, color_jitter=0.4))
         needed = args.warmup + args.batches + 1
 
         def vitwarm_batches():
@@ -81,7 +89,8 @@ def main() -> None:
                                        img_size=args.img_size, in_chans=3, aug=aug)
             if len(loader) < needed:
                 raise SystemExit(f"need {needed} batches per epoch, the shards give {len(loader)}: use more --images")
-            return loader.epoch(0)
+            # Normalised here, as the training step does on its device: the same float32 batches as timm's.
+            return ((loader.normalize(images), labels) for images, labels in loader.epoch(0))
 
         def timm_batches():
             from timm.data import create_dataset, create_loader
@@ -90,8 +99,9 @@ def main() -> None:
                                 batch_size=args.batch_size)
             loader = create_loader(
                 ds, input_size=(3, args.img_size, args.img_size), batch_size=args.batch_size, is_training=True,
-                auto_augment=aug.auto_augment, re_prob=aug.re_prob, re_mode=aug.re_mode, scale=aug.scale,
-                ratio=aug.ratio, hflip=aug.hflip, color_jitter=aug.color_jitter, interpolation=aug.interpolation,
+                auto_augment=aug["auto_augment"], re_prob=aug["re_prob"], re_mode=aug["re_mode"], scale=aug["scale"],
+                ratio=aug["ratio"], hflip=aug["hflip"], color_jitter=aug["color_jitter"],
+                interpolation=aug["interpolation"],
                 num_workers=args.workers, use_prefetcher=False, persistent_workers=False)
             fix_posterize(ds.transform)  # same fix as vitwarm's, else timm crashes on "keep 0 bits"
             return iter(loader)

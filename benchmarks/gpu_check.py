@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import timm
@@ -117,7 +117,8 @@ def write_shards(root: Path, jpegs: int, workers: int) -> Path:
 
 def data_pipeline(shards: Path, px: int, batch: int, batches_per_worker: int) -> dict:
     workers = os.cpu_count()
-    loader = make_train_loader(shards, batch_size=batch, num_workers=workers, img_size=px, in_chans=3, aug=DEIT_AUG)
+    loader = make_train_loader(shards, batch_size=batch, num_workers=workers, img_size=px, in_chans=3,
+                               aug=asdict(DEIT_AUG))
     rate = data_bench.timed(loader.epoch(0), warmup=workers, measure=batches_per_worker * workers)
     return {"img_size": px, "workers": workers, "images_per_s": rate, "images_per_s_per_core": rate / workers}
 

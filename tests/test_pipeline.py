@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from timm.data import create_transform
 
 import vitwarm.data
 from vitwarm.config import AugConfig
 from vitwarm.data import (
     DataError,
+    ImageTransform,
     SampleError,
     make_mixup,
     make_train_loader,
@@ -33,7 +35,8 @@ from vitwarm.data import (
     write_folder_shards,
 )
 from vitwarm.data.fmnist import FMNIST_MEAN, FMNIST_STD
-from vitwarm.data.transforms import AUG_OPTIONS
+from vitwarm.data.transforms import AUG_OPTIONS, fix_posterize
+from vitwarm.seeds import derive_seed, seeded
 
 IDENTITY = dict(auto_augment=None, re_prob=0.0, hflip=0.0, color_jitter=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 FM = dict(img_size=28, in_chans=1)
@@ -75,9 +78,10 @@ def test_epoch_is_exact_and_covers_the_split_once(fmnist_shards, train_pairs, wo
         batches = list(loader.epoch(0))
         assert len(batches) == len(loader)
         for images, labels in batches:
-            assert images.shape == (50, 1, 28, 28) and images.dtype == torch.float32
+            assert images.shape == (50, 1, 28, 28) and images.dtype == torch.uint8
             assert labels.shape == (50,) and labels.dtype == torch.int64
-            seen.update(pairs(images, labels))
+            assert loader.normalize(images).dtype == torch.float32
+            seen.update(pairs(loader.normalize(images), labels))
         assert loader.skipped == 0
     # 8 shards of 250 split evenly over every (rank, worker): each sample exactly once, with its IDX label.
     assert seen == train_pairs
@@ -127,13 +131,77 @@ def test_validation_sees_every_sample_once(fmnist_shards, train_pairs, world_siz
                                  num_workers=num_workers, crop_pct=1.0, **FM)
         n = 0
         for images, labels in loader:
-            seen.update(pairs(images, labels))
+            seen.update(pairs(loader.normalize(images), labels))
             n += 1
         assert n == len(loader)
         batches.append(n)
     assert seen == train_pairs
     if world_size == 3:
         assert len(set(batches)) > 1  # ranks hold 3, 3 and 2 shards: batch counts differ, nothing is padded
+
+
+def reference_transform(is_training: bool, in_chans: int, mean, std, **options):
+    """The float pipeline before batches left the workers as uint8: timm's create_transform ending in
+    ToTensor + Normalize (+ RandomErasing), fed RGB, channel 0 kept for one channel."""
+    mean3, std3 = tuple(mean) * (3 // in_chans), tuple(std) * (3 // in_chans)
+    tfm = create_transform((3, 28, 28), is_training=is_training, mean=mean3, std=std3, **options)
+    fix_posterize(tfm)
+    if in_chans == 1:
+        return lambda img: tfm(img.convert("L").convert("RGB"))[:1]
+    return lambda img: tfm(img.convert("RGB"))
+
+
+AUGMENTED = dict(auto_augment="rand-m9-mstd0.5-inc1", hflip=0.5, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                 interpolation="bicubic", color_jitter=None, re_mode="pixel")
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("re_prob", [0.0, 0.25])
+def test_uint8_batches_normalised_on_the_device_are_the_float_pipelines_pixels(fmnist_shards, in_chans, re_prob):
+    """Workers ship uint8 and ``normalize`` runs where the model is: the float32 pixels are exactly those of
+    timm's own float pipeline (same random draws under the same seeds), for training with RandAugment and
+    for evaluation. With random erasing the workers keep the float ending (erasing follows Normalize)."""
+    images = [Image.open(io.BytesIO(data)) for data in first_pngs(fmnist_shards, 16)]
+    mean, std = (0.5, 0.4, 0.3)[:in_chans], (0.2, 0.25, 0.3)[:in_chans]
+    cases = [(True, dict(AUGMENTED, re_prob=re_prob)), (False, dict(crop_pct=0.875, interpolation="bicubic"))]
+    for is_training, options in cases:
+        ours = ImageTransform(is_training=is_training, img_size=28, in_chans=in_chans, mean=mean, std=std, **options)
+        reference = reference_transform(is_training, in_chans, mean, std, **options)
+        for i, img in enumerate(images):
+            with seeded(derive_seed(5, "augment", i)):
+                shipped = ours(img)
+            with seeded(derive_seed(5, "augment", i)):
+                expected = reference(img)
+            assert shipped.dtype == (torch.float32 if is_training and re_prob else torch.uint8)
+            assert expected.dtype == torch.float32 and expected.shape == (in_chans, 28, 28)
+            assert torch.equal(ours.normalize(torch.stack([shipped, shipped])), torch.stack([expected, expected]))
+
+
+def first_pngs(root: Path, n: int) -> list[bytes]:
+    with tarfile.open(root / "fashion_mnist-validation-0000.tar") as tar:
+        return [tar.extractfile(m).read() for m in tar if m.name.endswith(".png")][:n]
+
+
+def test_persistent_workers_give_the_epochs_of_fresh_workers_and_resume_exactly(fmnist_shards):
+    """One loader's two workers persist across epochs and evaluations; every epoch (and every resumed tail)
+    is batch for batch what a loader with freshly started workers gives."""
+    def make():
+        return make_train_loader(fmnist_shards, batch_size=32, num_workers=2, seed=4, **FM)
+
+    loader, val = make(), make_val_loader(fmnist_shards, batch_size=100, num_workers=2, **FM)
+    fresh = {e: list(make().epoch(e)) for e in (0, 1)}
+    pids = None
+    for epoch, start in ((0, 0), (1, 0), (1, 59), (1, 61), (0, 0), (1, 7)):
+        got = list(loader.epoch(epoch, start_batch=start))
+        assert len(got) == len(loader) - start == len(fresh[epoch]) - start
+        for (a, y), (b, z) in zip(fresh[epoch][start:], got):
+            assert torch.equal(a, b) and torch.equal(y, z)
+        evaluation = [y for _, y in val]
+        assert sum(len(y) for y in evaluation) == 500
+        # The same worker processes every time (torch keeps them in the loader's iterator).
+        workers = [w.pid for w in loader._loader._iterator._workers]
+        assert pids is None or workers == pids
+        pids = workers
 
 
 def test_validation_split_and_channel_conversion(fmnist_shards):

@@ -84,10 +84,12 @@ class ImageData:
     test: object | None
 
     @classmethod
-    def open(cls, cfg: DictConfig, splits, img_size: int, micro_batch: int, rank: int, world_size: int) -> ImageData:
-        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's."""
+    def open(cls, cfg: DictConfig, splits, img_size: int, micro_batch: int, rank: int, world_size: int,
+             pin_memory: bool = False) -> ImageData:
+        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's; ``pin_memory``
+        when the training device is CUDA (batches then reach it by non-blocking copies from pinned memory)."""
         data = cfg.data
-        common = dict(rank=rank, world_size=world_size,
+        common = dict(rank=rank, world_size=world_size, pin_memory=pin_memory,
                       num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
                       mean=data.mean, std=data.std)
         aug = OmegaConf.to_container(data.aug)
@@ -244,7 +246,8 @@ def setup_image(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images:
     mixup, train_loss = make_mixup(t.mixup, t.cutmix, t.label_smoothing, images.num_classes)
 
     def loss(model, batch):
-        x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W), (B,)
+        x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W) uint8, (B,)
+        x = images.train.normalize(x)  # float32 (B, C, H, W), on the device
         if mixup is not None:
             x, y = mixup(x, y)
         return train_loss(model(x), y), {}
@@ -265,7 +268,8 @@ def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[s
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # correct@1, correct@5, loss, n
     for images, labels in loader:
-        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        images = loader.normalize(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
+        labels = labels.to(accelerator.device, non_blocking=True)
         with accelerator.autocast():
             logits = model(images).float()  # (B, classes)
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)

@@ -86,7 +86,8 @@ def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageDat
         write_config(cfg.run.dir, cfg)
     accelerator.wait_for_everyone()
     return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
-                          rank=accelerator.process_index, world_size=accelerator.num_processes)
+                          rank=accelerator.process_index, world_size=accelerator.num_processes,
+                          pin_memory=accelerator.device.type == "cuda")
 
 
 def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:

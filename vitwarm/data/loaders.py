@@ -13,7 +13,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 from .shuffle import DEFAULT_SHUFFLE_BUFFER
 from .sources import DataError, DatasetInfo, read_dataset_info
@@ -31,17 +32,40 @@ def _check_rank(rank: int, world_size: int, batch_size: int, num_workers: int) -
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
 
+class _EpochSource(IterableDataset):
+    """The dataset of a training DataLoader whose workers persist across epochs: at each iteration, in each
+    worker, the ``TrainStream`` of the epoch and start batch that ``TrainLoader.epoch`` wrote last.
+
+    Persistent workers keep the dataset object they were started with, so the position travels through
+    shared memory: a 2-element int64 tensor (epoch, start batch), written by the training process before it
+    starts an iteration of the DataLoader and read by each worker when torch calls ``iter()`` on the dataset
+    at that iteration's start (and only then: a running epoch never sees the next one's position).
+    """
+
+    def __init__(self, make_stream: Callable[..., TrainStream]):
+        super().__init__()
+        self.make_stream = make_stream
+        self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
+
+    def __iter__(self) -> Iterator:
+        epoch, start_batch = self.position.tolist()
+        return iter(self.make_stream(epoch=epoch, start_batch=start_batch))
+
+
 class _Loader:
-    """Shared parts: the DataLoader over a stream and the fault counter."""
+    """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``normalize``."""
 
-    def __init__(self, info: DatasetInfo, num_workers: int, pin_memory: bool):
+    def __init__(self, dataset: IterableDataset, info: DatasetInfo, transform: ImageTransform, num_workers: int,
+                 pin_memory: bool):
         self.info, self.num_workers, self.pin_memory = info, num_workers, pin_memory
+        self.normalize = transform.normalize  # uint8 (B, C, H, W) on the device -> float32 normalised
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
+        self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                                  persistent_workers=num_workers > 0)
 
-    def _iterate(self, stream: TrainStream | ValStream, num_workers: int) -> Iterator[Batch]:
-        batches = iter(DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=self.pin_memory,
-                                  persistent_workers=False))
-        return self._count_skipped(batches)
+    def _iterate(self) -> Iterator[Batch]:
+        # The iteration starts now, not at the first next(): the workers read the position written before.
+        return self._count_skipped(iter(self._loader))
 
     def _count_skipped(self, batches: Iterator) -> Iterator[Batch]:
         for item in batches:
@@ -53,16 +77,19 @@ class _Loader:
 
 
 class TrainLoader(_Loader):
-    """Epochs of exactly ``len(self)`` batches ``(images float32 (B, C, S, S), labels int64 (B,))`` per rank.
+    """Epochs of exactly ``len(self)`` batches ``(images uint8 (B, C, S, S), labels int64 (B,))`` per rank
+    (images float32, normalised already, with random erasing; ``normalize`` them on the device either way).
 
-    Use ``for images, labels in loader.epoch(e, start_batch=k)``; the loader itself is not iterable, so an
-    epoch number is never forgotten.
+    Use ``for images, labels in loader.epoch(e, start_batch=k)``, one epoch at a time (the workers persist,
+    and starting the next epoch ends the previous one); the loader itself is not iterable, so an epoch
+    number is never forgotten.
     """
 
-    def __init__(self, info: DatasetInfo, make_stream: Callable[..., TrainStream], num_batches: int,
-                 num_workers: int, pin_memory: bool):
-        super().__init__(info, num_workers, pin_memory)
-        self._make_stream, self._num_batches = make_stream, num_batches
+    def __init__(self, info: DatasetInfo, transform: ImageTransform, make_stream: Callable[..., TrainStream],
+                 num_batches: int, num_workers: int, pin_memory: bool):
+        self._source = _EpochSource(make_stream)
+        super().__init__(self._source, info, transform, num_workers, pin_memory)
+        self._num_batches = num_batches
 
     def __len__(self) -> int:
         return self._num_batches
@@ -73,9 +100,9 @@ class TrainLoader(_Loader):
             raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         if start_batch == len(self):
             return iter(())
-        stream = self._make_stream(epoch=int(epoch), start_batch=int(start_batch))
-        # Near the end of an epoch fewer processes than logical workers suffice (each has a batch left).
-        return self._iterate(stream, min(self.num_workers, len(self) - start_batch))
+        self._source.position.copy_(torch.tensor([epoch, start_batch]))
+        # Near the end of an epoch, workers without a batch left yield none; the others keep their turns.
+        return self._iterate()
 
 
 class ValLoader(_Loader):
@@ -83,8 +110,7 @@ class ValLoader(_Loader):
 
     def __init__(self, stream: ValStream, num_workers: int, pin_memory: bool, num_samples: int | None,
                  num_batches: int | None):
-        super().__init__(stream.info, num_workers, pin_memory)
-        self._stream = stream
+        super().__init__(stream, stream.info, stream.transform, num_workers, pin_memory)
         self.num_samples = num_samples  # this rank's samples (None when shard lengths are unknown)
         self._num_batches = num_batches
 
@@ -94,7 +120,7 @@ class ValLoader(_Loader):
         return self._num_batches
 
     def __iter__(self) -> Iterator[Batch]:
-        return self._iterate(self._stream, self.num_workers)
+        return self._iterate()
 
 
 def make_train_loader(
@@ -129,7 +155,7 @@ def make_train_loader(
     make_stream = partial(TrainStream, info=info, transform=transform, batch_size=batch_size, rank=rank,
                           world_size=world_size, strict=strict, seed=seed, num_batches=num_batches,
                           shuffle_buffer=shuffle_buffer, logical_workers=max(1, num_workers))
-    return TrainLoader(info, make_stream, num_batches, num_workers, pin_memory)
+    return TrainLoader(info, transform, make_stream, num_batches, num_workers, pin_memory)
 
 
 def make_val_loader(

@@ -16,8 +16,8 @@ per rank and ``L`` batches per epoch and rank:
 Every seed comes from ``vitwarm.seeds.derive_seed`` (purposes ``shards``, ``buffer``, ``pass``, ``augment``).
 
 Resuming at batch k: DataLoader worker j plays logical worker (j + k) % W, so the first batch handed out is
-batch k; each logical worker drops the raw (undecoded) samples of the batches it made before k, which costs
-reading tar bytes but no image decoding or augmentation.
+batch k; each logical worker skips the samples of the batches it made before k, decoding them (a faulty
+sample took no place in a batch, so only decoding tells where those batches ended) but not augmenting them.
 
 Faults (see vitwarm.data.reader) are counted per worker and travel with each batch as a third item; a
 DataError that stops a worker is handed over as the last item (the loader re-raises it).
@@ -104,7 +104,7 @@ class TrainStream(_ShardStream):
 
     def _batches(self, faults: Faults) -> Iterator[Batch]:
         # Logical worker w, rotated so that batch start_batch comes first. There are always max(1,
-        # num_workers) logical workers; near the end of an epoch fewer processes may play them.
+        # num_workers) logical workers, one per DataLoader worker.
         epoch, start_batch, num_workers = self.epoch, self.start_batch, self.logical_workers
         w = (_worker_slot()[0] + start_batch) % num_workers
         order = list(range(len(self.info.urls)))
@@ -132,10 +132,13 @@ class TrainStream(_ShardStream):
 
         samples = passes()
         # The worker makes this rank's batches w, w + W, w + 2W, ... below num_batches; the ones before
-        # start_batch were made by the interrupted run: drop their raw samples undecoded.
+        # start_batch were made by the interrupted run: skip the samples they took. Each is decoded (not
+        # transformed) because a faulty sample took no place in a batch; their faults were counted then.
         done = len(range(w, start_batch, num_workers))
         total = len(range(w, self.num_batches, num_workers))
-        for _ in islice(samples, done * self.batch_size):
+        counted_before = Faults(strict=False, problems=[])
+        good = (s for s in samples if decode(s, self.info.num_classes, counted_before) is not None)
+        for _ in islice(good, done * self.batch_size):
             pass
         for b in range(done, total):
             yield self._batch(samples, faults, derive_seed(self.seed, "augment", *worker, b))

@@ -65,12 +65,36 @@ def fix_posterize(transform) -> None:
                 op.aug_fn = _posterize
 
 
+class Normalize:
+    """The normalisation the loader workers leave to the training device: uint8 batches (B, C, H, W) in
+    [0, 255] -> float32 ``(x / 255 - mean) / std``, the very operations of torchvision's ToTensor + Normalize
+    in their order (so the same pixels as normalising in the workers). Float batches, which the workers
+    normalised themselves (with random erasing, see ImageTransform), pass through.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # (C, 1, 1) each, per device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            return images
+        if images.device not in self._on:  # made once per device: no host-to-device copy per step
+            self._on[images.device] = tuple(torch.tensor(v, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+                                            for v in (self.mean, self.std))
+        mean, std = self._on[images.device]
+        return images.float().div_(255).sub_(mean).div_(std)
+
+
 class ImageTransform:
-    """PIL image (any mode) -> float32 tensor (in_chans, img_size, img_size), normalised.
+    """PIL image (any mode) -> uint8 tensor (in_chans, img_size, img_size); ``normalize`` (a ``Normalize``)
+    turns a batch of them into normalised float32 on the training device.
 
     Training (``is_training``) applies timm's augmentation with the options of ``AUG_OPTIONS`` (defaults:
     those of the config's ``data.aug``; ``interpolation`` also serves evaluation); evaluation resizes and
-    centre-crops ``crop_pct`` (None: timm's 0.875).
+    centre-crops ``crop_pct`` (None: timm's 0.875). With random erasing (``re_prob > 0``) the result is
+    float32 and normalised already: timm's RandomErasing runs after Normalize and draws its boxes and fill
+    per sample in the worker, and moving it to the batch on the device would change those draws.
     """
 
     def __init__(
@@ -84,16 +108,20 @@ class ImageTransform:
         self.in_chans = in_chans
         # timm runs on 3 channels; a single-channel statistic is repeated so fill colours stay gray.
         mean3, std3 = mean * (3 // in_chans), std * (3 // in_chans)
+        self.normalize = Normalize(mean, std)
+        # timm's use_prefetcher: the pipeline ends in PILToTensor (uint8, no scaling), normalisation is left to
+        # the consumer; it also leaves out random erasing, so that case keeps timm's float ending.
+        uint8 = not is_training or re_prob == 0
         if is_training:
             self.tfm = create_transform(
                 (3, img_size, img_size), is_training=True, auto_augment=auto_augment, re_prob=re_prob,
                 re_mode=re_mode, color_jitter=color_jitter, interpolation=interpolation, hflip=hflip,
-                scale=scale, ratio=ratio, mean=mean3, std=std3)
+                scale=scale, ratio=ratio, mean=mean3, std=std3, use_prefetcher=uint8)
             fix_posterize(self.tfm)
         else:
             self.tfm = create_transform(
                 (3, img_size, img_size), is_training=False, crop_pct=crop_pct, interpolation=interpolation,
-                mean=mean3, std=std3)
+                mean=mean3, std=std3, use_prefetcher=uint8)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         if self.in_chans == 1:
