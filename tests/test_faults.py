@@ -252,8 +252,8 @@ def corrupt_shards(shards: Path, out: Path, per_shard: int = 3) -> Path:
 
 
 def test_skipped_samples_are_counted_over_processes_and_resumes(tmp_path, fmnist_shards):
-    # One bad image per shard: the epoch's 31 x 64 = 1984 samples (tests/tiny.yaml) fit in the 1992 good ones,
-    # so no worker starts a second pass, and the shuffle buffer (larger than the split) reads every sample.
+    # One bad image per shard, each shard's first: the epoch's 31 x 64 = 1984 samples (tests/tiny.yaml, one
+    # worker) fit in the 1992 good ones, so the worker opens every shard and never starts a second pass.
     shards = corrupt_shards(fmnist_shards, tmp_path / "shards", per_shard=1)
     image_only = ("warmup.fraction=0", "budget.epochs=1", "checkpoint.every_steps=5")
     whole = train(tmp_path / "whole", shards, *image_only)
