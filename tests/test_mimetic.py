@@ -122,7 +122,7 @@ def test_warmup_blocks_into_a_mimetic_image_model(tmp_path, fmnist_shards):
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={fmnist_shards}",
-         f"run.dir={run_dir}", "model.init=mimetic", "transfer.parts=[mlp]", "budget.epochs=1"],
+         f"run.dir={run_dir}", "model.init=mimetic", "transfer.parts=[mlp]", "budget.epochs=2"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     export = run_dir / "warmup" / "model.safetensors"
@@ -138,5 +138,4 @@ def test_warmup_blocks_into_a_mimetic_image_model(tmp_path, fmnist_shards):
             assert not torch.equal(weights[name], value), name
     qk, vo = scores(fresh, heads=2)
     assert all(s > 3 for s in qk) and all(s < -3 for s in vo)
-    # Chance is 10%; 19.6% measured after this 1-epoch run.
-    assert json.loads((run_dir / "summary.json").read_text())["top1"] > 15
+    assert json.loads((run_dir / "summary.json").read_text())["top1"] > 20  # chance is 10%
