@@ -14,13 +14,17 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
+
+from vitwarm.rundir import read_summary, write_summary
 
 from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
@@ -193,6 +197,47 @@ def test_report_cli_prints_the_table(sweep_dir, tmp_path):
     out = subprocess.run([*command, "--metric", "top5"], capture_output=True, text=True, check=True).stdout
     assert "| warmup.fraction | data.train_fraction | n | top5 mean ± std |" in out
     assert (tmp_path / "report.md").exists()
+
+
+def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
+    # One run moved by +1 point, so that the two seeds' differences differ: against the baseline at data
+    # fraction 0.5 (69 / 71), the warm-up cell there scores 72 / 75: differences +3 / +4, mean 3.5, std
+    # sqrt(0.5), sem 0.5, t 7. The warm-up cell at 0.25 (63 / 65) differs by -6 on both seeds: std 0, no t.
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    moved = sweep / "warmup.fraction=0.01__data.train_fraction=0.5__seed=1"
+    write_summary(moved, replace(read_summary(moved), top1=75.0))
+    report = build_report(sweep, tmp_path / "out", paired_to=["warmup.fraction=0,data.train_fraction=0.5"])
+    (block,) = report["paired"]
+    assert block["reference"] == {"warmup.fraction": 0.0, "data.train_fraction": 0.5}
+    assert len(block["rows"]) == 5  # the other finished cells
+    row = find(block["rows"], 0.01, 0.5)
+    assert row["seeds"] == [0, 1] and row["differences"] == pytest.approx([3.0, 4.0])
+    assert (row["n"], row["mean"], row["std"], row["sem"], row["t"]) == pytest.approx((2, 3.5, 0.5**0.5, 0.5, 7.0))
+    flat = find(block["rows"], 0.01, 0.25)
+    assert flat["mean"] == pytest.approx(-6.0) and flat["std"] == 0.0 and flat["t"] is None
+    assert "| 0.01 | 0.5 | 2 | +3.50 ± 0.71 | 0.50 | 7.0 | yes | +3.00 / +4.00 |" in report["markdown"]
+    assert "| 0.01 | 0.25 | 2 | -6.00 ± 0.00 | 0.00 | - | no | -6.00 / -6.00 |" in report["markdown"]
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["paired"][0]["rows"][0]["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "selection, says",
+    [
+        ("warmup.fraction=0", "3 cells match; add data.train_fraction to pick one"),
+        ("warmup.fraction=0,seed=1", "'seed' is not a cell key (cell keys: warmup.fraction, data.train_fraction)"),
+        ("warmup.fraction=0.3,data.train_fraction=1", "no cell has these values (values present: warmup.fraction"),
+        ("warmup.fraction", "'warmup.fraction' is not KEY=VALUE"),
+    ],
+)
+def test_paired_to_refuses_a_selection_that_is_not_one_cell(sweep_dir, tmp_path, selection, says):
+    command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path / "out")]
+    result = subprocess.run([*command, "--paired-to", selection], capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vitwarm: error: --paired-to {selection!r}: "), result.stderr
+    assert says in lines[0]
+    assert not (tmp_path / "out").exists()  # refused before any file was written
 
 
 @pytest.mark.parametrize(

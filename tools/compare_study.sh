@@ -51,7 +51,11 @@ case "$PART" in
        cell 4 additive default 1.0 k_dyck '{k: 32}' true '{}' 0,1,2; } | queue ;;
   C) { cell 4 additive mimetic 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
        cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue ;;
-  D) { cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2
+  D) # cell 8's sources first: cells 2 and 7, seeds 0-2 (skipped where finished in this sweep directory;
+     # run again, deterministically, where the sweep directory is new and only the archive has them)
+     { cell 4 additive default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
+       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue
+     { cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2
        cell 12 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2
        cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0; } | queue ;;
   E) { cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 1,2

@@ -1,6 +1,6 @@
 """Summarise a sweep: mean ± std over seeds per cell, data equivalence, plots (see docs/sweeps.md).
 
-    python tools/report.py runs/sweep1 [--out DIR] [--metric top1]
+    python tools/report.py runs/sweep1 [--out DIR] [--metric top1] [--paired-to warmup.fraction=0 ...]
 
 Writes report.md, report.csv, report.json and PNG plots to DIR (default: the sweep directory) and prints
 the tables. Unfinished runs are left out and listed.
@@ -30,11 +30,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=["linear", "log"],
         help="data equivalence: interpolate the baseline linearly in image samples (default) or in their log",
     )
+    parser.add_argument(
+        "--paired-to",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="a reference cell, by its cell-key values; adds every other cell's differences from it, paired by "
+        "seed (repeatable)",
+    )
     args = parser.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
         parser.error(f"{args.sweep_dir}: not a directory")
     try:
-        report = build_report(args.sweep_dir, out=args.out, metric=args.metric, log_x=args.interp == "log")
+        report = build_report(
+            args.sweep_dir, args.out, args.metric, log_x=args.interp == "log", paired_to=args.paired_to
+        )
     except ValueError as err:  # no finished runs, or a run directory whose files do not parse
         sys.exit(f"vitwarm: error: {err}")
     print(report["markdown"])

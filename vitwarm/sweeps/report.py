@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vitwarm.sweeps import plots
 from vitwarm.sweeps.equivalence import baseline_curves, data_equivalence
+from vitwarm.sweeps.paired import paired_differences, select_cell, significant
 from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, group_cells, load_results
 
 
@@ -82,6 +83,23 @@ def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) 
     return markdown_table(header, rows)
 
 
+def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
+    header = [*cell_keys, "pairs", "difference mean ± std", "sem", "t", "beyond 2 sem", "per seed"]
+    body = [
+        [
+            *(str(row[k]) for k in cell_keys),
+            str(row["n"]),
+            f"{row['mean']:+.2f} ± {_fmt(row['std'])}",
+            _fmt(row["sem"]),
+            _fmt(row["t"], 1),
+            "yes" if significant(row) else "no",
+            " / ".join(f"{d:+.2f}" for d in row["differences"]),
+        ]
+        for row in rows
+    ]
+    return markdown_table(header, body)
+
+
 def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
     columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "wall_s"]
     with open(path, "w", newline="") as f:
@@ -92,9 +110,16 @@ def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
 
 
 def build_report(
-    sweep_dir: str | Path, out: str | Path | None = None, metric: str = "top1", log_x: bool = False
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    metric: str = "top1",
+    log_x: bool = False,
+    paired_to: list[str] = (),
 ) -> dict:
     """Write report.md, report.csv, report.json and the plots into ``out`` (default: the sweep directory).
+
+    ``paired_to``: selections of reference cells (``"warmup.fraction=0,budget.epochs=4"``); for each, the
+    report adds every other cell's differences from it, paired by seed (vitwarm.sweeps.paired).
 
     Returns the report.json content, with ``markdown`` added: report.md without its title and figures.
     """
@@ -105,11 +130,16 @@ def build_report(
     if not results.runs:
         states = ", ".join(f"{name} ({state})" for name, state in results.unfinished) or "no run directories"
         raise ValueError(f"{sweep_dir} has no finished runs to report: {states}")
-    out = Path(out) if out else sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
     keys = results.cell_keys
     cells = group_cells(results)
+    references = [(text, select_cell(text, cells, keys)) for text in paired_to]  # refused before any file
+    out = Path(out) if out else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
     stats = [cell_stats(cell, metric) for cell in cells]
+    paired = [
+        {"reference": ref.values, "selection": text, "rows": paired_differences(ref, cells, metric)}
+        for text, ref in references
+    ]
     curves = baseline_curves(results, metric)
     estimates, de_notes = data_equivalence(keys, stats, curves, log_x)
     notes = results.notes + de_notes
@@ -130,6 +160,12 @@ def build_report(
             "worth: extra images the warm-up is worth. '>' / '<': the accuracy lies outside the baseline's "
             "range, so only a bound is given.\n"
         )
+    for block in paired:
+        reference = ", ".join(f"{k}={v}" for k, v in block["reference"].items())
+        text += (
+            f"\n## Paired by seed: each cell minus {block['selection']} ({metric}, points)\n\n"
+            f"Reference cell: {reference}.\n\n{paired_table(keys, block['rows'])}\n"
+        )
     if results.unfinished:
         text += f"\n## Unfinished runs (left out: {len(results.unfinished)})\n\n"
         text += "".join(f"- {name} ({state})\n" for name, state in results.unfinished)
@@ -144,6 +180,7 @@ def build_report(
         "cell_keys": keys,
         "cells": stats,
         "data_equivalence": estimates,
+        "paired": paired,
         "unfinished": [{"name": n, "state": s} for n, s in results.unfinished],
         "notes": notes,
         "plots": figures,
