@@ -15,7 +15,7 @@ export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's vitwarm, whatever the venv points at
 export PATH="$(dirname "$PY"):$PATH"   # accelerate from the same environment
 
-[ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
+[ "$PART" = report ] || [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
 
 S=(--base recipes/fmnist_compare.yaml --out "$OUT" --accelerate-config recipes/accelerate/cpu.yaml --launcher print)
 cell() {  # epochs regime init fraction grammar params shuffled sources seeds
@@ -29,6 +29,8 @@ queue() {  # run the printed commands two at a time, each one's output in a file
 }
 # cell 8's sources: the runs of cells 2 and 7 with the composed run's own seed, beside it in the sweep
 src() { echo "\${run.dir}/../budget.epochs=4__budget.regime=additive__model.init=default__warmup.fraction=1.0__procedural.grammar=$1__procedural.params=$2__procedural.shuffled=false__transfer.sources=--__seed=\${seed}/warmup"; }
+ADD=budget.regime=additive  # run-name pieces: the additive regime; k-Dyck, not shuffled, nothing composed
+KDYCK=procedural.grammar=k_dyck__procedural.params=-k--32-__procedural.shuffled=false__transfer.sources=--
 COMPOSED="{attn: \"$(src k_dyck -k--32-)\", mlp: \"$(src eca -rule--110-)\"}"
 
 archive() {  # the small, script-readable files of every finished run, for the docs
@@ -64,8 +66,14 @@ case "$PART" in
     # rewrite sweep.json with cell 8's grid (runs nothing), so that its transfer.sources is read as typed
     # (with ${seed}) and its three seeds form one cell
     cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2 > /dev/null
-    "$PY" tools/report.py "$OUT" --out docs/comparisons
-    "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 ;;
+    # the paired-by-seed differences of the plan: every cell minus each reference cell that has finished runs
+    P=(); ref() {  # epochs init fraction [keys that tell the k-Dyck cell from cells 5 and 8]
+      compgen -G "$OUT/budget.epochs=$1__${ADD}__model.init=$2__warmup.fraction=$3__${KDYCK}__seed=*/summary.json" \
+        > /dev/null && P+=(--paired-to "budget.epochs=$1,$ADD,model.init=$2,warmup.fraction=$3${4:+,$4}") || true; }
+    ref 4 default 0; ref 4 mimetic 0; ref 4 default 1.0 "procedural.shuffled=false,transfer.sources={}"
+    ref 12 default 0; ref 12 mimetic 0
+    "$PY" tools/report.py "$OUT" --out docs/comparisons "${P[@]}"
+    "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 "${P[@]}" ;;
   *) echo "compare_study.sh: error: unknown part '$PART' (choose A, B, C, D, E or report)" >&2; exit 2 ;;
 esac
 archive
