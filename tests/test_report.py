@@ -25,7 +25,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from vitwarm.rundir import read_summary, write_summary
-
 from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
