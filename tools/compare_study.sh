@@ -5,7 +5,8 @@
 # resume from their checkpoint), then copies every finished run's config.yaml, summary.json and
 # metrics.jsonl into docs/comparisons/runs/ so that the part's numbers can be committed on their own.
 # `report` rebuilds the tables and plots from the sweep directory. Runs are started with `nice`, so other
-# work on the machine keeps its speed; the accuracies do not depend on it (every run is deterministic).
+# work on the machine keeps its speed; the accuracies do not depend on it (a run is deterministic on one
+# machine; on another CPU they move by tenths of a point, see docs/comparisons.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:?usage: compare_study.sh A|B|C|D|E|report}
