@@ -71,7 +71,7 @@ case "$PART" in
     P=(); ref() {  # epochs init fraction [keys that tell the k-Dyck cell from cells 5 and 8]
       compgen -G "$OUT/budget.epochs=$1__${ADD}__model.init=$2__warmup.fraction=$3__${KDYCK}__seed=*/summary.json" \
         > /dev/null && P+=(--paired-to "budget.epochs=$1,$ADD,model.init=$2,warmup.fraction=$3${4:+,$4}") || true; }
-    ref 4 default 0; ref 4 mimetic 0; ref 4 default 1.0 "procedural.shuffled=false,transfer.sources={}"
+    ref 4 default 0; ref 4 mimetic 0; ref 4 default 1.0 "procedural.grammar=k_dyck,procedural.shuffled=false,transfer.sources={}"
     ref 12 default 0; ref 12 mimetic 0
     "$PY" tools/report.py "$OUT" --out docs/comparisons "${P[@]}"
     "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 "${P[@]}" ;;
