@@ -299,3 +299,21 @@ def test_slurm_submits_unfinished_runs_as_checkpointable_array(tmp_path, recipe,
     with pytest.raises(RuntimeError, match="exit 3"):
         failing()
     assert [c["name"] for c in executed(record)] == ["seed=1", "seed=13"]
+
+
+def test_planned_identity_resolves_run_dir_as_the_run_did(tmp_path):
+    # A composed transfer's sources written with ${run.dir} (as in docs/comparisons.md): the planned identity
+    # must resolve them against the run's own directory, as the run's command did, or a finished run of the
+    # sweep reads as "finished under another config".
+    from vitwarm.config import load_config
+    from vitwarm.rundir import changed_keys, identity
+
+    base = str(REPO / "tests" / "tiny.yaml")
+    overrides = {"transfer.sources": '{attn: "${run.dir}/../source/warmup"}'}
+    run_dir = tmp_path / "sweep" / "composed"
+    trained = identity(load_config(base, [f"transfer.sources={overrides['transfer.sources']}", f"run.dir={run_dir}"]))
+    assert not changed_keys(trained, planned_identity(base, overrides, run_dir))
+    assert changed_keys(trained, planned_identity(base, overrides, tmp_path / "elsewhere" / "composed"))
+    sweep = plan_sweep(base, {"seed": ["0"]}, {}, tmp_path / "s2")
+    (run,) = sweep.runs
+    assert sweep.identity(run) == planned_identity(base, run.overrides, sweep.run_dir(run))

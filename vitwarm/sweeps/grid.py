@@ -141,16 +141,21 @@ class Sweep:
 
     def identity(self, run: Run) -> dict:
         """The identity (vitwarm.rundir.identity) the run's planned command trains under."""
-        return planned_identity(self.base, run.overrides)
+        return planned_identity(self.base, run.overrides, self.run_dir(run))
 
     def state(self, run: Run) -> str:
         """``finished`` only when the run's summary parses and was written under its planned identity."""
         return run_state(self.run_dir(run), self.identity(run))
 
 
-def planned_identity(base: str, overrides: dict[str, str]) -> dict:
-    """The identity a run of ``base`` with ``overrides`` would have (bad overrides raise ConfigError)."""
-    return identity(load_config(base, [f"{k}={v}" for k, v in overrides.items()]))
+def planned_identity(base: str, overrides: dict[str, str], run_dir: str | Path | None = None) -> dict:
+    """The identity a run of ``base`` with ``overrides`` would have (bad overrides raise ConfigError).
+
+    ``run_dir``: the directory the run's command sets as ``run.dir``, so that values written with
+    ``${run.dir}`` (a composed transfer's sources beside it) resolve as they did in the run.
+    """
+    managed = [f"run.dir={Path(run_dir).absolute()}"] if run_dir is not None else []
+    return identity(load_config(base, [f"{k}={v}" for k, v in overrides.items()] + managed))
 
 
 def plan_sweep(

@@ -119,7 +119,8 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     for name in names:
         run_dir = sweep_dir / name
         # A listed run counts only when it finished under the config its sweep planned for it.
-        state = run_state(run_dir, planned_identity(spec["base"], overrides[name]) if name in overrides else None)
+        planned = planned_identity(spec["base"], overrides[name], run_dir) if name in overrides else None
+        state = run_state(run_dir, planned)
         if (run_dir / CONFIG).exists():
             trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
             configs[name] = _flatten(trees[name])
