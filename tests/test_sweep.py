@@ -140,7 +140,8 @@ def test_sweep_dir_refuses_a_different_base_or_set(tmp_path, recipe):
 
 def test_print_launcher_prints_unfinished_commands_and_writes_sweep_json(tmp_path, recipe, capsys):
     out = tmp_path / "sw"
-    write_finished(out / "seed=1", planned_identity(str(recipe), {"model.name": "vit_tiny_patch16_224", "seed": "1"}))
+    overrides = {"model.name": "vit_tiny_patch16_224", "seed": "1"}
+    write_finished(out / "seed=1", planned_identity(str(recipe), overrides, out / "seed=1"))
     tool = load_tool("sweep")
     argv = ["--base", str(recipe), "--grid", "seed=0,1,2", "--set", "model.name=vit_tiny_patch16_224"]
     assert tool.main([*argv, "--out", str(out), "--launcher", "print"]) == 0

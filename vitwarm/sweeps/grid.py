@@ -148,14 +148,18 @@ class Sweep:
         return run_state(self.run_dir(run), self.identity(run))
 
 
-def planned_identity(base: str, overrides: dict[str, str], run_dir: str | Path | None = None) -> dict:
-    """The identity a run of ``base`` with ``overrides`` would have (bad overrides raise ConfigError).
+def _run_dir_override(run_dir: str | Path) -> str:
+    # Absolute, as in the run's command, so that ${run.dir} resolves the same wherever it is read.
+    return f"run.dir={Path(run_dir).absolute()}"
 
-    ``run_dir``: the directory the run's command sets as ``run.dir``, so that values written with
-    ``${run.dir}`` (a composed transfer's sources beside it) resolve as they did in the run.
+
+def planned_identity(base: str, overrides: dict[str, str], run_dir: str | Path) -> dict:
+    """The identity a run of ``base`` with ``overrides`` in ``run_dir`` would have (bad overrides raise ConfigError).
+
+    ``run_dir`` is the ``run.dir`` the run's command sets, so that values written with ``${run.dir}`` (a
+    composed transfer's sources beside the run) resolve as they did in the run.
     """
-    managed = [f"run.dir={Path(run_dir).absolute()}"] if run_dir is not None else []
-    return identity(load_config(base, [f"{k}={v}" for k, v in overrides.items()] + managed))
+    return identity(load_config(base, [*(f"{k}={v}" for k, v in overrides.items()), _run_dir_override(run_dir)]))
 
 
 def plan_sweep(
@@ -198,7 +202,7 @@ def plan_sweep(
             "--config",
             base,
             *(f"{k}={v}" for k, v in overrides.items()),
-            f"run.dir={out / name}",
+            _run_dir_override(out / name),
             "resume=auto",
         ]
         runs.append(Run(name=name, overrides=overrides, command=command))
