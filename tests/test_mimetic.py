@@ -93,6 +93,28 @@ def test_targets_scale_with_alpha_and_beta():
                                atol=5e-3, rtol=0)
 
 
+def test_weights_do_not_depend_on_the_svds_sign_choice(monkeypatch):
+    """An SVD that returns the other valid signs (as another LAPACK build may) gives the same weights."""
+    torch.manual_seed(0)
+    model = timm.create_model("vitwarm_pico_patch4_32", **SHAPES[0])
+    mimetic_init_(model, seed=3)
+    expected = {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+    svd = torch.linalg.svd
+    flips = torch.Generator().manual_seed(0)
+
+    def svd_with_other_signs(a):  # U D, S, D Vh with D a random diagonal of +-1: an SVD of the same a
+        U, S, Vh = svd(a)
+        d = torch.randint(0, 2, (len(S),), generator=flips) * 2.0 - 1
+        assert (d < 0).sum() > len(S) // 4  # many pairs really are flipped
+        return U * d, S, d[:, None] * Vh
+
+    monkeypatch.setattr(torch.linalg, "svd", svd_with_other_signs)
+    mimetic_init_(model, seed=3)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=0, msg=name)
+
+
 def test_config_seeds_it_per_purpose_and_default_is_timms():
     cfg = load_config(TINY, ["model.init=mimetic"])
     a, b = create_vit(cfg, "image-init"), create_vit(cfg, "image-init")

@@ -45,10 +45,18 @@ def attention_layers(vit: VisionTransformer) -> list[Attention]:
 
 
 def _factor(target: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L, R), both (d, rank), with L Rᵀ the best rank-``rank`` approximation of ``target`` (d, d)."""
+    """(L, R), both (d, rank), with L Rᵀ the best rank-``rank`` approximation of ``target`` (d, d).
+
+    An SVD fixes each pair of singular vectors (u_i, v_i) only up to a common sign, and LAPACK builds pick
+    it differently: on two CPUs one seed's mimetic ViT started from different weights (same products) and
+    ended 1.4 points of top-1 apart after 12 epochs (docs/comparisons.md, part E). Flipping each pair so
+    that the largest entry of u_i is positive makes the factors a function of the target alone.
+    """
     U, S, Vh = torch.linalg.svd(target)
+    U, Vh = U[:, :rank], Vh[:rank]  # (d, rank), (rank, d)
+    sign = U.gather(0, U.abs().argmax(0, keepdim=True)).sign()  # (1, rank): sign of u_i's largest entry
     root = S[:rank].sqrt()
-    return U[:, :rank] * root, Vh[:rank].T * root
+    return U * sign * root, Vh.T * sign * root
 
 
 @torch.no_grad()
