@@ -4,14 +4,15 @@
 # Each part runs its cells' unfinished runs two at a time (finished runs are skipped, interrupted ones
 # resume from their checkpoint), then copies every finished run's config.yaml, summary.json and
 # metrics.jsonl into docs/comparisons/runs/ so that the part's numbers can be committed on their own.
-# `report` rebuilds the tables and plots from the sweep directory. Runs are started with `nice`, so other
+# `report` rebuilds the tables and plots from the sweep directory (OUT, default sweeps/fmnist_compare; point
+# it at another checkout's sweep to report that checkout's runs with this one's code). Runs are started with `nice`, so other
 # work on the machine keeps its speed; the accuracies do not depend on it (a run is deterministic on one
 # machine; on another CPU they move by tenths of a point, see docs/comparisons.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:?usage: compare_study.sh A|B|C|D|E|report}
 PY=${PY:-.venv/bin/python}
-OUT=sweeps/fmnist_compare
+OUT=${OUT:-sweeps/fmnist_compare}
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's vitwarm, whatever the venv points at
 export PATH="$(dirname "$PY"):$PATH"   # accelerate from the same environment
@@ -77,5 +78,5 @@ case "$PART" in
     "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 "${P[@]}" ;;
   *) echo "compare_study.sh: error: unknown part '$PART' (choose A, B, C, D, E or report)" >&2; exit 2 ;;
 esac
-archive
+[ "$PART" = report ] || archive  # report runs nothing, so it has nothing new to archive
 echo "part $PART: $(( $(date +%s) - start )) s wall"
