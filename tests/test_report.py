@@ -178,6 +178,18 @@ def test_plots_are_valid_pngs(sweep_dir, report):
         assert image.shape[0] > 100 and image.shape[1] > 100
 
 
+def test_up_to_20_lines_of_a_plot_get_20_colours():
+    """matplotlib's default cycle repeats after 10: a study of 11 cells drew its 1st and 11th alike."""
+    from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
+
+    from vitwarm.sweeps.plots import _axes
+
+    ax = _axes(Figure())
+    colours = [to_hex(ax.plot([0, 1], [i, i])[0].get_color()) for i in range(20)]
+    assert len(set(colours)) == 20
+
+
 def test_cell_keys_without_sweep_json_are_the_varying_config_keys(sweep_dir, tmp_path):
     # Copy the finished runs' files only, without sweep.json: the keys must be found from the configs.
     for run_dir in sweep_dir.iterdir():

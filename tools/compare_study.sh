@@ -4,10 +4,11 @@
 # Each part runs its cells' unfinished runs two at a time (finished runs are skipped, interrupted ones
 # resume from their checkpoint), then copies every finished run's config.yaml, summary.json and
 # metrics.jsonl into docs/comparisons/runs/ so that the part's numbers can be committed on their own.
-# `report` rebuilds the tables and plots from the sweep directory (OUT, default sweeps/fmnist_compare; point
-# it at another checkout's sweep to report that checkout's runs with this one's code). Runs are started with `nice`, so other
-# work on the machine keeps its speed; the accuracies do not depend on it (a run is deterministic on one
-# machine; on another CPU they move by tenths of a point, see docs/comparisons.md).
+# `report` rebuilds the tables and plots from the sweep directory (OUT, default sweeps/fmnist_compare; an
+# absolute OUT points it at another checkout's sweep, to report those runs with this checkout's code).
+# Runs are started with `nice`, so other work on the machine keeps its speed; the accuracies do not depend
+# on it (a run is deterministic on one machine; on another CPU they move by tenths of a point, and at the
+# study's commit a mimetic run starts from other weights, see docs/comparisons.md, part E).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:?usage: compare_study.sh A|B|C|D|E|report}

@@ -9,12 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 try:
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 except ImportError as err:
     raise ImportError("the sweep report draws its plots with matplotlib: pip install 'vitwarm[report]'") from err
 
 from vitwarm.sweeps.grid import short_value
 from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
+
+
+def _axes(fig: Figure):
+    """The figure's one axes, with 20 line colours: tab10's (matplotlib's default cycle, which repeats after
+    10 and gave a study's 11th cell the 1st one's colour), then their light shades (tab20's odd entries)."""
+    tab20 = colormaps["tab20"].colors
+    ax = fig.subplots()
+    ax.set_prop_cycle(color=[*tab20[0::2], *tab20[1::2]])
+    return ax
 
 
 def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
@@ -53,7 +63,7 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
         if row["mean"] is not None:
             lines.setdefault(tuple(row[k] for k in other), []).append(row)
     fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    ax = _axes(fig)
     fractions = sorted({row["warmup_fraction"] for row in stats})
     for rows in lines.values():
         rows = sorted(rows, key=lambda r: r["warmup_fraction"])
@@ -91,7 +101,7 @@ def plot_curves(cell_keys: list[str], cells: list[Cell], stats: list[dict], metr
     baseline early and overtake it later; baselines are dashed.
     """
     fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    ax = _axes(fig)
     drawn = False
     for cell, row in zip(cells, stats):
         xs, ys = _curve(cell, metric)
@@ -121,7 +131,7 @@ def plot_equivalence(
     if not curves:
         return None
     fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    ax = _axes(fig)
     for context, points in curves.items():
         label = _label(dict(zip(context_keys, context)), context_keys)
         _mean_std(ax, points, "image_samples", marker="o", linestyle="--",
