@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 from safetensors.torch import load_file
 
 TINY = Path(__file__).with_name("tiny.yaml")
@@ -74,6 +76,11 @@ def test_run_completes_both_phases(reference):
     assert any(r.get("event") == "eval" for r in records)
     for name in ("config.yaml", "warmup/model.safetensors", "model/model.safetensors", "model/config.json"):
         assert (reference / name).is_file(), name
+    # Where the numbers came from: the same run moves by tenths of a point between CPUs.
+    env = summary["environment"]
+    assert (env["torch"], env["timm"], env["device"], env["num_processes"]) == (
+        torch.__version__, timm.__version__, "cpu", 1)
+    assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu"]
 
 
 @pytest.mark.parametrize("kill_at", ["during warm-up", "at the phase boundary", "during the image phase"])
@@ -112,6 +119,7 @@ def test_two_process_accelerate_launch(tmp_path, fmnist_shards):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["environment"]["num_processes"] == 2
     assert summary["phases"]["warmup"]["steps"] > 0 and summary["phases"]["image"]["steps"] > 0
     info = json.loads((fmnist_shards / "_info.json").read_text())
     evals = [r for r in train_records(run_dir) if r.get("event") == "eval"]

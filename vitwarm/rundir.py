@@ -19,9 +19,11 @@ The trainer and the sweep tools both read the directory through this module only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import platform
 import signal
 import struct
 from collections import Counter
@@ -30,8 +32,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import accelerate
+import timm
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import __version__
 from .errors import ConfigError
 
 CONFIG = "config.yaml"
@@ -209,6 +215,30 @@ class Summary:
     """Corrupt or unreadable training samples skipped, summed over processes and restarts."""
     phases: dict[str, dict]
     identity: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    """What the run finished on (``environment()``); runs of earlier versions have none."""
+
+
+def environment(accelerator_device: str = "cpu", num_processes: int = 1) -> dict[str, Any]:
+    """The software and hardware a run's numbers came from, for summary.json.
+
+    Identity decides which run a run is; this says where it ran, because the same run moves by tenths of a
+    point between CPUs (another kernel path, another rounding: docs/comparisons.md). A resumed run records
+    the machine that finished it.
+    """
+    cpu = platform.processor()
+    with contextlib.suppress(OSError, StopIteration):  # Linux names the model here, not in processor()
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    env = {"vitwarm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "timm": timm.__version__, "accelerate": accelerate.__version__,
+           "os": f"{platform.system()} {platform.machine()}", "cpu": cpu, "cpu_count": os.cpu_count(),
+           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX2, AVX512: the kernel path
+           "torch_threads": torch.get_num_threads(), "device": accelerator_device, "num_processes": num_processes}
+    if accelerator_device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(accelerator_device))
+        env["cuda"] = torch.version.cuda
+    return env
 
 
 def write_summary(run_dir: str | Path, summary: Summary) -> Path:

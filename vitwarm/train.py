@@ -35,7 +35,17 @@ from .metrics import MetricsLog, window_record
 from .phases import PHASE_END, PHASE_SETUP, ImageData, PhaseRun, evaluate
 from .preflight import Plan, preflight
 from .resume import RunState, Start, checkpoint_name, load_checkpoint, save_checkpoint, where_to_start
-from .rundir import CHECKPOINTS, SUMMARY, Summary, check_hashes, eval_record, hash_exports, write_config, write_summary
+from .rundir import (
+    CHECKPOINTS,
+    SUMMARY,
+    Summary,
+    check_hashes,
+    environment,
+    eval_record,
+    hash_exports,
+    write_config,
+    write_summary,
+)
 from .seeds import seed_step
 from .step import Pending, add_counts, guarded_step
 from .trackers import check_trackers
@@ -237,6 +247,7 @@ def finish(cfg: DictConfig, run: PhaseRun, state: RunState, plan: Plan, images: 
         masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
         phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
+        environment=environment(str(accelerator.device), accelerator.num_processes),
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:
