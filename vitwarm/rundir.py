@@ -29,11 +29,10 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import accelerate
-import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -219,7 +218,7 @@ class Summary:
     """What the run finished on (``environment()``); runs of earlier versions have none."""
 
 
-def environment(accelerator_device: str = "cpu", num_processes: int = 1) -> dict[str, Any]:
+def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:
     """The software and hardware a run's numbers came from, for summary.json.
 
     Identity decides which run a run is; this says where it ran, because the same run moves by tenths of a
@@ -231,7 +230,7 @@ def environment(accelerator_device: str = "cpu", num_processes: int = 1) -> dict
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     env = {"vitwarm": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "timm": timm.__version__, "accelerate": accelerate.__version__,
+           "timm": version("timm"), "accelerate": version("accelerate"),  # installed versions, not imported here
            "os": f"{platform.system()} {platform.machine()}", "cpu": cpu, "cpu_count": os.cpu_count(),
            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX2, AVX512: the kernel path
            "torch_threads": torch.get_num_threads(), "device": accelerator_device, "num_processes": num_processes}
