@@ -27,7 +27,7 @@ setup(
     packages=find_packages(include=["vitwarm", "vitwarm.*"]) + list(RECIPES),
     package_dir=RECIPES,
     package_data={pkg: ["*.yaml", "*.sbatch"] for pkg in RECIPES},
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # hashlib.file_digest (the checkpoints' and exports' content hashes)
     install_requires=[
         # The torch/torchvision pair must match; the Makefile pins the pair that installs here.
         "torch>=2.4",
@@ -53,12 +53,12 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "vitwarm-train = vitwarm.train:main",
+            "vitwarm-train = vitwarm.cli.train:main",
             "vitwarm-shards = vitwarm.cli.make_shards:main",
             "vitwarm-sweep = vitwarm.cli.sweep:main",
             "vitwarm-report = vitwarm.cli.report:main",
-            "vitwarm-recipes = vitwarm.catalog:main",
-            "vitwarm-grammars = vitwarm.procedural.__main__:main",
+            "vitwarm-recipes = vitwarm.cli.recipes:main",
+            "vitwarm-grammars = vitwarm.cli.grammars:main",
         ],
     },
 )

@@ -8,7 +8,7 @@ Sections, in priority order (each is skipped, and says so, when the time budget 
    augmentation (RandAugment m9, random erasing 0.25, colour jitter 0.4), one worker per CPU core:
    images/s and images/s per core;
 3. per model (ViT-B/16, ViT-S/16 from the ImageNet recipes, bf16, batch 256), eager then compiled:
-   images/s of vitwarm's image phase (``setup_image`` + ``train_phase``) against the plain timm + torch
+   images/s of vitwarm's image phase (the image kind's ``setup`` + ``train_phase``) against the plain timm + torch
    loop of benchmarks/e2e.py on the same in-memory device batches, alternating; model FLOP utilisation
    from the budget module's FLOP count and the device's peak; sequences/s of the warm-up phase at the
    same batch and the ratio warm-up step / image step; peak GPU memory; and, once, that the EMA of an
@@ -37,13 +37,12 @@ import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks
-from vitwarm.budget import vit_flops_per_sample  # noqa: E402
 from vitwarm.config import AugConfig  # noqa: E402
 from vitwarm.data import make_train_loader, write_folder_shards  # noqa: E402
-from vitwarm.metrics import MetricsLog  # noqa: E402
-from vitwarm.phases import setup_image  # noqa: E402
-from vitwarm.resume import RunState  # noqa: E402
-from vitwarm.train import accelerate_precision, train_phase  # noqa: E402
+from vitwarm.run.checkpoints import RunState  # noqa: E402
+from vitwarm.run.engine import accelerate_precision  # noqa: E402
+from vitwarm.run.phases import KINDS  # noqa: E402
+from vitwarm.run.plan import vit_flops_per_sample  # noqa: E402
 
 import data as data_bench  # noqa: E402
 import e2e  # noqa: E402
@@ -158,11 +157,9 @@ def ema_on_device(bench: e2e.Bench, plan: dict) -> dict:
     the training device and stay finite."""
     cfg = bench.cfg
     phase = replace(bench.phases["image"], steps=2)
-    run = setup_image(cfg, phase, bench.accelerator, bench.images, start_step=0)
+    run = KINDS["image"].setup(cfg, phase, bench.accelerator, bench.images, start_step=0)
     run.batches = iter(device_batches(bench, plan["batch"]) * 2)
-    skip = lambda *args: None
-    train_phase(cfg, phase, run, RunState(phase="image", model_name=cfg.model.name), bench.accelerator,
-                MetricsLog(Path(cfg.run.dir), bench.accelerator), skip, skip)
+    e2e.loop_only(cfg, phase, run, RunState(phase="image", model_name=cfg.model.name), bench.accelerator, bench.images)
     devices = {p.device.type for p in run.ema.module.parameters()}  # "cuda", not "cuda:0" vs "cuda"
     finite = all(p.isfinite().all().item() for p in run.ema.module.parameters())
     if devices != {bench.device.type} or not finite:

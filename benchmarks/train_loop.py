@@ -22,25 +22,26 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from vitwarm.budget import plan_phases, vit_flops_per_sample
 from vitwarm.config import load_config
 from vitwarm.data import ensure_fmnist_shards, read_splits
-from vitwarm.metrics import MetricsLog
-from vitwarm.phases import ImageData, create_vit, setup_image
-from vitwarm.resume import RunState
-from vitwarm.train import accelerate_precision, train_phase
+from vitwarm.run.checkpoints import RunState
+from vitwarm.run.engine import accelerate_precision
+from vitwarm.run.images import ImageData
+from vitwarm.run.phases import KINDS
+from vitwarm.run.phases.common import create_vit
+from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+
+from e2e import loop_only  # the sibling benchmark (run as python benchmarks/train_loop.py)
 
 
 def vitwarm_loop(cfg, accelerator, images, batches, steps: int) -> float:
-    """Images/s of vitwarm.train's own loop (train_phase) over ``steps`` optimizer steps."""
+    """Images/s of vitwarm's own loop (train_phase) over ``steps`` optimizer steps."""
     phase = plan_phases(cfg, train_samples=images.train_samples, world_size=1, flops_per_sample=0.0)[-1]
-    run = setup_image(cfg, phase, accelerator, images, start_step=0)
-    run.batches = itertools.cycle(batches)
+    training = KINDS["image"].setup(cfg, phase, accelerator, images, start_step=0)
+    training.batches = itertools.cycle(batches)
     state = RunState(phase="image", model_name=cfg.model.name)
-    log = MetricsLog(Path(cfg.run.dir), accelerator)
     start = time.perf_counter()
-    skip = lambda *args: None  # no checkpoints or evaluations inside the timed steps
-    train_phase(cfg, replace(phase, steps=steps), run, state, accelerator, log, save=skip, evaluate_now=skip)
+    loop_only(cfg, replace(phase, steps=steps), training, state, accelerator, images)
     synchronize(accelerator.device)
     return steps * phase.global_batch / (time.perf_counter() - start)
 

@@ -1,7 +1,8 @@
 """Fixtures shared by the whole test suite.
 
 ``fmnist_src``: the directory of the Fashion-MNIST IDX files (Debian package ``dataset-fashion-mnist``); tests
-using it are skipped where the package is not installed.
+using it are skipped where the package is not installed, except under ``CI=true``, where a missing data set
+fails them: a CI run must not pass green and nearly empty.
 
 ``fmnist_shards``: a small real Fashion-MNIST shard set, built once per session (a few seconds) with
 ``ensure_fmnist_shards``: ``train`` 2,000 samples (200 per class) in 8 shards of 250, ``validation`` 500
@@ -10,6 +11,7 @@ using it are skipped where the package is not installed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,10 @@ FMNIST_TEST_SHARDS = dict(fraction=200 / 5950, val_size=500, shard_size=250, see
 def fmnist_src() -> Path:
     src = Path(FMNIST_SRC)
     if not (src / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not found in {src}: install Debian package dataset-fashion-mnist")
+        missing = f"Fashion-MNIST not found in {src}: install Debian package dataset-fashion-mnist"
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
     return src
 
 

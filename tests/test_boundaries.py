@@ -14,7 +14,8 @@ import pytest
 
 from vitwarm.data import DataError, read_dataset_info, write_folder_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 SBATCH = ROOT / "recipes" / "accelerate" / "slurm.sbatch"
 MAKE_SHARDS = [sys.executable, str(ROOT / "tools" / "make_shards.py")]
 HOSTILE = ["seed=1;touch F", "run.dir=runs/a b", "log.every_steps=$(touch G)", "x='y' \"z\"", "`touch H`"]

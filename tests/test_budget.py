@@ -2,8 +2,9 @@
 
 import pytest
 
-from vitwarm.budget import micro_batch, plan_phases, to_steps
-from vitwarm.config import ConfigError, load_config
+from vitwarm.config import load_config
+from vitwarm.errors import ConfigError
+from vitwarm.run.plan import micro_batch, plan_phases, to_steps
 
 
 def plan(overrides, train_samples=50_000, world_size=1):

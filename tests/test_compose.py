@@ -13,14 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
-from vitwarm.config import ConfigError, flatten, load_config
+from vitwarm.config import flatten, load_config
+from vitwarm.errors import ConfigError
 from vitwarm.models import compose, export_hub, read_metadata
 from vitwarm.models.registry import stock_architecture
 from vitwarm.models.transfer import param_part
 
+from helpers import ROOT, TINY
+
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).with_name("tiny.yaml")
 NAME = "vitwarm_pico_patch4_32"
 SMALL = dict(img_size=16, depth=3, embed_dim=32, num_heads=2, mlp_ratio=2.0)
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vitwarm.config import ConfigError, flatten, load_config
+from vitwarm.config import flatten, load_config
+from vitwarm.errors import ConfigError
 
 
 def test_recipe_then_overrides(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train import train
+from helpers import train
 
 TRAIN = "fashion_mnist-train-{0000..0007}.tar"
 # Fast runs: no warm-up phase; a shuffle buffer of 1 reads the first shard's samples in file order.

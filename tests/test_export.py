@@ -7,8 +7,8 @@ import json
 import torch
 
 from vitwarm.config import load_config
-from vitwarm.export import export_run
-from vitwarm.phases import build_vit
+from vitwarm.run.export import export_run
+from vitwarm.run.phases.common import build_vit
 
 TRAIN_PATTERN = "fashion_mnist-train-{0000..0007}.tar"
 

@@ -3,7 +3,7 @@
 Every run is a real ``python -m vitwarm.train`` subprocess on tests/tiny.yaml (25 warm-up steps, then 50 image
 steps; a checkpoint every 3 steps, a metrics record every 2). Kills land inside a write on purpose: the
 environment variable ``VITWARM_KILL_AT`` makes the trainer SIGKILL itself at a named point of the write
-(vitwarm.rundir.fault_point), so no test depends on timing. Each test asserts what the user needs: the same
+(vitwarm.atomic.fault_point), so no test depends on timing. Each test asserts what the user needs: the same
 final weights (byte for byte) and metrics records as the uninterrupted run, or one refusing line that names
 the file and changes nothing.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train import ENV, ROOT, TINY, free_port
+from helpers import ENV, ROOT, TINY, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 SCRIPT = ROOT / "benchmarks/gpu_check.sh"
 # What vitwarm imports beside torch: hidden from the environment that must report them missing.
 HIDDEN = ("timm", "webdataset", "omegaconf", "accelerate", "safetensors", "tqdm", "yaml", "_yaml", "pyyaml",

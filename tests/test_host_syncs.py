@@ -1,35 +1,37 @@
-"""The training step never waits for the device: host syncs happen only when the loss window is folded.
+"""The training step never waits for the device: the one host sync per log window is ``sync_window``.
 
 A step that reads a device value on the host (``.item()``, ``bool(tensor)``, ``.tolist()``, a boolean-mask
 index whose result size depends on the data, ...) stalls the GPU queue until everything before it has run.
 vitwarm's loop keeps every per-step quantity on the device (the non-finite guard included) and reads them
-only in ``vitwarm.step.add_counts``, at log records, evaluations and checkpoints.
+only in ``vitwarm.run.step.sync_window``, at log records, evaluations and checkpoints.
 
-The CPU test runs the tiny config in this process with every such Tensor method wrapped by a counter. It
-is armed from the start of each step's computation (``seed_step``) to the next fold (``add_counts``) or
-batch fetch, i.e. over the whole step path between log records. The CUDA test does the same with
-``torch.cuda.set_sync_debug_mode('error')``.
+The CPU test runs the tiny config in this process with every such Tensor method wrapped by a counter. The
+step path is armed from the start of each step's computation (``seed_step``) to the next sync or batch
+fetch, i.e. over the whole step path between log records; a checkpoint is armed while it is written; and
+the reads inside each ``sync_window`` are counted apart: exactly one per sync. The CUDA test does the same
+for the step path with ``torch.cuda.set_sync_debug_mode('error')``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import traceback
-from pathlib import Path
+from contextlib import nullcontext
 
 import pytest
 import torch
 from torch.optim.optimizer import _get_value
 
-import vitwarm.step
-import vitwarm.train
+import vitwarm.run.engine
+import vitwarm.run.step
 from vitwarm.config import load_config
-from vitwarm.phases import PHASE_SETUP
+from vitwarm.run.phases import KINDS
 
-TINY = Path(__file__).with_name("tiny.yaml")
+from helpers import TINY
 
 # Every path of the step: accumulation with no_sync, mixup + label smoothing, gradient clipping in both
-# phases, EMA. Evaluations and checkpoints fall on log steps (after the fold), where syncs are allowed.
+# phases, EMA. Evaluations and checkpoints fall on log steps (after the sync), where syncs are allowed.
 OVERRIDES = ["log.every_steps=3", "checkpoint.every_steps=6", "train.grad_accum=2", "train.mixup=0.8",
              "train.cutmix=1.0", "train.label_smoothing=0.1", "train.grad_clip=1.0", "train.ema_decay=0.9"]
 # Tensor methods that copy a device value to the host (or size an output by the data, like nonzero).
@@ -37,11 +39,12 @@ READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "
 
 
 class SyncCounter:
-    """Records, while armed, each host read of a tensor with the line of vitwarm or library code that made it."""
+    """Records each host read of a tensor, with the line that made it, under the label armed at the time
+    ('step', 'sync' or 'save'; None: not counted)."""
 
     def __init__(self):
-        self.armed = False
-        self.calls: list[str] = []
+        self.armed: str | None = None
+        self.calls: dict[str, list[str]] = {"step": [], "sync": [], "save": []}
 
     def wrap(self, name, method):
         def counted(tensor, *args, **kwargs):
@@ -50,7 +53,7 @@ class SyncCounter:
             # purpose (torch/optim/optimizer.py, _get_value: "item is significantly faster than a cpu
             # tensor") and reads it there: a host-to-host read, never a device sync.
             if self.armed and caller.f_code is not _get_value.__code__:
-                self.calls.append(f"Tensor.{name} at {traceback.format_stack(caller, limit=1)[0].strip()}")
+                self.calls[self.armed].append(f"Tensor.{name} at {traceback.format_stack(caller, limit=1)[0].strip()}")
             return method(tensor, *args, **kwargs)
         return counted
 
@@ -59,19 +62,22 @@ class SyncCounter:
             masks = index if isinstance(index, tuple) else (index,)
             if self.armed and any(isinstance(m, torch.Tensor) and m.dtype == torch.bool for m in masks):
                 caller = sys._getframe(1)
-                self.calls.append(f"boolean-mask index at {traceback.format_stack(caller, limit=1)[0].strip()}")
+                self.calls[self.armed].append(
+                    f"boolean-mask index at {traceback.format_stack(caller, limit=1)[0].strip()}")
             return method(tensor, index)
         return counted
 
 
 class StepPath:
     """Calls ``arm`` when a step starts computing (``seed_step``, after its batches are fetched) and ``disarm``
-    when the window is folded (``add_counts``) or the next batches are fetched: the data path (loaders,
-    generators, worker start-up) is host work by design and not what this measures."""
+    when the window is synced (``sync_window``) or the next batches are fetched: the data path (loaders,
+    generators, worker start-up) is host work by design and not what this measures. ``around_sync`` and
+    ``around_save``, when given, wrap each sync and each checkpoint write."""
 
-    def __init__(self, monkeypatch, arm, disarm):
-        self.steps = 0
-        seed_step, add_counts = vitwarm.train.seed_step, vitwarm.train.add_counts
+    def __init__(self, monkeypatch, arm, disarm, around_sync=None, around_save=None):
+        self.steps = self.syncs = 0
+        seed_step, sync_window = vitwarm.run.engine.seed_step, vitwarm.run.engine.sync_window
+        save = vitwarm.run.engine.Launch.save
 
         def step_starts(*args, **kwargs):
             self.steps += 1
@@ -79,21 +85,28 @@ class StepPath:
             arm()
             return result
 
-        def fold(*args, **kwargs):
+        def sync(*args, **kwargs):
             disarm()
-            return add_counts(*args, **kwargs)
+            self.syncs += 1
+            with around_sync() if around_sync else nullcontext():
+                return sync_window(*args, **kwargs)
+
+        def saving(*args, **kwargs):
+            with around_save() if around_save else nullcontext():
+                return save(*args, **kwargs)
 
         def unarmed_batches(setup):
             def wrapped(*args, **kwargs):
-                run = setup(*args, **kwargs)
-                run.batches = Unarmed(run.batches, disarm)
-                return run
+                training = setup(*args, **kwargs)
+                training.batches = Unarmed(training.batches, disarm)
+                return training
             return wrapped
 
-        monkeypatch.setattr(vitwarm.train, "seed_step", step_starts)
-        monkeypatch.setattr(vitwarm.train, "add_counts", fold)
-        for name, setup in PHASE_SETUP.items():
-            monkeypatch.setitem(PHASE_SETUP, name, unarmed_batches(setup))
+        monkeypatch.setattr(vitwarm.run.engine, "seed_step", step_starts)
+        monkeypatch.setattr(vitwarm.run.engine, "sync_window", sync)
+        monkeypatch.setattr(vitwarm.run.engine.Launch, "save", saving)
+        for name, kind in KINDS.items():
+            monkeypatch.setitem(KINDS, name, dataclasses.replace(kind, setup=unarmed_batches(kind.setup)))
 
 
 class Unarmed:
@@ -110,29 +123,49 @@ class Unarmed:
         return next(self.batches)
 
 
+class Armed:
+    """Arms ``counter`` under ``label`` for a block, then disarms it."""
+
+    def __init__(self, counter: SyncCounter, label: str):
+        self.counter, self.label = counter, label
+
+    def __enter__(self):
+        self.counter.armed = self.label
+
+    def __exit__(self, *exc):
+        self.counter.armed = None
+        return False
+
+
 @pytest.fixture
 def counter(monkeypatch):
     counter = SyncCounter()
     for name in READS:
         monkeypatch.setattr(torch.Tensor, name, counter.wrap(name, getattr(torch.Tensor, name)))
     monkeypatch.setattr(torch.Tensor, "__getitem__", counter.wrap_getitem(torch.Tensor.__getitem__))
-    counter.path = StepPath(monkeypatch, arm=lambda: setattr(counter, "armed", True),
-                            disarm=lambda: setattr(counter, "armed", False))
+    counter.path = StepPath(monkeypatch, arm=lambda: setattr(counter, "armed", "step"),
+                            disarm=lambda: setattr(counter, "armed", None),
+                            around_sync=lambda: Armed(counter, "sync"), around_save=lambda: Armed(counter, "save"))
     return counter
 
 
-def run_tiny(run_dir: Path, shards: Path) -> dict:
+def run_tiny(run_dir, shards) -> dict:
     torch.set_num_threads(1)
     cfg = load_config(TINY, [f"data.source={shards}", f"run.dir={run_dir}", *OVERRIDES])
-    return vitwarm.train.run(cfg)
+    return vitwarm.run.engine.train(cfg)
 
 
-def test_no_host_reads_between_log_records(tmp_path, fmnist_shards, counter):
+def test_one_host_read_per_log_window_and_none_elsewhere(tmp_path, fmnist_shards, counter):
     summary = run_tiny(tmp_path / "run", fmnist_shards)
     steps = summary["phases"]["warmup"]["steps"] + summary["phases"]["image"]["steps"]
     assert counter.path.steps == steps, "the counter did not see every step"
-    assert counter.calls == [], f"{len(counter.calls)} host reads on the step path in {steps} steps:\n" + "\n".join(
-        sorted(set(counter.calls)))
+    for label in ("step", "save"):
+        calls = counter.calls[label]
+        assert calls == [], f"{len(calls)} host reads on the {label} path in {steps} steps:\n" + "\n".join(
+            sorted(set(calls)))
+    # The sync itself: one read (the reduced sums, as a list) per log window, evaluation or checkpoint.
+    assert counter.path.syncs > 0
+    assert len(counter.calls["sync"]) == counter.path.syncs, "\n".join(sorted(set(counter.calls["sync"])))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
@@ -157,7 +190,7 @@ def test_guarded_step_applies_a_finite_step_and_skips_a_bad_one(fused):
     for _ in range(2):  # finite: exactly what a plain step does
         for model in models:
             model(x).square().mean().backward()
-        vitwarm.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(True))
+        vitwarm.run.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(True))
         plain.step()
         for model in models:
             model.zero_grad()
@@ -166,7 +199,7 @@ def test_guarded_step_applies_a_finite_step_and_skips_a_bad_one(fused):
     before = [p.clone() for p in models[0].parameters()]
     for p in models[0].parameters():
         p.grad = torch.full_like(p, float("nan"))
-    vitwarm.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(False))
+    vitwarm.run.step.guarded_step(guarded, list(models[0].parameters()), torch.tensor(False))
     for p, old in zip(models[0].parameters(), before):
         assert torch.equal(p, old), "a skipped step changed the weights"
 
@@ -179,8 +212,8 @@ def test_nan_between_log_records_names_its_step_and_saves_nothing_after_it(tmp_p
         run_dir = tmp_path / name
         cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={run_dir}", "warmup.lr=1e30",
                                  "warmup.grad_clip=0", f"log.every_steps={every}", "checkpoint.every_steps=2"])
-        with pytest.raises(vitwarm.step.NonFiniteLoss) as stop:
-            vitwarm.train.run(cfg)
+        with pytest.raises(vitwarm.run.step.NonFiniteLoss) as stop:
+            vitwarm.run.engine.train(cfg)
         messages.append(str(stop.value).replace(str(run_dir), "RUN_DIR"))
         bad = int(str(stop.value).split(" at step ")[1].split(";")[0])
         saved = [int(p.name.rsplit("-", 1)[1]) for p in (run_dir / "checkpoints").iterdir()]

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -12,13 +11,14 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 import vitwarm  # noqa: F401  (registers vitwarm_* timm models)
-from vitwarm.config import ConfigError, load_config
+from vitwarm.config import load_config
+from vitwarm.errors import ConfigError
 from vitwarm.models import mimetic_init_, read_metadata
-from vitwarm.phases import create_vit
+from vitwarm.run.phases.common import create_vit
+
+from helpers import ROOT, TINY
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).with_name("tiny.yaml")
 
 # Two shapes: the reproduction's ViT (dim 128, 4 heads of 32) and ViT-T's width (dim 192, 3 heads of 64)
 # without a class token.

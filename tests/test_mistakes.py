@@ -8,7 +8,8 @@ names the mistake, no traceback and no run directory.
 from __future__ import annotations
 
 import pytest
-from mistakes import Mistake, check
+
+from helpers import Mistake, check_mistake
 
 
 def train(name: str, *overrides: str, names: str, launch: str = "inproc", files: dict | None = None) -> Mistake:
@@ -148,4 +149,4 @@ def test_the_table_is_long_enough():
 
 @pytest.mark.parametrize("row", ROWS, ids=str)
 def test_mistake_is_one_line_before_step_one(row, tmp_path, fmnist_shards):
-    check(row, tmp_path, fmnist_shards)
+    check_mistake(row, tmp_path, fmnist_shards)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "vitwarm", "recipes")
 
 
@@ -77,9 +78,9 @@ def test_console_scripts_and_packaged_recipes(venv, tmp_path):
     installed = json.loads(run(venv, "python", "-c", CHECK_INSTALL, cwd=tmp_path).stdout)
     assert Path(installed["file"]).is_relative_to(venv)  # the wheel, not the checkout
     assert installed["scripts"] == {
-        "vitwarm-train": "vitwarm.train", "vitwarm-shards": "vitwarm.cli.make_shards",
+        "vitwarm-train": "vitwarm.cli.train", "vitwarm-shards": "vitwarm.cli.make_shards",
         "vitwarm-sweep": "vitwarm.cli.sweep", "vitwarm-report": "vitwarm.cli.report",
-        "vitwarm-recipes": "vitwarm.catalog", "vitwarm-grammars": "vitwarm.procedural.__main__"}
+        "vitwarm-recipes": "vitwarm.cli.recipes", "vitwarm-grammars": "vitwarm.cli.grammars"}
     assert installed["license"]
     cpu_ddp = Path(installed["cpu_ddp"])
     assert cpu_ddp.is_relative_to(venv)

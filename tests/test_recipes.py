@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vitwarm.config import Config, ConfigError, load_config, read_recipe
+from vitwarm.config import Config, load_config, read_recipe
+from vitwarm.errors import ConfigError
 from vitwarm.procedural import GRAMMARS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
 
 

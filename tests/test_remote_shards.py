@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from vitwarm.config import load_config
 from vitwarm.data import DataError, make_train_loader, make_val_loader, read_dataset_info, read_splits
 
-from test_train import PER_STEP_LOGS, kill_once, train, train_records
+from helpers import PER_STEP_LOGS, kill_once, train, train_records
 
 FM = dict(img_size=28, in_chans=1)
 

@@ -24,13 +24,13 @@ import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
 
-from vitwarm.rundir import read_summary, write_summary
+from vitwarm.run.rundir import read_summary, write_summary
 from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
 from vitwarm.sweeps.results import load_results
 
-from finished import write_finished
+from helpers import write_finished
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FRACTIONS = {"0.25": 10000, "0.5": 20000, "1.0": 40000}

@@ -11,21 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vitwarm.atomic import atomic_write_text, safetensors_bytes, write_safetensors
 from vitwarm.config import load_config
-from vitwarm.rundir import (
-    Summary,
-    atomic_write_text,
-    changed_keys,
-    identity,
-    read_summary,
-    run_state,
-    safetensors_bytes,
-    write_safetensors,
-)
+from vitwarm.run.rundir import Summary, changed_keys, identity, read_summary, run_state
 
 WRITE = """
 import sys
-from vitwarm.rundir import atomic_write_text
+from vitwarm.atomic import atomic_write_text
 atomic_write_text(sys.argv[1], "new content\\n")
 """
 
@@ -44,7 +36,7 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, kill):
 
 SAVE = """
 import sys, torch
-from vitwarm.rundir import write_safetensors
+from vitwarm.atomic import write_safetensors
 tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.bfloat16)}
 metadata = {f"key{i}": str(i) for i in range(12)} | {"format": "pt"}
 write_safetensors(sys.argv[1], tensors, metadata)
@@ -93,7 +85,7 @@ def test_a_run_recorded_under_keys_renamed_since_is_still_finished(tmp_path):
     """config.RENAMED keys of an earlier version's summary count under their new names; values still count."""
     from vitwarm.config import RENAMED
 
-    from finished import write_finished
+    from helpers import write_finished
 
     current = identity(load_config(None, []))
     old_names = {new: old for old, (new, _) in RENAMED.items()}

@@ -18,7 +18,7 @@ import pytest
 from vitwarm.sweeps import launch
 from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, run_name, write_sweep
 
-from finished import write_finished
+from helpers import write_finished
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,9 +43,9 @@ FAKE_TRAINER = """
 import json, os, sys
 from pathlib import Path
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from finished import write_finished
+from helpers import write_finished
 from vitwarm.config import load_config
-from vitwarm.rundir import identity
+from vitwarm.run.rundir import identity
 args = sys.argv[1:]
 run_dir = Path(next(a for a in args if a.startswith("run.dir=")).split("=", 1)[1])
 with open(os.environ["RECORD"], "a") as f:
@@ -307,7 +307,7 @@ def test_planned_identity_resolves_run_dir_as_the_run_did(tmp_path):
     # must resolve them against the run's own directory, as the run's command did, or a finished run of the
     # sweep reads as "finished under another config".
     from vitwarm.config import load_config
-    from vitwarm.rundir import changed_keys, identity
+    from vitwarm.run.rundir import changed_keys, identity
 
     base = str(REPO / "tests" / "tiny.yaml")
     overrides = {"transfer.sources": '{attn: "${run.dir}/../source/warmup"}'}

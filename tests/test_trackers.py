@@ -6,15 +6,14 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from vitwarm.config import ConfigError, load_config
-from vitwarm.trackers import check_trackers
+from vitwarm.config import load_config
+from vitwarm.errors import ConfigError
+from vitwarm.run.metrics import check_trackers
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).with_name("tiny.yaml")
+from helpers import ROOT, TINY
 
 
 def test_default_needs_no_tracker_package():

@@ -6,54 +6,15 @@ Every run is a real subprocess (`python -m vitwarm.train` or `accelerate launch`
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file
 
-TINY = Path(__file__).with_name("tiny.yaml")
-ROOT = Path(__file__).resolve().parents[1]
-# One thread per process: identical arithmetic in every run (bitwise resume checks) and no oversubscription.
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-# A record per step, so that records of a resumed run average over the same steps as the reference's.
-PER_STEP_LOGS = ("log.every_steps=1",)
-
-
-def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={shards}",
-            f"run.dir={run_dir}", *overrides]
-
-
-def train(run_dir: Path, shards: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-
-
-def train_records(run_dir: Path) -> list[dict]:
-    """Training and eval records without the timing fields, which differ between any two runs."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in lines]
-
-
-def kill_once(run_dir: Path, shards: Path, ready, *overrides: str) -> None:
-    """Start a run, SIGKILL its process group as soon as ``ready()`` holds, and check that it had not finished."""
-    process = subprocess.Popen(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not ready() and process.poll() is None:
-        assert time.monotonic() < deadline, f"the run never reached the point to kill it at ({run_dir})"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+from helpers import ENV, PER_STEP_LOGS, ROOT, free_port, kill_once, train, train_command, train_records
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +63,6 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, fmnist_shards, refere
         assert (expected[name] == got[name]).all(), name
     # No sample lost or repeated: the logged losses (averages over the very same batches) are identical.
     assert train_records(run_dir) == train_records(reference)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_accelerate_launch(tmp_path, fmnist_shards):

@@ -16,13 +16,15 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from vitwarm.budget import plan_phases, vit_flops_per_sample
 from vitwarm.config import load_config
 from vitwarm.data import read_splits
-from vitwarm.phases import ImageData, create_vit, finish_warmup, optimizer_implementation, setup_image, setup_warmup
-from vitwarm.train import accelerate_precision
+from vitwarm.run.engine import accelerate_precision
+from vitwarm.run.images import ImageData
+from vitwarm.run.phases import KINDS
+from vitwarm.run.phases.common import create_vit, optimizer_implementation
+from vitwarm.run.plan import plan_phases, vit_flops_per_sample
 
-from test_train import TINY, kill_once, train, train_records
+from helpers import TINY, kill_once, train, train_records
 
 PER_STEP_LOGS = ("log.every_steps=1",)
 
@@ -56,9 +58,9 @@ def phases_of(fmnist_shards, tmp_path):
                              flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
         images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0],
                                 micro_batch=phases[-1].micro_batch, rank=0, world_size=1)
-        warmup = setup_warmup(cfg, phases[0], accelerator, images, start_step=0)
-        finish_warmup(cfg, warmup, accelerator, images, tmp_path)  # the export the image phase starts from
-        return accelerator, {"warmup": warmup, "image": setup_image(cfg, phases[1], accelerator, images, 0)}
+        warmup = KINDS["warmup"].setup(cfg, phases[0], accelerator, images, start_step=0)
+        KINDS["warmup"].end(cfg, warmup, accelerator, images)  # the export the image phase starts from
+        return accelerator, {"warmup": warmup, "image": KINDS["image"].setup(cfg, phases[1], accelerator, images, 0)}
 
     yield build
     AcceleratorState._reset_state(reset_partial_state=True)  # the next test may ask for another precision

@@ -29,7 +29,7 @@ from .procedural import parse_mixture
 # Each field's valid values sit next to it: ``checked(default, rule)`` stores the rule in the field's metadata
 # and ``validate`` applies every rule after merging (lists: to each element; None always passes, because the
 # type annotation already says whether None is allowed). What needs a built model (model.kwargs, transfer.blocks,
-# procedural.params on the token grid, train.sched, data.aug.auto_augment) is checked by vitwarm.preflight.
+# procedural.params on the token grid, train.sched, data.aug.auto_augment) is checked by vitwarm.run.preflight.
 
 
 @dataclass(frozen=True)

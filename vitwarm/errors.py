@@ -94,6 +94,13 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+def command_name(module_form: str) -> str:
+    """How the user called the command, for its usage line: a console script (``vitwarm-train``) by its
+    name, anything else as ``module_form`` (``python -m vitwarm.train``)."""
+    called = os.path.basename(sys.argv[0])
+    return called if called.startswith("vitwarm-") else module_form
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's error line: the usage, then ``vitwarm: error: ...``, exit status 2."""
 

@@ -2,10 +2,10 @@
 
 | console script | module | also |
 |---|---|---|
-| ``vitwarm-train`` | `vitwarm.train` | ``python -m vitwarm.train``, ``accelerate launch -m vitwarm.train`` |
+| ``vitwarm-train`` | `vitwarm.cli.train` | ``python -m vitwarm.train``, ``accelerate launch -m vitwarm.train`` |
 | ``vitwarm-shards`` | `vitwarm.cli.make_shards` | ``python tools/make_shards.py`` |
 | ``vitwarm-sweep`` | `vitwarm.cli.sweep` | ``python tools/sweep.py`` |
 | ``vitwarm-report`` | `vitwarm.cli.report` | ``python tools/report.py`` |
-| ``vitwarm-recipes`` | `vitwarm.catalog` | ``python -m vitwarm.catalog`` |
-| ``vitwarm-grammars`` | `vitwarm.procedural.__main__` | ``python -m vitwarm.procedural`` |
+| ``vitwarm-recipes`` | `vitwarm.cli.recipes` | ``python -m vitwarm.cli.recipes`` |
+| ``vitwarm-grammars`` | `vitwarm.cli.grammars` | ``python -m vitwarm.procedural`` |
 """

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from timm.models import save_for_hf
 from timm.models.vision_transformer import VisionTransformer
 
-from ..rundir import write_safetensors
+from ..atomic import write_safetensors
 from .registry import stock_architecture
 from .transfer import classifier_prefixes
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vitwarm.config import load_config
-from vitwarm.rundir import identity, run_state
+from vitwarm.run.rundir import identity, run_state
 
 SWEEP_FILE = "sweep.json"
 # The sweep owns these keys: every run gets its own directory and always resumes.
@@ -140,7 +140,7 @@ class Sweep:
         return self.out / run.name
 
     def identity(self, run: Run) -> dict:
-        """The identity (vitwarm.rundir.identity) the run's planned command trains under."""
+        """The identity (vitwarm.run.rundir.identity) the run's planned command trains under."""
         return planned_identity(self.base, run.overrides, self.run_dir(run))
 
     def state(self, run: Run) -> str:

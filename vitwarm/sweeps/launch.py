@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TextIO
 
-from vitwarm.rundir import run_state
+from vitwarm.run.rundir import run_state
 from vitwarm.sweeps.grid import Run, Sweep
 
 LOG_FILE = "launch.log"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from vitwarm import rundir
-from vitwarm.rundir import CONFIG, read_records, read_summary, run_state
+from vitwarm.run import rundir
+from vitwarm.run.rundir import CONFIG, read_records, read_summary, run_state
 from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")

@@ -1,5 +1,9 @@
 """metrics.jsonl and trackers: one JSON object per logged step, evaluation or event, written by the main process.
 
+Trackers (``log.trackers``) are handed to Accelerate by name; Accelerate drops a tracker whose package is
+missing with only a warning, so ``check_trackers`` makes that an error before the run starts, naming the
+package to install. metrics.jsonl is written whatever the trackers.
+
 Records carry ``phase`` and ``step`` (optimizer steps within the phase). Each checkpoint stores how many
 records the file held when it was taken; a resumed run keeps exactly those (dropping what the killed
 process wrote after the checkpoint, including a line it was cut off in), so the file reads as if the run
@@ -14,11 +18,30 @@ import os
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
-from .budget import Phase
-from .config import ConfigError
-from .resume import RunState
-from .rundir import METRICS, atomic_write_text, read_records
+from ..atomic import atomic_write_text
+from ..errors import ConfigError
+from .checkpoints import RunState
+from .plan import Phase
+from .rundir import METRICS, read_records
+
+# Tracker name -> its pip package, where the two differ.
+PACKAGES = {"comet_ml": "comet-ml"}
+
+
+def check_trackers(names: list[str]) -> list[str]:
+    """``names`` if Accelerate knows each tracker and its package is installed; else ConfigError naming it."""
+    valid = sorted(LOGGER_TYPE_TO_CLASS)
+    available = {str(t) for t in get_available_trackers()}
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ConfigError(f"log.trackers: unknown tracker {name!r}; choose from {valid}")
+        if name not in available:
+            package = PACKAGES.get(name, name)
+            raise ConfigError(f"log.trackers: tracker {name!r} needs the package {package!r}, which is not "
+                              f"installed (pip install {package}), or remove it from log.trackers")
+    return list(names)
 
 
 class MetricsLog:

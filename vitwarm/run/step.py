@@ -1,9 +1,9 @@
 """One optimizer step's bookkeeping, kept on the training device: sums, the non-finite guard, the sync.
 
-A step never reads a device value on the host: its loss and counts accumulate in a ``Pending`` on the
-device, and a non-finite loss skips the update there (``guarded_step``). ``add_counts`` is the only host
-sync of the training loop (vitwarm.train.train_phase), once before anything reads the model or the state
-(a log record, an evaluation, a checkpoint); it stops the run on a non-finite loss.
+A step never reads a device value on the host: its loss and counts accumulate in a ``StepSums`` on the
+device, and a non-finite loss skips the update there (``guarded_step``). ``sync_window`` is the only host
+sync of the training loop (vitwarm.run.engine.train_phase), once before anything reads the model or the
+state (a log record, an evaluation, a checkpoint); it stops the run on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import math
 import torch
 from accelerate import Accelerator
 
-from .budget import Phase
-from .errors import VitwarmError
-from .resume import RunState
+from ..errors import VitwarmError
+from .checkpoints import RunState
+from .plan import Phase
 
 
 class NonFiniteLoss(VitwarmError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-class Pending:
-    """This process's sums since the last ``add_counts``, kept on the training device: adding reads nothing back."""
+class StepSums:
+    """This process's sums since the last ``sync_window``, kept on the training device: adding reads nothing back."""
 
     def __init__(self, device: torch.device):
         # float64: summed in step order, exactly as the Python floats of the window in RunState would be.
@@ -33,7 +33,8 @@ class Pending:
         self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
         self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
 
-    def add_counts(self, counts: dict[str, torch.Tensor]) -> None:
+    def add(self, counts: dict[str, torch.Tensor]) -> None:
+        """Add one micro-batch's counts (device tensors) to the window's."""
         for name, count in counts.items():
             self.counts[name] = self.counts.get(name, 0) + count.detach()
 
@@ -53,7 +54,7 @@ def guarded_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], f
     Optimizers that take a grad scaler's ``found_inf`` (torch's fused Adam, AdamW, SGD) skip the whole
     update on the device, moments and step count included. For the others the weights are copied before
     the step and selected back; their state may absorb the bad step, but it is never saved: the run stops
-    at the next ``add_counts``, before any checkpoint.
+    at the next ``sync_window``, before any checkpoint.
     """
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the optimizer
     if getattr(inner, "_step_supports_amp_scaling", False):
@@ -66,22 +67,28 @@ def guarded_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], f
         torch.where(finite, p, old, out=p)
 
 
-def add_counts(run_dir: str, phase: Phase, state: RunState, pending: Pending, accelerator: Accelerator) -> None:
-    """Sum ``pending`` over processes into the (checkpointed) window in ``state`` and zero it; the loop's one sync.
+def sync_window(run_dir: str, phase: Phase, state: RunState, sums: StepSums, skipped: int,
+                accelerator: Accelerator) -> None:
+    """Sum ``sums`` over processes into the (checkpointed) window in ``state`` and zero them; the loop's one sync.
 
-    Raises NonFiniteLoss, naming the first non-finite step, when the window holds one.
+    ``skipped``: training samples this process's loader skipped as corrupt since the last sync (a host
+    count), summed into ``state.skipped_samples`` by the same reduction. Raises NonFiniteLoss, naming the
+    first non-finite step, when the window holds one.
     """
-    names = list(pending.counts)
-    sums = torch.stack([pending.loss] + [pending.counts[name].double() for name in names])  # float64 (1 + counts,)
-    loss, *counts = accelerator.reduce(sums, reduction="sum").tolist()  # counts are exact below 2**53
+    names = list(sums.counts)
+    # float64 (2 + counts,): the loss sum, the skipped samples, the counts; all exact below 2**53.
+    local = torch.stack([sums.loss, torch.tensor(float(skipped), dtype=torch.float64, device=sums.loss.device)]
+                        + [sums.counts[name].double() for name in names])
+    loss, skipped_all, *counts = accelerator.reduce(local, reduction="sum").tolist()
     if not math.isfinite(loss):  # every process sees the same sums, so all of them stop here
-        rows = accelerator.gather(torch.stack([pending.bad_step.double(), pending.bad_loss])[None]).tolist()
+        rows = accelerator.gather(torch.stack([sums.bad_step.double(), sums.bad_loss])[None]).tolist()
         step, value = min((row for row in rows if row[0] >= 0), default=(state.step - 1, loss))
         raise NonFiniteLoss(f"{phase.name} loss is {value} at step {int(step)}; stopped without applying it or any "
                             f"later step. The newest checkpoint in {run_dir}/checkpoints is intact: lower the "
                             "learning rate or enable gradient clipping, then resume.")
     state.window_loss += loss / accelerator.num_processes  # the mean over processes of their sums
+    state.skipped_samples += int(skipped_all)
     for name, count in zip(names, counts):
         state.window_counts[name] = state.window_counts.get(name, 0) + int(count)
-    pending.loss.zero_()
-    pending.counts.clear()
+    sums.loss.zero_()
+    sums.counts.clear()

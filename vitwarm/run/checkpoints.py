@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``RUN_DIR/checkpoints/<phase index>-<phase>-<step>/`` holding
 
-- ``model.safetensors``      the phase's model (unwrapped from DDP);
+- ``model.safetensors``      the phase's model (unwrapped from DDP; the file name of timm's hub exports);
 - ``optimizer.pt``           the optimizer state, read back with ``torch.load(weights_only=True)``;
 - ``ema.safetensors``        the EMA weights, when EMA is on;
 - ``state.json``             written last: the ``RunState`` and the sha256 of every other file.
@@ -18,7 +18,7 @@ continue from, identity changes against the recorded run, or that the run is alr
 Reading: a checkpoint counts only when its state.json parses and every hash matches; ``resume=auto``
 uses the newest one that does and names each one it passes over. Learning-rate schedules are a function
 of the step and randomness is re-seeded from (seed, phase, step) every step, so neither needs saving;
-data positions follow from the step too (see vitwarm.train).
+data positions follow from the step too (see vitwarm.run.engine).
 
 Accelerate's ``save_state``/``load_state`` is not used because its ``load_state`` unpickles RNG and custom
 states with ``weights_only=False``; everything here loads as plain tensors or JSON.
@@ -38,25 +38,14 @@ from omegaconf import DictConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 
-from .config import ConfigError
-from .rundir import (
-    CHECKPOINTS,
-    SUMMARY,
-    Summary,
-    atomic_write,
-    atomic_write_text,
-    check_hashes,
-    check_identity,
-    fault_point,
-    file_hash,
-    fsync_dir,
-    identity,
-    read_summary,
-    write_safetensors,
-)
+from ..atomic import atomic_write, atomic_write_text, check_hashes, fault_point, file_hash, fsync_dir, write_safetensors
+from ..errors import ConfigError
+from ..models.hub import WEIGHTS
+from .rundir import CHECKPOINTS, SUMMARY, Summary, check_identity, identity, read_summary
 
 _NAME = re.compile(r"^(?:\.old-)?(\d+-[a-z]+-\d+)$")
 STATE = "state.json"
+EMA_WEIGHTS = "ema.safetensors"
 
 
 @dataclass
@@ -76,7 +65,7 @@ class RunState:
     model_name: str = ""
     """timm name of the model, checked on resume."""
     identity: dict = field(default_factory=dict)
-    """The run's identity (vitwarm.rundir.identity): a resume with other values is refused."""
+    """The run's identity (vitwarm.run.rundir.identity): a resume with other values is refused."""
     records: int = 0
     """Lines of metrics.jsonl written when the checkpoint was taken: a resume keeps exactly these."""
     window_loss: float = 0.0
@@ -128,10 +117,10 @@ def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torc
             shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_safetensors(tmp / "model.safetensors", model.state_dict())
+    write_safetensors(tmp / WEIGHTS, model.state_dict())
     atomic_write(tmp / "optimizer.pt", lambda path: torch.save(optimizer.state_dict(), path))
     if ema is not None:
-        write_safetensors(tmp / "ema.safetensors", ema.state_dict())
+        write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
     fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
     hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
     atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
@@ -204,7 +193,7 @@ def load_checkpoint(checkpoint: str | Path, model: torch.nn.Module, optimizer: t
                     ema: torch.nn.Module | None) -> None:
     """Load weights and optimizer state in place; a checkpoint of another model fails with the mismatch."""
     checkpoint = Path(checkpoint)
-    for module, file in ((model, "model.safetensors"), (ema, "ema.safetensors")):
+    for module, file in ((model, WEIGHTS), (ema, EMA_WEIGHTS)):
         if module is None:
             continue
         try:
@@ -226,8 +215,8 @@ class Start:
     state: RunState
     changes: dict[str, list]
     """Identity keys this launch changes, deliberately, against the recorded run ({key: [old, new]})."""
-    finished: Summary | None
-    """The summary when the run is already finished with this config: nothing to do."""
+    summary: Summary | None
+    """The run's summary when it is already finished with this config: nothing to do."""
     warnings: list[str]
     """One line for each damaged checkpoint passed over."""
 

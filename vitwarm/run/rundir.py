@@ -2,32 +2,26 @@
 
     RUN_DIR/
       config.yaml          the resolved config of the latest launch
-      metrics.jsonl        one JSON object per logged step, evaluation or event (vitwarm.metrics)
-      checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.resume)
+      metrics.jsonl        one JSON object per logged step, evaluation or event (vitwarm.run.metrics)
+      checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.run.checkpoints)
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
       <log.project>/       TensorBoard's output when log.trackers names it
 
-Every file is written through ``atomic_write``: a temporary file in the same folder, flushed and fsynced,
-renamed over the old one, then the folder fsynced. A process killed at any moment leaves the old file or
-the new one, never a mix. ``fault_point`` names the dangerous moments so that tests can kill a real
-process exactly there (``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage).
+Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
+process killed at any moment leaves the old file or the new one, never a mix.
 
-The trainer and the sweep tools both read the directory through this module only.
+The trainer and the sweep tools both read the directory through this module only: it names every file and
+folder of it (the checkpoints' inner files are vitwarm.run.checkpoints', the exports' vitwarm.models.hub's).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
-import signal
-import struct
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
@@ -36,102 +30,19 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
-from .errors import ConfigError
+from .. import __version__
+from ..atomic import atomic_write_text, file_hash
+from ..config import RENAMED, flatten
+from ..errors import ConfigError
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
-WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.export): the warmed-up backbone, the final model
+WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up backbone, the final model
 MODEL_EXPORT = "model"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
-
-FAULT_ENV = "VITWARM_KILL_AT"
-_passages: Counter[str] = Counter()
-
-
-def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``)."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    target, _, nth = spec.partition("@")
-    if target == name:
-        _passages[name] += 1
-        if _passages[name] == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fsync_dir(path: str | Path) -> None:
-    """Make a rename or a new file inside ``path`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
-    """A safetensors file whose bytes depend only on its content.
-
-    safetensors writes the ``__metadata__`` entries in hash-map order, which changes from process to
-    process; the header is re-encoded with sorted metadata (same length, so the padding is unchanged).
-    """
-    from safetensors.torch import save
-
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
-    if "__metadata__" in header:
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":")).encode()
-    return data[:8] + text.ljust(length) + data[8 + length:]
-
-
-def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    content = safetensors_bytes(tensors, metadata)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(content))
-
-
-def file_hash(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def check_hashes(folder: str | Path, hashes: dict[str, str]) -> str | None:
-    """Why the files named in ``hashes`` (relative to ``folder``) are not what was written, or None."""
-    if not hashes:
-        return "no content hashes recorded"
-    for name, expected in hashes.items():
-        path = Path(folder) / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if file_hash(path) != expected:
-            return f"{name} does not match its recorded hash (damaged or replaced)"
-    return None
 
 
 def hash_exports(run_dir: str | Path) -> dict[str, str]:
@@ -156,7 +67,6 @@ _NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "wa
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The config keys that make a run the run it is, flattened; two configs that agree here train alike."""
-    from .config import flatten  # here, not at the top: config imports models, whose exports import this module
     keys = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
     # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes).
     keys["data.num_workers"] = max(1, keys["data.num_workers"])
@@ -169,8 +79,6 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
     ``old`` may come from a run of an earlier version: keys renamed since (config.RENAMED, same values)
     are read under their new names, so a finished run is not "other config" for a rename alone.
     """
-    from .config import RENAMED  # config imports this module
-
     old = {RENAMED.get(k, (k,))[0]: v for k, v in old.items()}
     return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 

@@ -1,4 +1,4 @@
-"""The one place where fractions, epochs and samples become optimizer steps.
+"""The plan of a run: its phases, and the one place where fractions, epochs and samples become steps.
 
 A run's budget B is counted in image samples: ``budget.epochs`` x the train split's size. The warm-up takes
 ``warmup.fraction`` f of it, counted in sequences (one sequence = one sample):
@@ -12,9 +12,10 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
 source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
 
-``plan_phases`` turns that into a list of ``Phase`` descriptions: lengths, batches, cadences and each
-phase's role (what it trains on, where its model starts, what happens at its end, whether it is the one
-evaluated). The training loop only reads them and never names a phase.
+``plan_phases`` turns that into a list of ``Phase`` descriptions: lengths, batches, cadences, the phase's
+kind (its name: the module of vitwarm.run.phases that sets it up, checks it and ends it), where its model
+starts and whether it is the one evaluated. ``Plan`` holds them with the facts about the data they were
+planned from. The training loop only reads them and never names a phase.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from omegaconf import DictConfig
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,11 @@ class Phase:
     """One phase of a run. Every length is in optimizer steps; every batch counts all processes."""
 
     name: str
-    """'warmup' or 'image': the phase in metrics records, checkpoint names and the summary."""
-    trains_on: str
-    """'tokens' (procedural sequences) or 'images' (the image shards): the key of vitwarm.phases.PHASE_SETUP."""
+    """'warmup' or 'image': the phase's kind (its module in vitwarm.run.phases, looked up in KINDS) and its
+    name in metrics records, checkpoint names and the summary."""
     init: str
     """Where the model starts: 'fresh' (seeded init), 'warmup' (this run's warm-up export), 'sources' (the
     composed transfer of transfer.sources) or 'finetune' (model.finetune)."""
-    end: str
-    """What runs after the last step, before the phase-end checkpoint: a key of vitwarm.phases.PHASE_END
-    ('transfer': the warmed-up weights into a fresh image model, exported), or '' for nothing."""
     final: bool
     """The phase whose model the run evaluates, exports and summarises at its end (the last one)."""
     steps: int
@@ -70,7 +67,7 @@ class Phase:
     @property
     def counts_images(self) -> bool:
         """Whether its samples are image samples (metrics records and summary.json count those)."""
-        return self.trains_on == "images"
+        return self.name == "image"
 
     def as_dict(self) -> dict:
         """The phase as summary.json records it: its lengths and batches (roles and cadences follow from the
@@ -180,14 +177,14 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
                                global_batch=image_batch)
     cadences = dict(log_every=cfg.log.every_steps, save_every=cfg.checkpoint.every_steps)
     phases = [
-        Phase(name="warmup", trains_on="tokens", init="fresh", end="transfer", final=False,
+        Phase(name="warmup", init="fresh", final=False,
               steps=warm_steps, global_batch=warm_batch,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
               lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=warm_steps),
               eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch,
               **cadences),
-        Phase(name="image", trains_on="images", init=image_init(cfg), end="", final=True,
+        Phase(name="image", init=image_init(cfg), final=True,
               steps=image_steps, global_batch=image_batch,
               micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),
               grad_accum=cfg.train.grad_accum,
@@ -196,3 +193,19 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               flops=3 * flops_per_sample * image_steps * image_batch, **cadences),
     ]
     return [phase for phase in phases if phase.steps > 0]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run will do, checked: its phases and the facts about the data they were planned from."""
+
+    phases: list[Phase]
+    train_samples: int
+    num_classes: int
+    img_size: int
+    """Input side of the model in pixels (the image transforms resize to it)."""
+
+    @property
+    def final(self) -> Phase:
+        """The phase the run ends with: it trains on the image shards, and its model is evaluated and exported."""
+        return next(phase for phase in self.phases if phase.final)

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
-from . import __version__
-from .data import DatasetInfo, read_splits
-from .data.transforms import channel_stats
-from .models import export_hub
-
-KINDS = ("model", "warmup")  # each export's kind is also its folder name in the run directory
+from .. import __version__
+from ..data import DatasetInfo, read_splits
+from ..data.transforms import channel_stats
+from ..models import export_hub
+from .rundir import EXPORTS, WARMUP_EXPORT
 
 
 def export_dir(cfg: DictConfig, kind: str) -> Path:
-    """The folder of export ``kind`` (one of `KINDS`) in the run directory."""
-    if kind not in KINDS:
-        raise ValueError(f"export kind {kind!r} is not one of {KINDS}")
+    """The folder of export ``kind`` (one of vitwarm.run.rundir.EXPORTS: its kind is its folder name)."""
+    if kind not in EXPORTS:
+        raise ValueError(f"export kind {kind!r} is not one of {EXPORTS}")
     return Path(cfg.run.dir) / kind
 
 
@@ -53,6 +53,14 @@ def export_run(cfg: DictConfig, model: VisionTransformer, kind: str, **warmup_ex
     finds it (``data.val_source``, the ``_info.json`` beside a pattern or given by ``data.info``).
     """
     info = read_splits(cfg.data)["val"]
-    return export_hub(model, export_dir(cfg, kind), kind=kind, headless=kind == "warmup",
+    return export_hub(model, export_dir(cfg, kind), kind=kind, headless=kind == WARMUP_EXPORT,
                       data_config=run_data_config(cfg, model, info), label_names=info.classes,
                       warmup=warmup_description(cfg) | warmup_extra, version=__version__)
+
+
+def export_handover(cfg: DictConfig, image_vit: VisionTransformer, accelerator: Accelerator, **description) -> None:
+    """Write the image model the image phase starts from as RUN_DIR/warmup/ (main process; written aside,
+    renamed into place); ``description`` adds to the recorded warm-up description."""
+    if accelerator.is_main_process:
+        export_run(cfg, image_vit, WARMUP_EXPORT, **description)
+    accelerator.wait_for_everyone()

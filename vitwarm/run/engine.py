@@ -1,0 +1,274 @@
+"""The loop: one run, phase after phase, from the checked plan to summary.json.
+
+The run is a list of phases (vitwarm.run.plan), each set up, checked and ended by its kind
+(vitwarm.run.phases.KINDS); ``train_phase`` below is the single loop that runs any of them (its per-step
+bookkeeping is vitwarm.run.step). Randomness is re-seeded from (seed, phase, step) at every step, and
+every batch source starts at a sample index, so a run resumed from a checkpoint computes exactly what the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from ..atomic import check_hashes
+from ..config import flatten
+from ..data import ensure_fmnist_shards, read_splits
+from ..seeds import seed_step
+from .checkpoints import RunState, Start, checkpoint_name, load_checkpoint, save_checkpoint, where_to_start
+from .export import export_run
+from .images import ImageData, evaluate
+from .metrics import MetricsLog, check_trackers, window_record
+from .phases import KINDS, Training
+from .plan import Phase, Plan
+from .preflight import preflight
+from .rundir import (
+    CHECKPOINTS,
+    MODEL_EXPORT,
+    SUMMARY,
+    Summary,
+    environment,
+    eval_record,
+    hash_exports,
+    write_config,
+    write_summary,
+)
+from .step import StepSums, guarded_step, sync_window
+
+
+def accelerate_precision(precision: str) -> str:
+    """Accelerate's name for a precision: full fp32 is 'no' (mixed precision off)."""
+    return "no" if precision == "fp32" else precision
+
+
+@dataclass
+class Launch:
+    """What the phases of one launch share: the config, the plan, the processes, the data and the log."""
+
+    cfg: DictConfig
+    plan: Plan
+    accelerator: Accelerator
+    images: ImageData
+    log: MetricsLog
+    skipped_synced: int = 0
+    """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
+
+    def new_skipped(self) -> int:
+        """This process's skipped training samples since the last sync (a host count: no device read)."""
+        new, self.skipped_synced = self.images.train.skipped - self.skipped_synced, self.images.train.skipped
+        return new
+
+    def evaluate(self, phase: Phase, training: Training, state: RunState) -> None:
+        """Evaluate on the validation split now (an evaluation is a sync of its own) and log it."""
+        result = evaluate(self.accelerator.unwrap_model(training.model), self.images.val, self.accelerator)
+        split = self.cfg.data.val_split
+        self.log.write(eval_record(phase.name, state.step, split, state.step * phase.global_batch, result))
+        self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
+
+    def save(self, phase: Phase, training: Training, state: RunState) -> None:
+        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
+        if self.accelerator.is_main_process:
+            run_dir = Path(self.cfg.run.dir)
+            self.log.sync()
+            state.records = self.log.count
+            state.exports = hash_exports(run_dir)
+            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
+                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
+                            self.cfg.checkpoint.keep)
+        self.accelerator.wait_for_everyone()
+
+
+def train(cfg: DictConfig) -> dict:
+    """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
+    # Every phase planned and dry-built before shards, run directory or process group exist.
+    plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
+    # only when told to use the CPU; otherwise each process would silently train alone.
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
+                              project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
+    start = where_to_start(cfg)
+    for warning in start.warnings:
+        accelerator.print(warning)
+    if start.summary:
+        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
+                          f"{start.summary.top1:.2f}%); nothing to do")
+        return asdict(start.summary)
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator))
+    accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
+    for phase in plan.phases:
+        accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
+                          f"samples, ~{phase.flops:.2e} FLOP")
+    if start.checkpoint:
+        accelerator.print(f"vitwarm: resuming from {start.checkpoint} ({start.state.phase} step {start.state.step})")
+    final = run_phases(launch, start)
+    summary = finish(launch, final, start.state)
+    accelerator.end_training()
+    return summary
+
+
+def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
+    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
+    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
+        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    accelerator.wait_for_everyone()
+    splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
+    if accelerator.is_main_process:
+        write_config(cfg.run.dir, cfg)
+    accelerator.wait_for_everyone()
+    return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
+                          rank=accelerator.process_index, world_size=accelerator.num_processes,
+                          pin_memory=accelerator.device.type == "cuda")
+
+
+def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:
+    """metrics.jsonl as the checkpoint left it, plus the trackers."""
+    log = MetricsLog(cfg.run.dir, accelerator)
+    # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
+    own = start.checkpoint is None or start.checkpoint.parent.resolve() == (Path(cfg.run.dir) / CHECKPOINTS).resolve()
+    log.restore(start.state.records if own else 0)
+    if start.checkpoint and start.changes:
+        log.write({"event": "config_changed", "phase": start.state.phase, "step": start.state.step,
+                   "changes": start.changes})
+    if cfg.log.trackers:
+        accelerator.init_trackers(cfg.log.project, config=flatten(cfg))
+    return log
+
+
+def run_phases(launch: Launch, start: Start) -> Training:
+    """Every phase not yet finished, in order, each ending with its kind's end action and a checkpoint;
+    returns the final phase's training (its model is the one evaluated)."""
+    cfg, accelerator, state = launch.cfg, launch.accelerator, start.state
+    run_dir = Path(cfg.run.dir)
+    offset = 0
+    for phase in launch.plan.phases:
+        launch.log.step_offset[phase.name] = offset
+        offset += phase.steps
+        kind = KINDS[phase.name]
+        if phase.name in state.finished and not phase.final:
+            # Done, unless the next phase has yet to read this one's export and the export is damaged.
+            damaged = state.phase == phase.name and state.exports and check_hashes(run_dir, state.exports)
+            if not damaged:
+                continue
+            accelerator.print(f"vitwarm: warning: {run_dir}: {damaged}; redoing the end of phase {phase.name}")
+        resuming = state.phase == phase.name
+        training = kind.setup(cfg, phase, accelerator, launch.images, state.step if resuming else 0)
+        if resuming:
+            load_checkpoint(start.checkpoint, accelerator.unwrap_model(training.model), training.optimizer,
+                            training.ema)
+        else:
+            state.phase, state.step = phase.name, 0
+        train_phase(launch, phase, training, state)
+        if phase.name not in state.finished:
+            state.finished.append(phase.name)
+        if kind.end:
+            accelerator.print(kind.end(cfg, training, accelerator, launch.images))
+        launch.save(phase, training, state)  # the phase-end checkpoint, marking the phase finished
+        if not phase.final:
+            del training
+            accelerator.free_memory()  # the next phase prepares its own model and optimizer
+    return training
+
+
+def train_phase(launch: Launch, phase: Phase, training: Training, state: RunState) -> None:
+    """Run ``phase`` from ``state.step`` to its end: accumulate, guard, clip, step, log, evaluate, checkpoint.
+
+    No step reads a device value on the host; ``sync_window`` (vitwarm.run.step) is the one sync, before a
+    log record, an evaluation or a checkpoint. The phase-end checkpoint is the caller's (after the phase's
+    end action), so no step is saved twice.
+    """
+    cfg, accelerator, model = launch.cfg, launch.accelerator, training.model
+    # In a terminal the bar redraws in place; in a log file every redraw is a new line, so update rarely.
+    # Closed on any exit, so an error message starts on a line of its own.
+    with tqdm(total=phase.steps, initial=state.step, desc=phase.name, disable=not accelerator.is_main_process,
+              dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30) as bar:
+        window_start = time.perf_counter()
+        sums = StepSums(accelerator.device)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        for step in range(state.step, phase.steps):
+            step_started = time.perf_counter()
+            # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
+            # not shift the draws of this step (a resumed run starts its iterators at another step).
+            micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+            seed_step(cfg.seed, phase.name, step, accelerator.process_index)
+            training.scheduler.step_update(step)
+            step_loss = torch.zeros((), device=accelerator.device)
+            for micro, batch in enumerate(micro_batches):
+                last = micro == phase.grad_accum - 1
+                with nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per step
+                    loss, counts = training.loss(model, batch)
+                    accelerator.backward(loss / phase.grad_accum)
+                step_loss += loss.detach() / phase.grad_accum
+                sums.add(counts)
+            finite = sums.add_loss(step, step_loss)
+            if phase.grad_clip > 0:  # on the device: the norm and the clip factor stay tensors
+                accelerator.clip_grad_norm_(model.parameters(), phase.grad_clip)
+            guarded_step(training.optimizer, trained, finite)
+            training.optimizer.zero_grad(set_to_none=True)
+            if training.ema is not None:
+                training.ema.update(accelerator.unwrap_model(model), step=step)
+            state.step = step + 1
+            state.wall_s[phase.name] = state.wall_s.get(phase.name, 0.0) + time.perf_counter() - step_started
+            state.window_steps += 1
+            bar.update(1)
+
+            done = state.step == phase.steps
+            log_now = state.step % phase.log_every == 0 or done
+            eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
+            save_now = state.step % phase.save_every == 0 and not done
+            if log_now or eval_now or save_now:
+                sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator)
+            if log_now:
+                record = window_record(phase, state, time.perf_counter() - window_start,
+                                       lr=training.optimizer.param_groups[0]["lr"])
+                window_start = time.perf_counter()
+                launch.log.write(record)
+                state.masked_acc = record.get("masked_acc", state.masked_acc)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
+            if eval_now:
+                launch.evaluate(phase, training, state)
+            if save_now:
+                launch.save(phase, training, state)
+
+
+def finish(launch: Launch, training: Training, state: RunState) -> dict:
+    """Final evaluation, the exported model and, last, summary.json."""
+    cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
+    model = accelerator.unwrap_model(training.model)
+    final = plan.final
+    val = evaluate(model, images.val, accelerator)
+    launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
+    test = evaluate(model, images.test, accelerator) if images.test is not None else {}
+    if test:
+        launch.log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
+    ema = evaluate(training.ema.module, images.val, accelerator) if training.ema is not None else {}
+    summary = Summary(
+        top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
+        test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
+        image_samples=sum(p.samples for p in plan.phases if p.counts_images),
+        warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
+        masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
+        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
+        identity=state.identity,
+        environment=environment(str(accelerator.device), accelerator.num_processes),
+    )
+    run_dir = Path(cfg.run.dir)
+    if accelerator.is_main_process:
+        launch.log.sync()
+        export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        write_summary(run_dir, summary)
+    accelerator.wait_for_everyone()
+    test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
+    accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "
+                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {run_dir / SUMMARY}")
+    return asdict(summary)

@@ -1,0 +1,66 @@
+"""The run's image data and its evaluation, shared by every phase (and by the end of the run).
+
+``ImageData`` opens the loaders over a run's splits once; ``evaluate`` scores a model on one of them over
+all processes. Both phases see the same ``ImageData``: the warm-up reads its class count, the image phase
+trains on ``train``, the loop evaluates on ``val`` (and ``test`` at the end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import make_train_loader, make_val_loader
+
+
+@dataclass
+class ImageData:
+    """The image splits of a run and the loaders over them (built once, shared by the phases)."""
+
+    num_classes: int
+    train_samples: int
+    train: object  # vitwarm.data TrainLoader: len() batches per epoch, .epoch(epoch, start_batch)
+    val: object
+    test: object | None
+
+    @classmethod
+    def open(cls, cfg: DictConfig, splits, img_size: int, micro_batch: int, rank: int, world_size: int,
+             pin_memory: bool = False) -> ImageData:
+        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's; ``pin_memory``
+        when the training device is CUDA (batches then reach it by non-blocking copies from pinned memory)."""
+        data = cfg.data
+        common = dict(rank=rank, world_size=world_size, pin_memory=pin_memory,
+                      num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
+                      mean=data.mean, std=data.std)
+        aug = OmegaConf.to_container(data.aug)
+        train = make_train_loader(splits["train"], batch_size=micro_batch, seed=cfg.seed,
+                                  aug=aug, shuffle_buffer=data.shuffle_buffer, strict=data.strict, **common)
+        evaluation = dict(batch_size=cfg.eval.batch_size, crop_pct=data.crop_pct,
+                          interpolation=data.aug.interpolation, **common)
+        val = make_val_loader(splits["val"], **evaluation)
+        test = make_val_loader(splits["test"], **evaluation) if "test" in splits else None
+        info = splits["train"]
+        return cls(num_classes=info.num_classes, train_samples=info.num_samples, train=train, val=val, test=test)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[str, float]:
+    """Top-1 / top-5 (percent) and mean loss over a split; every sample counted once over all processes."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # correct@1, correct@5, loss, n
+    for images, labels in loader:
+        images = loader.normalize(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
+        labels = labels.to(accelerator.device, non_blocking=True)
+        with accelerator.autocast():
+            logits = model(images).float()  # (B, classes)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
+        hits = top5 == labels[:, None]
+        sums += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
+                             torch.nn.functional.cross_entropy(logits, labels, reduction="sum"),
+                             torch.tensor(len(labels), device=labels.device)]).double()
+    model.train()
+    correct1, correct5, loss, n = accelerator.reduce(sums, reduction="sum").tolist()
+    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss / n, "samples": int(n)}

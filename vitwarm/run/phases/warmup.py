@@ -1,0 +1,100 @@
+"""The warm-up phase: masked-token prediction on procedural sequences, then the transfer into an image ViT.
+
+- setup: a ``WarmupViT`` around a fresh timm ViT (the symbol table and position handling of
+  vitwarm.models.token_path), AdamW with a cosine schedule, the procedural ``TokenStream`` from the
+  resume position on.
+- check: the grammar on the model's token grid, the token path, the optimizer and the transfer selection,
+  all built on the meta device before step 1.
+- end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
+  (vitwarm.run.export): the image phase starts from it, and it is the user's artefact.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from timm.models.vision_transformer import VisionTransformer
+from torch.utils.data import DataLoader
+
+from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
+from ...procedural import ProceduralTask, TokenStream
+from ...seeds import derive_seed
+from ..export import export_handover
+from ..images import ImageData
+from ..plan import Phase, Plan
+from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
+
+# The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
+# the config's warmup section.
+OPT, SCHED = "adamw", "cosine"
+
+
+def warmup_task(procedural: DictConfig, vit: VisionTransformer) -> ProceduralTask:
+    """The masked-token task of the config's ``procedural`` section on ``vit``'s token grid."""
+    return ProceduralTask(procedural.grammar, seq_len=vit.patch_embed.num_patches,
+                          params=OmegaConf.to_container(procedural.params), mask_ratio=procedural.mask_ratio,
+                          shuffled=procedural.shuffled)
+
+
+def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: VisionTransformer,
+                  seed: int = 0) -> TransferReport:
+    """The config's ``transfer`` selection from the warmed-up ViT into the image ViT (``seed``: of the
+    shuffled-transfer ablation)."""
+    t = cfg.transfer
+    return transfer(warm_vit, image_vit, parts=tuple(t.parts), blocks=t.blocks, keep_pos_embed=t.keep_pos_embed,
+                    keep_cls_token=t.keep_cls_token, shuffle=t.shuffle, seed=seed)
+
+
+def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
+    vit = create_vit(cfg, "warmup-init", num_classes=0)
+    task = warmup_task(cfg.procedural, vit)
+    model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
+                      seed=derive_seed(cfg.seed, "symbols"))
+    optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
+    model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
+    stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
+                         start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
+                         world_size=accelerator.num_processes)
+    loader = DataLoader(stream, batch_size=None, num_workers=cfg.warmup.num_workers)
+
+    def loss(model, batch):
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        logits = model(batch["tokens"])  # (B, N, vocab)
+        value, correct, masked = masked_token_loss(logits, batch["targets"], batch["loss_mask"])
+        return value, {"correct": correct, "masked": masked}
+
+    return Training(model, optimizer, scheduler, iter(loader), loss)
+
+
+def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
+    """The grammar on the token grid, the token path, the optimizer and the transfer selection (meta device)."""
+    with torch.device("meta"):
+        vit = build_vit(cfg.model, num_classes=0)
+    H, W = vit.patch_embed.grid_size
+    procedural, warmup = cfg.procedural, cfg.warmup
+    with blame(f"procedural.grammar={procedural.grammar!r} with procedural.params="
+               f"{OmegaConf.to_container(procedural.params)} on the {H} x {W} = {H * W} token grid of model "
+               f"{cfg.model.name}"):
+        task = warmup_task(procedural, vit)
+        task.batch(0, 1, seed=0)  # one real sample: the grammar's own checks of its parameters and length
+    with blame(f"warmup.pos_embed={warmup.pos_embed!r}, warmup.trainable={list(warmup.trainable)}"):
+        model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable)
+        model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
+    check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
+    t = cfg.transfer
+    with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
+               f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
+        transfer_into(cfg, vit, image_vit)
+
+
+def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
+    """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
+    warm_vit = accelerator.unwrap_model(training.model).vit
+    image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
+    report = transfer_into(cfg, warm_vit, image_vit, seed=derive_seed(cfg.seed, "transfer-shuffle"))
+    export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
+    return str(report)
+
+
+KIND = PhaseKind(setup=setup, check=check, end=end)
