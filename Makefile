@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-fast lint
 
 # torch 2.14.1 / torchvision 0.29.1 is the pair whose wheels install together here (Python 3.11).
 $(VENV)/.installed: setup.py
@@ -24,6 +24,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers, each test file whole on one (its fixtures once)
+
+# The inner loop: everything not marked slow (no trainer subprocesses), under 3 minutes on 2 cores.
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -50,6 +50,7 @@ def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
     assert sorted(os.listdir(work)) == [], "an override was executed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("option", "value"), [
     ("--name", "../x"), ("--name", "/abs"), ("--name", ""), ("--split", "../../train"), ("--split", "x\\y"),
 ])

@@ -17,6 +17,8 @@ import pytest
 
 from helpers import train
 
+pytestmark = pytest.mark.slow  # every row starts a trainer process
+
 TRAIN = "fashion_mnist-train-{0000..0007}.tar"
 # Fast runs: no warm-up phase; a shuffle buffer of 1 reads the first shard's samples in file order.
 FAST = ("warmup.fraction=0", "data.shuffle_buffer=1")

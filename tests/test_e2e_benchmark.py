@@ -10,8 +10,9 @@ import pytest
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # runs the benchmark script in processes of its own
 
-@pytest.mark.slow
+
 def test_e2e_benchmark_compares_both_phases(tmp_path, fmnist_shards):
     out = tmp_path / "e2e.json"
     result = subprocess.run(

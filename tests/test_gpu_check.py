@@ -48,12 +48,14 @@ def torch_only_python(tmp_path_factory) -> Path:
     return root / "venv" / "bin" / "python"
 
 
+@pytest.mark.slow
 def test_missing_dependencies_without_wheels_are_named(torch_only_python, tmp_path):
     line = one_line_error(gpu_check("--python", str(torch_only_python), "--out", str(tmp_path), "--cpu-smoke"))
     assert line.startswith("gpu_check: cannot proceed: missing timm webdataset omegaconf accelerate")
     assert "pass --wheels DIR" in line
 
 
+@pytest.mark.slow
 def test_wheel_folder_without_the_needed_wheels(torch_only_python, tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -68,6 +70,7 @@ def test_python_without_torch(tmp_path):
     assert "cannot import torch and torchvision" in line
 
 
+@pytest.mark.slow
 def test_gpu_mode_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the GPU mode would run for minutes")

@@ -30,6 +30,8 @@ from vitwarm.run.phases import KINDS
 
 from helpers import TINY
 
+pytestmark = pytest.mark.slow  # trains a run to count its host reads
+
 # Every path of the step: accumulation with no_sync, mixup + label smoothing, gradient clipping in both
 # phases, EMA. Evaluations and checkpoints fall on log steps (after the sync), where syncs are allowed.
 OVERRIDES = ["log.every_steps=3", "checkpoint.every_steps=6", "train.grad_accum=2", "train.mixup=0.8",

@@ -121,7 +121,8 @@ TOOLS = [
             names="--param", status=2),
 ]
 
-PROCESSES = [
+# Rows run in processes of their own (the first four one process, the rest under accelerate launch): slow.
+PROCESSES = [pytest.param(row, marks=pytest.mark.slow) for row in [
     train("misspelled model name, own process", "model.name=vit_tiny_patch16_22", names="model.name=",
           launch="subprocess"),
     Mistake("train without --config, own process", ["-m", "vitwarm.train"], names="--config", status=2,
@@ -131,14 +132,13 @@ PROCESSES = [
             launch="subprocess"),
     Mistake("procedural viewer of an unknown grammar, own process", ["-m", "vitwarm.procedural", "show", "k_dyk"],
             names="k_dyk", status=2, launch="subprocess"),
-    pytest.param(train("misspelled model name, 2 processes", "model.name=vit_tiny_patch16_22", names="model.name=",
-                       launch="accelerate2"), marks=pytest.mark.slow),
-    pytest.param(train("image batch does not split over 2 processes", "train.batch_size=65",
-                       names="train.batch_size=65 does not split over 2 processes", launch="accelerate2"),
-                 marks=pytest.mark.slow),
-    pytest.param(train("missing data source, 2 processes", "data.source={tmp}/nothing", names="data.source=",
-                       launch="accelerate2"), marks=pytest.mark.slow),
-]
+    train("misspelled model name, 2 processes", "model.name=vit_tiny_patch16_22", names="model.name=",
+          launch="accelerate2"),
+    train("image batch does not split over 2 processes", "train.batch_size=65",
+          names="train.batch_size=65 does not split over 2 processes", launch="accelerate2"),
+    train("missing data source, 2 processes", "data.source={tmp}/nothing", names="data.source=",
+          launch="accelerate2"),
+]]
 
 ROWS = CONFIG_KEYS + RECIPES + TOOLS + PROCESSES
 

@@ -19,6 +19,8 @@ import pytest
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh venv
+
 SOURCES = ("setup.py", "pyproject.toml", "README.md", "LICENSE", "vitwarm", "recipes")
 
 

@@ -182,6 +182,7 @@ def first_pngs(root: Path, n: int) -> list[bytes]:
         return [tar.extractfile(m).read() for m in tar if m.name.endswith(".png")][:n]
 
 
+@pytest.mark.slow
 def test_persistent_workers_give_the_epochs_of_fresh_workers_and_resume_exactly(fmnist_shards):
     """One loader's two workers persist across epochs and evaluations; every epoch (and every resumed tail)
     is batch for batch what a loader with freshly started workers gives."""

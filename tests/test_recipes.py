@@ -136,6 +136,7 @@ def test_missing_and_cyclic_bases_name_the_file(tmp_path):
         load_config(tmp_path / "l.yaml")
 
 
+@pytest.mark.slow
 def test_a_cycle_is_one_line_on_the_command_line(tmp_path):
     (tmp_path / "self.yaml").write_text("base: self.yaml\n")
     result = subprocess.run([sys.executable, "-m", "vitwarm.train", "--config", str(tmp_path / "self.yaml")],

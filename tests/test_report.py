@@ -203,6 +203,7 @@ def test_cell_keys_without_sweep_json_are_the_varying_config_keys(sweep_dir, tmp
     assert [name for name, _ in results.unfinished] == ["warmup.fraction=0.05__data.train_fraction=1.0__seed=0"]
 
 
+@pytest.mark.slow
 def test_report_cli_prints_the_table(sweep_dir, tmp_path):
     command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path)]
     out = subprocess.run([*command, "--metric", "top5"], capture_output=True, text=True, check=True).stdout
@@ -232,6 +233,7 @@ def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
     assert on_disk["paired"][0]["rows"][0]["seeds"] == [0, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "selection, says",
     [
@@ -271,6 +273,7 @@ def test_invert_curve_takes_the_first_crossing_of_a_non_monotone_curve():
     assert invert_curve([1, 2, 3, 4], [10.0, 30.0, 20.0, 40.0], 25.0) == (pytest.approx(1.75), "=")
 
 
+@pytest.mark.slow
 def test_report_refuses_a_sweep_without_finished_runs(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("seed: 0\n")

@@ -22,6 +22,7 @@ atomic_write_text(sys.argv[1], "new content\\n")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", [True, False])
 def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, kill):
     path = tmp_path / "summary.json"
@@ -43,6 +44,7 @@ write_safetensors(sys.argv[1], tensors, metadata)
 """
 
 
+@pytest.mark.slow
 def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
     # safetensors orders metadata by a per-process random hash: twelve keys differ in order almost always.
     paths = [tmp_path / f"{i}.safetensors" for i in range(3)]

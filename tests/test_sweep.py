@@ -191,6 +191,7 @@ def test_tools_have_help(name, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_local_launcher_skips_finished_and_resumes_interrupted(tmp_path, recipe, trainer):
     entry, record = trainer
     sweep = plan_sweep(str(recipe), {"seed": ["0", "1", "2"]}, {}, tmp_path / "sw", entry=entry)
@@ -217,6 +218,7 @@ def test_local_launcher_skips_finished_and_resumes_interrupted(tmp_path, recipe,
     assert len(executed(record)) == 2
 
 
+@pytest.mark.slow
 def test_local_launcher_reports_failures_and_shares_out_gpus(tmp_path, recipe, trainer):
     entry, record = trainer
     sweep = plan_sweep(str(recipe), {"seed": ["0", "13", "2", "3"]}, {}, tmp_path / "sw", entry=entry)
@@ -266,6 +268,7 @@ def fake_submitit(submitted: dict) -> types.ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_slurm_submits_unfinished_runs_as_checkpointable_array(tmp_path, recipe, trainer, monkeypatch):
     entry, record = trainer
     submitted: dict = {}

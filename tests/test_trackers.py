@@ -31,6 +31,7 @@ def test_unknown_tracker_lists_the_valid_ones():
         check_trackers(["tensorbord"])
 
 
+@pytest.mark.slow
 def test_missing_tracker_package_stops_the_run_before_step_one(tmp_path, fmnist_shards):
     missing = next((n for n in ("wandb", "mlflow", "aim") if importlib.util.find_spec(n) is None), None)
     if missing is None:

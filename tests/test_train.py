@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from helpers import ENV, PER_STEP_LOGS, ROOT, free_port, kill_once, train, train_command, train_records
 
+pytestmark = pytest.mark.slow  # every test trains in processes of its own
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, fmnist_shards):
