@@ -183,3 +183,16 @@ def test_an_empty_selection_is_refused_in_one_line(tmp_path):
         f"vitwarm: error: {tmp_path / 'sweep'} has no finished runs to report: no run directories"])
     assert not (tmp_path / "out").exists()
 
+
+
+def test_a_key_renamed_since_is_not_a_mix(sweep_dir, tmp_path):
+    """Archived runs of an earlier version name train.lr_warmup_epochs train.warmup_epochs: same setting."""
+    def older(config, summary) -> None:
+        config.seed = 5
+        identity = dict(summary.identity)
+        identity["train.warmup_epochs"] = identity.pop("train.lr_warmup_epochs")
+        summary.identity = identity | {"seed": 5}
+
+    status, lines = report_command(beside(sweep_dir, tmp_path, older), tmp_path / "out")
+    assert (status, lines) == (0, [])
+    assert (tmp_path / "out" / "report.md").exists()

@@ -16,7 +16,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from vitwarm.run import rundir
-from vitwarm.run.rundir import CONFIG, changed_keys, describe_changes, read_records, read_summary, run_state
+from vitwarm.run.rundir import (
+    CONFIG,
+    changed_keys,
+    current_names,
+    describe_changes,
+    read_records,
+    read_summary,
+    run_state,
+)
 from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")
@@ -182,7 +190,8 @@ def check_comparable(cells: list[Cell], cell_keys: list[str]) -> None:
     the run it repeats: report the two sets apart).
     """
     def comparable(run: RunResult) -> dict:
-        return {k: v for k, v in run.summary.get("identity", {}).items()
+        # runs of two versions may name a key differently: both sides under today's names
+        return {k: v for k, v in current_names(run.summary.get("identity", {})).items()
                 if k != "seed" and not any(k == c or k.startswith(f"{c}.") for c in cell_keys)}
 
     for cell in cells:
