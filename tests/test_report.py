@@ -164,7 +164,7 @@ def test_unfinished_runs_are_listed(sweep_dir, report):
 def test_markdown_table(sweep_dir, report):
     markdown = (sweep_dir / "report" / "report.md").read_text()
     assert "| 0.01 | 0.5 | 2 | 73.00 ± 1.41 | 19,800 | 4,000 | 0.750 | 150 |" in markdown
-    assert "| 0.01 | 1.0 | 79.00 | 39,600 | >40,000 | >1.0% |" in markdown
+    assert "| 0.01 | 1.0 | 0–1 | 79.00 | 39,600 | >40,000 | >1.0% |" in markdown
     for name in report["plots"]:
         assert f"![{name}]({name})" in markdown
 
@@ -227,8 +227,8 @@ def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
     assert (row["n"], row["mean"], row["std"], row["sem"], row["t"]) == pytest.approx((2, 3.5, 0.5**0.5, 0.5, 7.0))
     flat = find(block["rows"], 0.01, 0.25)
     assert flat["mean"] == pytest.approx(-6.0) and flat["std"] == 0.0 and flat["t"] is None
-    assert "| 0.01 | 0.5 | 2 | +3.50 ± 0.71 | 0.50 | 7.0 | yes | +3.00 / +4.00 |" in report["markdown"]
-    assert "| 0.01 | 0.25 | 2 | -6.00 ± 0.00 | 0.00 | - | no | -6.00 / -6.00 |" in report["markdown"]
+    assert "| 0.01 | 0.5 | 2 | 0–1 | +3.50 ± 0.71 | 0.50 | 7.0 | yes | +3.00 / +4.00 |" in report["markdown"]
+    assert "| 0.01 | 0.25 | 2 | 0–1 | -6.00 ± 0.00 | 0.00 | - | no | -6.00 / -6.00 |" in report["markdown"]
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["paired"][0]["rows"][0]["seeds"] == [0, 1]
 

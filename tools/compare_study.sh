@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# The comparison study of docs/comparisons.md, one part per call: bash tools/compare_study.sh A|B|C|D|E|report
+# The comparison study of docs/comparisons.md, one part per call:
+#   bash tools/compare_study.sh A|B|C|D|E|report|archived
 #
 # Each part runs its cells' unfinished runs two at a time (finished runs are skipped, interrupted ones
 # resume from their checkpoint), then copies every finished run's config.yaml, summary.json and
 # metrics.jsonl into docs/comparisons/runs/ so that the part's numbers can be committed on their own.
 # `report` rebuilds the tables and plots from the sweep directory (OUT, default sweeps/fmnist_compare; an
-# absolute OUT points it at another checkout's sweep, to report those runs with this checkout's code).
+# absolute OUT points it at another checkout's sweep, to report those runs with this checkout's code) into
+# REPORT (default docs/comparisons). `archived` reports the archived runs alone, in a checkout without the
+# study's sweep directory: it copies docs/comparisons/runs (with RERUNS=1, then the re-runs of
+# docs/comparisons/reruns in place of the runs they repeat) into OUT, which must not exist yet, and runs
+# `report` over them.
 # Runs are started with `nice`, so other work on the machine keeps its speed; the accuracies do not depend
 # on it (a run is deterministic on one machine; on another CPU they move by tenths of a point, and at the
 # study's commit a mimetic run starts from other weights, see docs/comparisons.md, part E).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: compare_study.sh A|B|C|D|E|report}
+PART=${1:?usage: compare_study.sh A|B|C|D|E|report|archived}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-sweeps/fmnist_compare}
+REPORT=${REPORT:-docs/comparisons}
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's vitwarm, whatever the venv points at
 export PATH="$(dirname "$PY"):$PATH"   # accelerate from the same environment
 
-[ "$PART" = report ] || [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
+[ "$PART" = report ] || [ "$PART" = archived ] || [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
 
 S=(--base recipes/fmnist_compare.yaml --out "$OUT" --accelerate-config recipes/accelerate/cpu.yaml --launcher print)
 cell() {  # epochs regime init fraction grammar params shuffled sources seeds
@@ -47,6 +53,17 @@ archive() {  # the small, script-readable files of every finished run, for the d
   done
 }
 
+restore() {  # archived runs ($1) into $OUT, the inverse of archive(): a report resolves cell 8's ${run.dir} to the
+  # absolute run directory, so the archive's checkout-relative paths get the sweep directory back in front
+  for run in "$1"/*/; do
+    dest="$OUT/$(basename "$run")"
+    mkdir -p "$dest"
+    for f in config.yaml summary.json metrics.jsonl; do
+      sed "s#sweeps/fmnist_compare/#$(realpath "$OUT")/#g" "$run/$f" > "$dest/$f"
+    done
+  done
+}
+
 start=$(date +%s)
 case "$PART" in
   A) { cell 4 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4
@@ -65,6 +82,11 @@ case "$PART" in
        cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0; } | queue ;;
   E) { cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 1,2
        cell 12 additive default 0.3333 k_dyck '{k: 32}' false '{}' 0,1,2; } | queue ;;
+  archived)
+    [ ! -e "$OUT" ] || { echo "compare_study.sh: error: archived: OUT=$OUT exists; name a new directory" >&2; exit 2; }
+    mkdir -p "$OUT"
+    restore docs/comparisons/runs
+    [ -z "${RERUNS:-}" ] || restore docs/comparisons/reruns ;&  # then the report over them
   report)
     # rewrite sweep.json with cell 8's grid (runs nothing), so that its transfer.sources is read as typed
     # (with ${seed}) and its three seeds form one cell
@@ -75,9 +97,9 @@ case "$PART" in
         > /dev/null && P+=(--paired-to "budget.epochs=$1,$ADD,model.init=$2,warmup.fraction=$3${4:+,$4}") || true; }
     ref 4 default 0; ref 4 mimetic 0; ref 4 default 1.0 "procedural.grammar=k_dyck,procedural.shuffled=false,transfer.sources={}"
     ref 12 default 0; ref 12 mimetic 0
-    "$PY" tools/report.py "$OUT" --out docs/comparisons "${P[@]}"
-    "$PY" tools/report.py "$OUT" --out docs/comparisons/test --metric test_top1 "${P[@]}" ;;
-  *) echo "compare_study.sh: error: unknown part '$PART' (choose A, B, C, D, E or report)" >&2; exit 2 ;;
+    "$PY" tools/report.py "$OUT" --out "$REPORT" "${P[@]}"
+    "$PY" tools/report.py "$OUT" --out "$REPORT/test" --metric test_top1 "${P[@]}" ;;
+  *) echo "compare_study.sh: error: unknown part '$PART' (choose A, B, C, D, E, report or archived)" >&2; exit 2 ;;
 esac
-[ "$PART" = report ] || archive  # report runs nothing, so it has nothing new to archive
+[ "$PART" = report ] || [ "$PART" = archived ] || archive  # reports run nothing, so there is nothing new to archive
 echo "part $PART: $(( $(date +%s) - start )) s wall"

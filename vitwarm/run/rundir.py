@@ -73,13 +73,18 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     return keys
 
 
+def current_names(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded identity with the keys renamed since (config.RENAMED, same values) under their new names."""
+    return {RENAMED.get(k, (k,))[0]: v for k, v in recorded.items()}
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
     """``{key: [old, new]}`` for every identity key whose value differs (None where a key is absent).
 
     ``old`` may come from a run of an earlier version: keys renamed since (config.RENAMED, same values)
     are read under their new names, so a finished run is not "other config" for a rename alone.
     """
-    old = {RENAMED.get(k, (k,))[0]: v for k, v in old.items()}
+    old = current_names(old)
     return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 

@@ -3,13 +3,19 @@
 Each warm-up cell is compared with the baseline (``warmup.fraction`` = 0) runs of the same context: on the
 baseline's piecewise-linear accuracy-vs-images curve it finds the image samples S* that reach the warm-up
 cell's accuracy, and reports the saved fraction ``1 - S_w / S*`` and the worth ``S* / S_w - 1``.
+
+Both sides use the same seeds: those of the warm-up cell that every point of the curve has. A 3-seed cell
+set against a 5-seed baseline mean would compare other image orders and initial weights as well (a study's
+seeds 0-2 averaged a point below its seeds 0-4).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vitwarm.sweeps.paired import environment_gap, machines, runs_by_seed, seed_mean
 from vitwarm.sweeps.results import (
+    Cell,
     RunResult,
     SweepResults,
     fraction_of,
@@ -49,9 +55,9 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
     """Per context (cell keys that are neither amounts nor warm-up settings): the baseline's points.
 
     Baseline runs (fraction 0) are pooled across warm-up settings such as the grammar, which do not affect
-    them, and grouped by their amount keys; each point has the mean image samples and the metric's
-    :func:`seed_stats`. Runs without a metric or with no image samples (nothing to put on the x axis) are left
-    out.
+    them, and grouped by their amount keys; each point has the mean image samples, the metric's
+    :func:`seed_stats` over all its runs (what the plot draws) and its runs by seed (``by_seed``). Runs
+    without a metric or with no image samples (nothing to put on the x axis) are left out.
     """
     context_keys, _ = split_keys(results.cell_keys)
     amount_keys = [k for k in results.cell_keys if is_amount(k)]
@@ -70,6 +76,7 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
             {
                 "image_samples": mean_of([r.summary["image_samples"] for r in runs]),
                 **seed_stats([r.summary[metric] for r in runs]),
+                "by_seed": runs_by_seed(runs, metric),
             }
             for runs in by_amount.values()
         ]
@@ -88,37 +95,49 @@ def _equivalence(s_w: float, s_star: float, relation: str) -> dict:
 
 
 def data_equivalence(
-    cell_keys: list[str], stats: list[dict], curves: dict[tuple, list[dict]], log_x: bool = False
+    cell_keys: list[str], cells: list[Cell], stats: list[dict], curves: dict[tuple, list[dict]], metric: str,
+    log_x: bool = False,
 ) -> tuple[list[dict], list[str]]:
     """Data-equivalence estimate of every warm-up cell against its context's baseline curve (from
-    :func:`baseline_curves`).
+    :func:`baseline_curves`), on matched seeds: the warm-up cell's seeds that every point of the curve has
+    (``seeds``); the curve's points and a_w are means over those seeds only. ``stats`` are the cells' rows
+    (vitwarm.sweeps.results.cell_stats), in the order of ``cells``.
 
-    The interval comes from the seeds of the warm-up cell: S* is also found at a_w - sem and a_w + sem.
+    The interval comes from the matched seeds of the warm-up cell: S* is also found at a_w - sem and
+    a_w + sem. ``machines`` says whether all the runs used ran alike (vitwarm.sweeps.paired.machines).
     Returns the estimates and notes on the cells that could not be estimated.
     """
     context_keys, _ = split_keys(cell_keys)
     estimates, notes = [], []
-    for row in stats:
+    for cell, row in zip(cells, stats):
         if row["mean"] is None or row["warmup_fraction"] == 0:
             continue
-        context = tuple(row[k] for k in context_keys)
         label = ", ".join(f"{k}={row[k]}" for k in cell_keys)
-        points = curves.get(context, [])
-        xs = [p["image_samples"] for p in points]
-        if len(set(xs)) < 2:
+        points = curves.get(tuple(row[k] for k in context_keys), [])
+        if len({p["image_samples"] for p in points}) < 2:
             notes.append(f"{label}: no data equivalence, needs baseline runs at two or more image amounts")
             continue
-        ys = [p["mean"] for p in points]
-        s_w, a_w = row["image_samples"], row["mean"]
-        sem = row["sem"] or 0.0
-        estimate = {
+        warm = runs_by_seed(cell.runs, metric)
+        seeds = sorted(set(warm).intersection(*(p["by_seed"] for p in points)))
+        if not seeds:
+            notes.append(f"{label}: no data equivalence, no seed of it is in every baseline point")
+            continue
+        xs = [p["image_samples"] for p in points]
+        ys = [float(np.mean([seed_mean(p["by_seed"][s], metric) for s in seeds])) for p in points]
+        matched = seed_stats([seed_mean(warm[s], metric) for s in seeds])
+        s_w, a_w, sem = row["image_samples"], matched["mean"], matched["sem"] or 0.0
+        used = {s: warm[s] + [r for p in points for r in p["by_seed"][s]] for s in seeds}
+        estimates.append({
             **{k: row[k] for k in cell_keys},
             "metric": a_w,
-            "sem": row["sem"],
+            "sem": matched["sem"],
+            "seeds": seeds,
+            "baseline": [{"image_samples": x, "mean": y} for x, y in zip(xs, ys)],
             "image_samples": s_w,
             "point": _equivalence(s_w, *invert_curve(xs, ys, a_w, log_x)),
             "low": _equivalence(s_w, *invert_curve(xs, ys, a_w - sem, log_x)),
             "high": _equivalence(s_w, *invert_curve(xs, ys, a_w + sem, log_x)),
-        }
-        estimates.append(estimate)
+            # seed by seed, as in a paired table: the warm-up run against the baseline runs of its seed
+            "machines": machines({s: environment_gap(runs) for s, runs in used.items()}),
+        })
     return estimates, notes

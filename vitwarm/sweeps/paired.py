@@ -1,18 +1,23 @@
-"""Differences paired by seed: each cell minus a reference cell, seed by seed.
+"""Differences paired by seed: each cell minus a reference cell, seed by seed, on the seeds both have.
 
 Seed s of two cells shares the image order and the image model's initial weights (vitwarm.seeds derives
 both from the run's seed), so the per-seed difference removes most of the seed-to-seed spread that the
 cells' own means carry. A reference is named by cell-key values, e.g. ``warmup.fraction=0,budget.epochs=4``,
 and must pick exactly one cell.
+
+The same run moves by tenths of a point on another CPU or kernel path, and a mimetic init could start from
+another draw there (docs/comparisons.md), so every pair also says whether its two runs recorded the same
+environment in summary.json; the report flags the pairs that did not, or whose machine is not recorded.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import yaml
 
-from vitwarm.sweeps.results import Cell, seed_stats
+from vitwarm.sweeps.results import Cell, RunResult, seed_stats
 
 # A selection is key=value pairs joined by commas; a comma inside a value (a mapping's) is not a separator.
 _PAIR_SPLIT = re.compile(r",(?=\s*[\w.]+=)")
@@ -59,32 +64,71 @@ def select_cell(text: str, cells: list[Cell], cell_keys: list[str]) -> Cell:
     raise ValueError(f"--paired-to {text!r}: {len(found)} cells match; add {' or '.join(differ)} to pick one")
 
 
-def _by_seed(cell: Cell, metric: str) -> dict[int, float]:
-    return {
-        int(r.config["seed"]): r.summary[metric]
-        for r in cell.runs
-        if r.summary.get(metric) is not None and r.config.get("seed") is not None
-    }
+def runs_by_seed(runs: list[RunResult], metric: str) -> dict[int, list[RunResult]]:
+    """The runs with a ``metric`` and a seed, by seed (several where baselines are pooled across cells)."""
+    found: dict[int, list[RunResult]] = {}
+    for run in runs:
+        if run.summary.get(metric) is not None and run.config.get("seed") is not None:
+            found.setdefault(int(run.config["seed"]), []).append(run)
+    return found
+
+
+def seed_mean(runs: list[RunResult], metric: str) -> float:
+    return float(np.mean([r.summary[metric] for r in runs]))
+
+
+def environment_gap(runs: list[RunResult]) -> list[str] | None:
+    """The environment keys (vitwarm.run.rundir.environment: library versions, CPU, kernel level, device,
+    threads) whose values differ among ``runs``: [] when all ran alike, None when any run did not record
+    one (runs of versions before summary.json had ``environment``: an unknown machine)."""
+    envs = [r.summary.get("environment") for r in runs]
+    if not all(envs):
+        return None
+    return sorted(k for k in set().union(*envs) if len({repr(e.get(k)) for e in envs}) > 1)
+
+
+def machines(gaps: dict[int, list[str] | None]) -> dict:
+    """Per-seed environment gaps (seed -> :func:`environment_gap`) summed up for a table row: ``same`` (True
+    when every pair ran alike), the seeds with another machine or library versions and the keys that differ,
+    and the seeds whose machine is not recorded."""
+    differ = {s: g for s, g in gaps.items() if g}
+    unknown = [s for s, g in gaps.items() if g is None]
+    keys = sorted({k for g in differ.values() for k in g})
+    return {"same": not differ and not unknown, "differ_seeds": sorted(differ), "differ_keys": keys,
+            "unknown_seeds": unknown}
+
+
+def seed_list(seeds: list[int]) -> str:
+    """``[0, 1, 2, 4]`` -> ``"0–2, 4"``: the seeds a comparison used, for tables."""
+    parts, start = [], None
+    for i, seed in enumerate(seeds):
+        start = seed if start is None else start
+        if i + 1 == len(seeds) or seeds[i + 1] != seed + 1:
+            parts.append(str(seed) if seed == start else f"{start}–{seed}")
+            start = None
+    return ", ".join(parts)
 
 
 def paired_differences(reference: Cell, cells: list[Cell], metric: str) -> list[dict]:
-    """For every other cell sharing seeds with ``reference``: its values and the per-seed differences' stats.
+    """For every other cell sharing seeds with ``reference``: its values, the per-seed differences on the
+    seeds both cells have (``seeds``), their stats, and whether each pair ran alike (:func:`machines`).
 
     ``t`` is mean / sem (None when the differences do not vary or there is one pair).
     """
-    ref = _by_seed(reference, metric)
+    ref = runs_by_seed(reference.runs, metric)
     rows = []
     for cell in cells:
         if cell is reference:
             continue
-        scores = _by_seed(cell, metric)
-        seeds = sorted(set(scores) & set(ref))
+        runs = runs_by_seed(cell.runs, metric)
+        seeds = sorted(set(runs) & set(ref))
         if not seeds:
             continue
-        diffs = [scores[s] - ref[s] for s in seeds]
+        diffs = [seed_mean(runs[s], metric) - seed_mean(ref[s], metric) for s in seeds]
         stats = seed_stats(diffs)
         t = stats["mean"] / stats["sem"] if stats["sem"] else None
-        rows.append({**cell.values, **stats, "t": t, "seeds": seeds, "differences": diffs})
+        gaps = {s: environment_gap(runs[s] + ref[s]) for s in seeds}
+        rows.append({**cell.values, **stats, "t": t, "seeds": seeds, "differences": diffs, "machines": machines(gaps)})
     return rows
 
 

@@ -12,8 +12,17 @@ from pathlib import Path
 
 from vitwarm.sweeps import plots
 from vitwarm.sweeps.equivalence import baseline_curves, data_equivalence
-from vitwarm.sweeps.paired import paired_differences, select_cell, significant
-from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, group_cells, load_results
+from vitwarm.sweeps.paired import paired_differences, seed_list, select_cell, significant
+from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, check_comparable, group_cells, load_results
+
+DIFFER, UNKNOWN = "†", "‡"
+MACHINE_NOTES = {
+    DIFFER: f"{DIFFER} the two runs of these seeds recorded different environments (summary.json's `environment`; "
+    "the keys that differ are listed): the same run moves by tenths of a point on another CPU or kernel path, "
+    "and a difference across them carries that too.",
+    UNKNOWN: f"{UNKNOWN} machine not recorded (a run of a version before summary.json had `environment`): the "
+    "pair may come from two machines.",
+}
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -56,15 +65,36 @@ def cells_table(cell_keys: list[str], stats: list[dict], metric: str) -> str:
     return markdown_table(header, rows)
 
 
+def machines_cell(machines: dict) -> str:
+    """``same``, or which seeds ran on different or unrecorded machines, with the footnote markers."""
+    if machines["same"]:
+        return "same"
+    parts = []
+    if machines["differ_seeds"]:
+        keys = ", ".join(machines["differ_keys"])
+        parts.append(f"differ{DIFFER} (seeds {seed_list(machines['differ_seeds'])}: {keys})")
+    if machines["unknown_seeds"]:
+        parts.append(f"not recorded{UNKNOWN} (seeds {seed_list(machines['unknown_seeds'])})")
+    return "; ".join(parts)
+
+
+def machine_notes(rows: list[dict]) -> str:
+    """The footnotes for the markers a table's rows use (empty when every pair ran alike)."""
+    used = "".join(machines_cell(r["machines"]) for r in rows)
+    return "".join(f"\n{note}\n" for marker, note in MACHINE_NOTES.items() if marker in used)
+
+
 def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) -> str:
     header = [
         *cell_keys,
+        "seeds",
         f"{metric} (a_w)",
         "images S_w",
         "baseline images S*",
         "saved 1 - S_w/S*",
         "saved ±1 sem",
         "worth S*/S_w - 1",
+        "machines",
     ]
     rows = []
     for e in estimates:
@@ -72,28 +102,32 @@ def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) 
         rows.append(
             [
                 *(str(e[k]) for k in cell_keys),
+                seed_list(e["seeds"]),
                 _fmt(e["metric"]),
                 _fmt_count(e["image_samples"]),
                 ("" if p["relation"] == "=" else p["relation"]) + _fmt_count(p["s_star"]),
                 _pct(p, "saved"),
                 f"[{_pct(e['low'], 'saved')}, {_pct(e['high'], 'saved')}]",
                 _pct(p, "worth"),
+                machines_cell(e["machines"]),
             ]
         )
     return markdown_table(header, rows)
 
 
 def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
-    header = [*cell_keys, "pairs", "difference mean ± std", "sem", "t", "beyond 2 sem", "per seed"]
+    header = [*cell_keys, "pairs", "seeds", "difference mean ± std", "sem", "t", "beyond 2 sem", "per seed", "machines"]
     body = [
         [
             *(str(row[k]) for k in cell_keys),
             str(row["n"]),
+            seed_list(row["seeds"]),
             f"{row['mean']:+.2f} ± {_fmt(row['std'])}",
             _fmt(row["sem"]),
             _fmt(row["t"], 1),
             "yes" if significant(row) else "no",
             " / ".join(f"{d:+.2f}" for d in row["differences"]),
+            machines_cell(row["machines"]),
         ]
         for row in rows
     ]
@@ -121,6 +155,11 @@ def build_report(
     ``paired_to``: selections of reference cells (``"warmup.fraction=0,budget.epochs=4"``); for each, the
     report adds every other cell's differences from it, paired by seed (vitwarm.sweeps.paired).
 
+    Every comparison uses the seeds both sides have and names them; a pair whose runs recorded different
+    environments, or none, is flagged, not refused (archived runs record none). An empty selection, or one
+    whose cells mix runs that are not seeds of one setting (results.check_comparable), is refused in one
+    line before anything is written.
+
     Returns the report.json content, with ``markdown`` added: report.md without its title and figures.
     """
     if metric not in METRICS:
@@ -132,6 +171,7 @@ def build_report(
         raise ValueError(f"{sweep_dir} has no finished runs to report: {states}")
     keys = results.cell_keys
     cells = group_cells(results)
+    check_comparable(cells, keys)
     references = [(text, select_cell(text, cells, keys)) for text in paired_to]  # refused before any file
     out = Path(out) if out else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +181,7 @@ def build_report(
         for text, ref in references
     ]
     curves = baseline_curves(results, metric)
-    estimates, de_notes = data_equivalence(keys, stats, curves, log_x)
+    estimates, de_notes = data_equivalence(keys, cells, stats, curves, metric, log_x)
     notes = results.notes + de_notes
     if any(row["n"] < len(row["runs"]) for row in stats):
         notes.append(f"some finished runs have no {metric} in summary.json and are left out of the means")
@@ -155,7 +195,9 @@ def build_report(
         interp = "log image samples" if log_x else "image samples"
         text += (
             f"\n## Data equivalence (baseline = {FRACTION_KEY} 0, piecewise-linear in {interp})\n\n"
-            f"{equivalence_table(keys, estimates, metric)}\n\n"
+            "On matched seeds: each warm-up cell's seeds that every baseline point has (column seeds); the "
+            "baseline points and a_w are means over those seeds only.\n\n"
+            f"{equivalence_table(keys, estimates, metric)}\n{machine_notes(estimates)}\n"
             "saved: share of the baseline's images the warm-up run did without for the same accuracy; "
             "worth: extra images the warm-up is worth. '>' / '<': the accuracy lies outside the baseline's "
             "range, so only a bound is given.\n"
@@ -164,7 +206,8 @@ def build_report(
         reference = ", ".join(f"{k}={v}" for k, v in block["reference"].items())
         text += (
             f"\n## Paired by seed: each cell minus {block['selection']} ({metric}, points)\n\n"
-            f"Reference cell: {reference}.\n\n{paired_table(keys, block['rows'])}\n"
+            f"Reference cell: {reference}. Each row uses the seeds both cells have (column seeds).\n\n"
+            f"{paired_table(keys, block['rows'])}\n{machine_notes(block['rows'])}"
         )
     if results.unfinished:
         text += f"\n## Unfinished runs (left out: {len(results.unfinished)})\n\n"

@@ -16,7 +16,15 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from vitwarm.run import rundir
-from vitwarm.run.rundir import CONFIG, read_records, read_summary, run_state
+from vitwarm.run.rundir import (
+    CONFIG,
+    changed_keys,
+    current_names,
+    describe_changes,
+    read_records,
+    read_summary,
+    run_state,
+)
 from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")
@@ -166,6 +174,39 @@ def group_cells(results: SweepResults) -> list[Cell]:
         values = {k: hashable(run.config.get(k)) for k in results.cell_keys}
         cells.setdefault(tuple(values.values()), Cell(values=values)).runs.append(run)
     return [cells[k] for k in sorted(cells, key=lambda t: tuple(_sort_key(v) for v in t))]
+
+
+def _label(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "all runs"
+
+
+def check_comparable(cells: list[Cell], cell_keys: list[str]) -> None:
+    """Refuse, in one line, a selection whose cells hold runs that cannot be averaged as seeds of one setting.
+
+    A cell is its cell keys' values; a run found beside a sweep's own runs (another data set, model or epoch
+    count that is not a swept key) lands in the cell of its cell-key values, so within a cell every run must
+    agree in every identity key but the seed and the cell keys (mappings such as ``transfer.sources``, whose
+    resolved paths name the run's seed, are cell keys), and no seed may come twice (a re-run copied beside
+    the run it repeats: report the two sets apart).
+    """
+    def comparable(run: RunResult) -> dict:
+        # runs of two versions may name a key differently: both sides under today's names
+        return {k: v for k, v in current_names(run.summary.get("identity", {})).items()
+                if k != "seed" and not any(k == c or k.startswith(f"{c}.") for c in cell_keys)}
+
+    for cell in cells:
+        first, seeds = cell.runs[0], {}
+        for run in cell.runs:
+            seed = run.config.get("seed")
+            if seed in seeds:
+                raise ValueError(f"cell {_label(cell.values)} has two runs of seed {seed} ({seeds[seed]}, {run.name}): "
+                                 "report the two sets apart")
+            seeds[seed] = run.name
+            changes = changed_keys(comparable(first), comparable(run))
+            if changes:
+                raise ValueError(f"cell {_label(cell.values)} mixes runs that differ in keys the cell keys do not "
+                                 f"name ({first.name} vs {run.name}: {describe_changes(changes)}): report them "
+                                 "apart, or sweep those keys")
 
 
 def mean_of(values: list) -> float | None:
