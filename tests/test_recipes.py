@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from vitwarm.config import Config, load_config, read_recipe
 from vitwarm.errors import ConfigError
 from vitwarm.procedural import GRAMMARS
+from vitwarm.run.rundir import identity, write_config
 
 from helpers import ROOT
 
@@ -93,6 +94,21 @@ def test_every_runnable_recipe_keeps_its_header(path):
         return  # a base of other recipes
     assert f"--config recipes/{path.relative_to(ROOT / 'recipes').as_posix()}" in text, "the exact command"
     assert "Runtime" in text and "Expected" in text
+
+
+def test_the_prepared_fmnist_directory_follows_the_train_fraction(tmp_path):
+    """Another data.train_fraction prepares its own shard set instead of filling the demo's directory."""
+    demo = load_config("fmnist_demo")
+    assert (demo.data.prepare, demo.data.source) == ("fmnist", "data/fashion_mnist_f0.2")
+    smaller = load_config("fmnist_demo", ["data.train_fraction=0.02"])
+    assert smaller.data.source == "data/fashion_mnist_f0.02"
+    assert load_config("fmnist_repro").data.source == "data/fashion_mnist_f0.1"
+    # The run directory's config.yaml and the run's identity hold the directory, not the interpolation.
+    write_config(tmp_path, smaller)
+    assert OmegaConf.load(tmp_path / "config.yaml").data.source == "data/fashion_mnist_f0.02"
+    assert identity(smaller)["data.source"] == "data/fashion_mnist_f0.02"
+    # A source given on the command line is taken as given.
+    assert load_config("fmnist_demo", ["data.train_fraction=0.02", "data.source=elsewhere"]).data.source == "elsewhere"
 
 
 def test_model_recipes_are_a_few_lines():
