@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from vitwarm.catalog import resolve_accelerate_config
 from vitwarm.config import flatten, load_config
 from vitwarm.errors import ConfigError
 
@@ -61,6 +62,14 @@ def test_missing_recipe():
     with pytest.raises(ConfigError, match=r"recipe 'nope.yaml' is neither a file nor a packaged name; packaged: .*"
                                           r"fmnist_demo, fmnist_repro, imagenet/deit"):
         load_config("nope.yaml")
+
+
+def test_a_misspelt_recipe_name_is_suggested():
+    with pytest.raises(ConfigError, match=r"recipe 'fmnist_dmeo' is neither a file nor a packaged name "
+                                          r"\(did you mean fmnist_demo\?\); packaged: "):
+        load_config("fmnist_dmeo")
+    with pytest.raises(ValueError, match=r"accelerate config 'cpu_dpd' .*\(did you mean cpu_ddp"):
+        resolve_accelerate_config("cpu_dpd")
 
 
 def test_recipes_by_name_and_by_path():

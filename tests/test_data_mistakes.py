@@ -148,9 +148,9 @@ ROWS = {
         wrong_shard_length, ["holds 250 samples but _info.json says 2", "fashion_mnist-train-"], "step"),
     "all shards garbage": (garbage_shards, ["none of the 8 shard(s)", "fashion_mnist-train-", "look broken"], "step"),
     "every image undecodable": (undecodable_images, ["1000 faulty samples in a row", "fashion_mnist-train-"], "step"),
-    "remote shard missing, strict": (
-        lambda tmp, shards, http: [f"data.source={http}/fashion_mnist-train-0008.tar|2000", "data.strict=true",
-                                   f"data.val_source={http}"],
+    "remote shard missing, strict": (  # the first shard is there (asked before the run); seed 1 reads the other first
+        lambda tmp, shards, http: [f"data.source={http}/fashion_mnist-train-{{0000,0008}}.tar|500", "seed=1",
+                                   "data.strict=true", f"data.val_source={http}"],
         ["fashion_mnist-train-0008.tar broke off", "strict=True"], "step"),
     "fewer shards than workers": (too_few_shards_for_workers, ["8 shard(s)", "num_workers = 1 * 9"], "step"),
     # _info.json
@@ -179,7 +179,10 @@ ROWS = {
         lambda tmp, shards, http: ["data.source=s3://bucket/imagenet1k-train-{0000..1023}.tar|1281167"],
         ["no opener for s3:// URLs", "pipe:aws s3 cp"], "before"),
     "remote directory without _info.json": (
-        lambda tmp, shards, http: [f"data.source={http}/nothing"], ["cannot read", "nothing/_info.json"], "before"),
+        lambda tmp, shards, http: [f"data.source={http}/nothing"], ["nothing/_info.json answered HTTP 404"], "before"),
+    "remote pattern of shards that are not there": (
+        lambda tmp, shards, http: [f"data.source={http}/x-{{0000..0001}}.tar|2"], ["x-0000.tar answered HTTP 404"],
+        "before"),
     "train split missing": (
         lambda tmp, shards, http: [f"data.source={shards}", "data.train_split=training"],
         ["split 'training' is not in", "valid: ['test', 'train', 'validation']"], "before"),

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from safetensors.torch import load_file
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -79,6 +84,20 @@ def test_usage_error_is_usage_then_one_line_and_status_2(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("usage: tool") and err[-1] == "vitwarm: error: argument --n: invalid int value: 'x'"
     assert len(error_lines("\n".join(err))) == 1
+
+
+@pytest.mark.parametrize("script,module", [("vitwarm-train", "vitwarm.train"),
+                                           ("vitwarm-grammars", "vitwarm.procedural")])
+def test_console_scripts_name_themselves_in_their_usage(script, module):
+    # The console script the environment installed (it imports the vitwarm that PYTHONPATH selects).
+    path = Path(sys.executable).with_name(script)
+    if not path.is_file():
+        pytest.skip(f"{script} is not installed beside this Python")
+    by_script = subprocess.run([str(path), "--help"], capture_output=True, text=True, env=os.environ)
+    assert by_script.returncode == 0, by_script.stderr
+    assert by_script.stdout.startswith(f"usage: {script} ")
+    by_module = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert by_module.stdout.startswith(f"usage: python -m {module} ")
 
 
 @pytest.mark.parametrize("rank,error,printed,told", [

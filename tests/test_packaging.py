@@ -91,4 +91,4 @@ def test_console_scripts_and_packaged_recipes(venv, tmp_path):
     bad = run(venv, "vitwarm-train", "--config", "fmnist_dmeo", cwd=tmp_path)
     (line,) = bad.stderr.strip().splitlines()
     assert bad.returncode != 0 and line.startswith("vitwarm: error: recipe 'fmnist_dmeo' is neither a file nor a "
-                                                   "packaged name; packaged: ") and "fmnist_demo" in line
+                                                   "packaged name (did you mean fmnist_demo?); packaged: ")

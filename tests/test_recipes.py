@@ -13,10 +13,12 @@ import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vitwarm.config import Config, load_config, read_recipe
+from vitwarm.data.sources import read_info
 from vitwarm.errors import ConfigError
 from vitwarm.procedural import GRAMMARS
+from vitwarm.run.rundir import identity, write_config
 
-from helpers import ROOT
+from helpers import ROOT, train
 
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
 
@@ -93,6 +95,38 @@ def test_every_runnable_recipe_keeps_its_header(path):
         return  # a base of other recipes
     assert f"--config recipes/{path.relative_to(ROOT / 'recipes').as_posix()}" in text, "the exact command"
     assert "Runtime" in text and "Expected" in text
+
+
+def test_the_prepared_fmnist_directory_follows_the_train_fraction(tmp_path):
+    """Another data.train_fraction prepares its own shard set instead of filling the demo's directory."""
+    demo = load_config("fmnist_demo")
+    assert (demo.data.prepare, demo.data.source) == ("fmnist", "data/fashion_mnist_f0.2")
+    smaller = load_config("fmnist_demo", ["data.train_fraction=0.02"])
+    assert smaller.data.source == "data/fashion_mnist_f0.02"
+    assert load_config("fmnist_repro").data.source == "data/fashion_mnist_f0.1"
+    # The run directory's config.yaml and the run's identity hold the directory, not the interpolation.
+    write_config(tmp_path, smaller)
+    assert OmegaConf.load(tmp_path / "config.yaml").data.source == "data/fashion_mnist_f0.02"
+    assert identity(smaller)["data.source"] == "data/fashion_mnist_f0.02"
+    # A source given on the command line is taken as given.
+    assert load_config("fmnist_demo", ["data.train_fraction=0.02", "data.source=elsewhere"]).data.source == "elsewhere"
+
+
+@pytest.mark.slow
+def test_a_run_with_another_fraction_prepares_its_own_directory(tmp_path, fmnist_src):
+    """The demo's data section on the tiny model: data.train_fraction=0.02 writes data/..._f0.02 and leaves
+    the 20% set of the plain demo as it was."""
+    demo_set = tmp_path / "fashion_mnist_f0.2"
+    demo_set.mkdir()
+    (demo_set / "_info.json").write_text('{"stands for": "the demo\'s shards"}')
+    source = f"data.source={tmp_path}/fashion_mnist_f${{data.train_fraction}}"
+    result = train(tmp_path / "run", tmp_path, source, "data.prepare=fmnist", "data.train_fraction=0.02",
+                   "warmup.fraction=0", "budget.epochs=1", "eval.every_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_info(tmp_path / "fashion_mnist_f0.02")["build"]["fraction"] == 0.02
+    assert [p.name for p in demo_set.iterdir()] == ["_info.json"]
+    assert "stands for" in (demo_set / "_info.json").read_text()
+    assert OmegaConf.load(tmp_path / "run" / "config.yaml").data.source == f"{tmp_path}/fashion_mnist_f0.02"
 
 
 def test_model_recipes_are_a_few_lines():

@@ -1,11 +1,14 @@
 """Shards and _info.json read through webdataset's URL openers: an HTTP server on 127.0.0.1 started here
-serves the session's Fashion-MNIST shards; ``pipe:`` commands stand in for object stores."""
+serves the session's Fashion-MNIST shards (and records the requests it answers); ``pipe:`` commands stand in
+for object stores."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,28 +16,52 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from vitwarm.cli.train import main as train_main
 from vitwarm.config import load_config
 from vitwarm.data import DataError, make_train_loader, make_val_loader, read_dataset_info, read_splits
 
-from helpers import PER_STEP_LOGS, kill_once, train, train_records
+from helpers import PER_STEP_LOGS, TINY, kill_once, train, train_records
 
 FM = dict(img_size=28, in_chans=1)
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
+class RecordingHandler(SimpleHTTPRequestHandler):
+    """Serves files quietly and appends each request's (method, path) to ``requests``."""
+
+    requests: list[tuple[str, str]]
+
+    def log_request(self, code="-", size="-") -> None:
+        self.requests.append((self.command, self.path))
+
     def log_message(self, *args) -> None:  # one line per request would flood the test output
         pass
 
 
-@pytest.fixture(scope="module")
-def http_root(fmnist_shards):
-    """``http://127.0.0.1:PORT``, serving the shard directory (its _info.json and tar files)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(fmnist_shards)))
+@contextlib.contextmanager
+def serve(directory) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """``http://127.0.0.1:PORT`` serving ``directory``, and the list of the requests it answered."""
+    requests: list[tuple[str, str]] = []
+    handler = type("Handler", (RecordingHandler,), {"requests": requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(fmnist_shards):
+    """``(http://127.0.0.1:PORT, requests)``, serving the shard directory (its _info.json and tar files)."""
+    with serve(fmnist_shards) as root_and_requests:
+        yield root_and_requests
+
+
+@pytest.fixture(scope="module")
+def http_root(served):
+    return served[0]
 
 
 def assert_same_batches(a, b) -> None:
@@ -83,10 +110,12 @@ def test_remote_shards_give_the_same_batches_as_local_files(fmnist_shards, http_
 def test_unopenable_and_missing_remote_sources(http_root):
     with pytest.raises(DataError, match=r"no opener for s3:// URLs; .* 'pipe:aws s3 cp s3://bucket/shard.tar -'"):
         read_dataset_info("s3://bucket/imagenet1k-train-{0000..1023}.tar|1281167")
-    with pytest.raises(FileNotFoundError, match=f"cannot read .{http_root}/nowhere/_info.json"):
+    with pytest.raises(FileNotFoundError, match=f"^{http_root}/nowhere/_info.json answered HTTP 404 "):
         read_dataset_info(f"{http_root}/nowhere")
     with pytest.raises(DataError, match="needs a sample count"):
-        read_dataset_info(f"{http_root}/nowhere/x-{{0000..0001}}.tar")
+        read_dataset_info("pipe:cat x-{0000..0001}.tar")
+    with pytest.raises(FileNotFoundError, match=f"^{http_root}/nowhere/x-0000.tar answered HTTP 404 "):
+        read_dataset_info(f"{http_root}/nowhere/x-{{0000..0001}}.tar|2")
     with pytest.raises(FileNotFoundError, match="cannot read 'pipe:false'"):
         read_dataset_info("pipe:cat x-{0000..0001}.tar|2", info="pipe:false")
     # A pipe: pattern of training shards has no directory to find the validation split in.
@@ -96,11 +125,34 @@ def test_unopenable_and_missing_remote_sources(http_root):
         read_splits(cfg.data)
 
 
+@pytest.mark.parametrize("source", ["{root}/nowhere", "{root}/nowhere/_info.json",
+                                    "{root}/nowhere/x-{{0000..0001}}.tar|2"])
+def test_a_missing_remote_source_is_one_line_naming_the_url_and_status(http_root, source, tmp_path, capsys):
+    source = source.format(root=http_root)
+    missing = source.removesuffix("/_info.json").replace("{0000..0001}.tar|2", "0000.tar")
+    status = train_main(["--config", str(TINY), f"data.source={source}", f"run.dir={tmp_path / 'run'}"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert status == 1 and not (tmp_path / "run").exists()
+    assert line.startswith(f"vitwarm: error: data.source={source!r}: {missing}") and "answered HTTP 404" in line
+    assert "make_shards" not in line and "prepare" not in line  # neither applies to a URL
+
+
+def test_each_remote_file_is_asked_for_once_per_process(fmnist_shards):
+    with serve(fmnist_shards) as (root, requests):
+        cfg = load_config(TINY, [f"data.source={root}", "data.test_split=test"])
+        for _ in range(3):  # as the preflight, the image phase's check and the run each do
+            splits = read_splits(cfg.data)
+        firsts = sorted(f"/{os.path.basename(s.urls[0])}" for s in splits.values())
+        assert sorted(requests) == sorted([("GET", "/_info.json")] + [("HEAD", f) for f in firsts])
+
+
 @pytest.mark.slow
-def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fmnist_shards, http_root):
+def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fmnist_shards, served):
     reference = train(tmp_path / "local", fmnist_shards, *PER_STEP_LOGS)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "http"
+    http_root, requests = served
+    requests.clear()
     # Killed once the image phase has written a checkpoint: the resume reopens the remote streams mid-epoch.
     kill_once(run_dir, http_root, lambda: any("image" in p.name for p in (run_dir / "checkpoints").glob("*")),
               *PER_STEP_LOGS)
@@ -114,3 +166,5 @@ def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fm
         assert (expected[name] == got[name]).all(), name
     assert train_records(run_dir) == train_records(tmp_path / "local")
     assert OmegaConf.load(run_dir / "config.yaml").data.source == http_root
+    # Each of the two processes (killed, resumed) fetched the _info.json once.
+    assert requests.count(("GET", "/_info.json")) == 2

@@ -24,7 +24,7 @@ import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
 
-from vitwarm.run.rundir import read_summary, write_summary
+from vitwarm.run.rundir import read_overrides, read_summary, write_overrides, write_summary
 from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
@@ -41,7 +41,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, identity: dict | None = None) -> None:
     """A run directory as the trainer leaves it; finished (under ``identity``) unless that is None."""
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # the sweep made it for its overrides.json
     config = {
         "seed": int(seed),
         "model": {"name": "vit_tiny_patch16_224"},
@@ -86,7 +86,7 @@ def sweep_dir(tmp_path_factory) -> Path:
         fraction, train_fraction, seed = run.overrides.values()
         if fraction != "0.05":
             write_run(sweep.run_dir(run), fraction, train_fraction, seed, sweep.identity(run))
-    write_run(sweep.out / "warmup.fraction=0.05__data.train_fraction=1.0__seed=0", "0.05", "1.0", "0")
+    write_run(sweep.out / "fraction=0.05__train_fraction=1.0__seed=0", "0.05", "1.0", "0")
     return sweep.out
 
 
@@ -124,8 +124,8 @@ def test_csv_matches(sweep_dir, report):
     assert float(row["std"]) == pytest.approx(math.sqrt(2))
     assert row["masked_acc"] == ""
     assert row["runs"].split(";") == [
-        "warmup.fraction=0__data.train_fraction=0.25__seed=0",
-        "warmup.fraction=0__data.train_fraction=0.25__seed=1",
+        "fraction=0__train_fraction=0.25__seed=0",
+        "fraction=0__train_fraction=0.25__seed=1",
     ]
 
 
@@ -153,11 +153,11 @@ def test_data_equivalence_matches_hand_computation(report):
 def test_unfinished_runs_are_listed(sweep_dir, report):
     unfinished = {u["name"]: u["state"] for u in report["unfinished"]}
     assert len(unfinished) == 6
-    assert unfinished["warmup.fraction=0.05__data.train_fraction=1.0__seed=0"] == "interrupted"
-    assert unfinished["warmup.fraction=0.05__data.train_fraction=0.25__seed=1"] == "not started"
+    assert unfinished["fraction=0.05__train_fraction=1.0__seed=0"] == "interrupted"
+    assert unfinished["fraction=0.05__train_fraction=0.25__seed=1"] == "not started"
     markdown = (sweep_dir / "report" / "report.md").read_text()
     assert "## Unfinished runs (left out: 6)" in markdown
-    assert "- warmup.fraction=0.05__data.train_fraction=1.0__seed=0 (interrupted)" in markdown
+    assert "- fraction=0.05__train_fraction=1.0__seed=0 (interrupted)" in markdown
     assert any("unreadable line" in n for n in report["notes"])
 
 
@@ -200,7 +200,21 @@ def test_cell_keys_without_sweep_json_are_the_varying_config_keys(sweep_dir, tmp
     results = load_results(tmp_path)
     assert results.cell_keys == ["data.train_fraction", "warmup.fraction"]
     assert len(results.runs) == 12
-    assert [name for name, _ in results.unfinished] == ["warmup.fraction=0.05__data.train_fraction=1.0__seed=0"]
+    assert [name for name, _ in results.unfinished] == ["fraction=0.05__train_fraction=1.0__seed=0"]
+
+
+def test_each_runs_overrides_are_read_from_its_directory(sweep_dir, tmp_path):
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    # A later call of the sweep tool listed other runs only: the runs beside them keep their overrides.
+    spec = json.loads((sweep / "sweep.json").read_text())
+    (sweep / "sweep.json").write_text(json.dumps(spec | {"runs": []}))
+    name = "fraction=0.01__train_fraction=0.5__seed=1"
+    assert read_overrides(sweep / name) == {"warmup.fraction": "0.01", "data.train_fraction": "0.5", "seed": "1"}
+    assert len(load_results(sweep).runs) == 12
+    # The run's identity is checked against what its overrides.json says it was planned with.
+    write_overrides(sweep / name, {"warmup.fraction": "0.01", "data.train_fraction": "0.5", "seed": "2"})
+    results = load_results(sweep)
+    assert len(results.runs) == 11 and (name, "finished under another config") in results.unfinished
 
 
 @pytest.mark.slow
@@ -216,7 +230,7 @@ def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
     # fraction 0.5 (69 / 71), the warm-up cell there scores 72 / 75: differences +3 / +4, mean 3.5, std
     # sqrt(0.5), sem 0.5, t 7. The warm-up cell at 0.25 (63 / 65) differs by -6 on both seeds: std 0, no t.
     sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
-    moved = sweep / "warmup.fraction=0.01__data.train_fraction=0.5__seed=1"
+    moved = sweep / "fraction=0.01__train_fraction=0.5__seed=1"
     write_summary(moved, replace(read_summary(moved), top1=75.0))
     report = build_report(sweep, tmp_path / "out", paired_to=["warmup.fraction=0,data.train_fraction=0.5"])
     (block,) = report["paired"]

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from vitwarm.run.rundir import read_overrides
 from vitwarm.sweeps import launch
-from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, run_name, write_sweep
+from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, write_sweep
+from vitwarm.sweeps.names import legacy_run_name, run_name
 
 from helpers import write_finished
 
@@ -103,7 +105,7 @@ def test_plan_expands_product_in_order_with_commands(tmp_path, recipe):
     grids, sets = parse_spec(["warmup.fraction=0,0.01", "seed=0,1,2"], ["budget.epochs=2"])
     sweep = plan_sweep(str(recipe), grids, sets, tmp_path / "sw", nproc=2, accelerate_config=str(recipe))
     names = [r.name for r in sweep.runs]
-    assert names == [f"warmup.fraction={f}__seed={s}" for f in ("0", "0.01") for s in ("0", "1", "2")]
+    assert names == [f"fraction={f}__seed={s}" for f in ("0", "0.01") for s in ("0", "1", "2")]
     run = sweep.runs[4]  # fraction 0.01, seed 1
     assert run.overrides == {"budget.epochs": "2", "warmup.fraction": "0.01", "seed": "1"}
     out = (tmp_path / "sw").absolute()
@@ -111,17 +113,56 @@ def test_plan_expands_product_in_order_with_commands(tmp_path, recipe):
         "accelerate", "launch", "--num_processes", "2", "--main_process_port", "29504",
         "--config_file", str(recipe.absolute()), "-m", "vitwarm.train",
         "--config", str(recipe.absolute()), "budget.epochs=2", "warmup.fraction=0.01", "seed=1",
-        f"run.dir={out / 'warmup.fraction=0.01__seed=1'}", "resume=auto",
+        f"run.dir={out / 'fraction=0.01__seed=1'}", "resume=auto",
     ]  # fmt: skip
     ports = [r.command[r.command.index("--main_process_port") + 1] for r in sweep.runs]
     assert len(set(ports)) == len(ports)
 
 
-def test_names_are_sanitised_and_collisions_refused(tmp_path, recipe):
-    assert run_name({"procedural.grammar": "k_dyck:3+ww:1"}) == "procedural.grammar=k_dyck-3+ww-1"
+def test_names_are_short_and_safe():
+    assert run_name({"procedural.grammar": "k_dyck:3+ww:1", "procedural.params": "{k: 32}",
+                     "transfer.parts": "[attn, mlp]", "transfer.sources": "{}"}) == \
+        "grammar=k_dyck-3+ww-1__params=k-32__parts=attn+mlp__sources=none"
+    # Keys that end alike keep as much of themselves as tells them apart.
+    assert run_name({"warmup.fraction": "0.05", "budget.fraction": "1", "seed": "1"}) == \
+        "warmup.fraction=0.05__budget.fraction=1__seed=1"
     assert run_name({}) == "run"
-    with pytest.raises(ValueError, match="both map to directory"):
-        plan_sweep(str(recipe), {"data.name": ["a:b", "a/b"]}, {}, tmp_path)
+
+
+def test_names_that_come_out_alike_are_told_apart_by_their_directories(tmp_path, recipe):
+    grids = {"data.source": ["a:b", "a/b", "a b"]}
+    sweep = plan_sweep(str(recipe), grids, {"seed": "1"}, tmp_path)
+    assert [r.name for r in sweep.runs] == ["source=a-b", "source=a-b-2", "source=ab"]
+    write_sweep(sweep)
+    assert read_overrides(tmp_path / "source=a-b-2") == {"seed": "1", "data.source": "a/b"}
+    # Planned again in another order, each run finds the directory its overrides.json names.
+    again = plan_sweep(str(recipe), {"data.source": ["a/b", "a:b", "a b"]}, {"seed": "1"}, tmp_path)
+    assert {r.name: r.overrides["data.source"] for r in again.runs} == {
+        "source=a-b": "a:b", "source=a-b-2": "a/b", "source=ab": "a b"}
+    # A directory holding a run of other overrides is never taken over.
+    (tmp_path / "name=other").mkdir()
+    (tmp_path / "name=other" / "config.yaml").write_text("seed: 2\n")
+    assert plan_sweep(str(recipe), {"run.name": ["other"]}, {}, tmp_path).runs[0].name == "name=other-2"
+
+
+def test_a_sweep_of_long_names_resumes_under_them(tmp_path, recipe, trainer):
+    """A sweep planned by an earlier version (every key and value in its run names) skips its finished runs
+    and resumes its interrupted ones in the directories they have; new runs get short names."""
+    entry, record = trainer
+    grids = {"warmup.fraction": ["0", "0.01"], "seed": ["0", "1"]}
+    old = plan_sweep(str(recipe), grids, {}, tmp_path / "sw", entry=entry)
+    finished, interrupted = (tmp_path / "sw" / f"warmup.fraction=0__seed={seed}" for seed in (0, 1))
+    write_finished(finished, planned_identity(str(recipe), old.runs[0].overrides, finished))
+    interrupted.mkdir()
+    (interrupted / "config.yaml").write_text("seed: 1\n")
+    assert legacy_run_name(old.runs[1].overrides) == interrupted.name
+    sweep = plan_sweep(str(recipe), grids, {}, tmp_path / "sw", entry=entry)
+    assert [r.name for r in sweep.runs] == [finished.name, interrupted.name, "fraction=0.01__seed=0",
+                                            "fraction=0.01__seed=1"]
+    write_sweep(sweep)
+    assert launch.launch_local(sweep, echo=lambda message: None) == 0
+    assert sorted(c["name"] for c in executed(record)) == sorted(r.name for r in sweep.runs[1:])
+    assert read_overrides(interrupted) == {"warmup.fraction": "0", "seed": "1"}
 
 
 def test_entry_replaces_accelerate(tmp_path, recipe):

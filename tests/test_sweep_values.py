@@ -3,7 +3,8 @@
 import pytest
 
 from vitwarm.sweeps.equivalence import baseline_curves
-from vitwarm.sweeps.grid import parse_grid, run_name, split_values
+from vitwarm.sweeps.grid import parse_grid, split_values
+from vitwarm.sweeps.names import legacy_run_name, run_name
 from vitwarm.sweeps.results import RunResult, SweepResults, fraction_of
 
 
@@ -19,13 +20,16 @@ def test_commas_inside_brackets_do_not_split_values():
 
 def test_long_values_are_cut_and_hashed_in_run_names():
     short = {"warmup.fraction": "0.01", "seed": "1"}
-    assert run_name(short) == "warmup.fraction=0.01__seed=1"  # unchanged
-    a = {"transfer.sources": '{attn: "${run.dir}/../budget.epochs=4__procedural.grammar=k_dyck__seed=${seed}"}'}
-    b = {"transfer.sources": '{attn: "${run.dir}/../budget.epochs=4__procedural.grammar=eca__seed=${seed}"}'}
+    assert run_name(short) == "fraction=0.01__seed=1"  # unchanged
+    a = {"transfer.sources": '{attn: "${run.dir}/../epochs=4__grammar=k_dyck__seed=${seed}/warmup"}'}
+    b = {"transfer.sources": '{attn: "${run.dir}/../epochs=4__grammar=eca__seed=${seed}/warmup"}'}
     assert run_name(a) != run_name(b)
     assert run_name(a) == run_name(dict(a))  # deterministic
-    assert len(run_name(a)) == len("transfer.sources=") + 20 + 10
-    assert run_name(a).startswith("transfer.sources=-attn--")
+    assert len(run_name(a)) == len("sources=") + 12 + 10
+    assert run_name(a).startswith("sources=attn-run.dir")
+    # Names of earlier versions, still found on disk: every key in full, values cut at 40 characters.
+    assert legacy_run_name(short) == "warmup.fraction=0.01__seed=1"
+    assert len(legacy_run_name(a)) == len("transfer.sources=") + 20 + 10
 
 
 def test_compute_matched_runs_are_points_of_the_baseline_curve():

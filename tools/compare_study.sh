@@ -36,11 +36,14 @@ queue() {  # run the printed commands two at a time, each one's output in a file
   mkdir -p "$OUT/logs"
   nice -n 19 xargs -d '\n' -P 2 -I CMD sh -c 'CMD > "$0/$(date +%s%N).log" 2>&1 || echo "failed: CMD"' "$OUT/logs"
 }
-# cell 8's sources: the runs of cells 2 and 7 with the composed run's own seed, beside it in the sweep
-src() { echo "\${run.dir}/../budget.epochs=4__budget.regime=additive__model.init=default__warmup.fraction=1.0__procedural.grammar=$1__procedural.params=$2__procedural.shuffled=false__transfer.sources=--__seed=\${seed}/warmup"; }
-ADD=budget.regime=additive  # run-name pieces: the additive regime; k-Dyck, not shuffled, nothing composed
-KDYCK=procedural.grammar=k_dyck__procedural.params=-k--32-__procedural.shuffled=false__transfer.sources=--
-COMPOSED="{attn: \"$(src k_dyck -k--32-)\", mlp: \"$(src eca -rule--110-)\"}"
+# cell 8's sources: the runs of cells 2 and 7 with the composed run's own seed, beside it in the sweep, by
+# their names there: a sweep directory of earlier versions keeps its long names (every key and value in full)
+src() {  # grammar, params as in a long name, params as in a short name
+  local long="budget.epochs=4__budget.regime=additive__model.init=default__warmup.fraction=1.0__procedural.grammar=$1__procedural.params=$2__procedural.shuffled=false__transfer.sources=--__seed="
+  local short="epochs=4__regime=additive__init=default__fraction=1.0__grammar=$1__params=$3__shuffled=false__sources=none__seed="
+  compgen -G "$OUT/$long*" > /dev/null || long=$short
+  echo "\${run.dir}/../$long\${seed}/warmup"; }
+COMPOSED="{attn: \"$(src k_dyck -k--32- k-32)\", mlp: \"$(src eca -rule--110- rule-110)\"}"
 
 archive() {  # the small, script-readable files of every finished run, for the docs
   for run in "$OUT"/*/; do
@@ -92,9 +95,11 @@ case "$PART" in
     # (with ${seed}) and its three seeds form one cell
     cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2 > /dev/null
     # the paired-by-seed differences of the plan: every cell minus each reference cell that has finished runs
-    P=(); ref() {  # epochs init fraction [keys that tell the k-Dyck cell from cells 5 and 8]
-      compgen -G "$OUT/budget.epochs=$1__${ADD}__model.init=$2__warmup.fraction=$3__${KDYCK}__seed=*/summary.json" \
-        > /dev/null && P+=(--paired-to "budget.epochs=$1,$ADD,model.init=$2,warmup.fraction=$3${4:+,$4}") || true; }
+    P=(); ref() {  # epochs init fraction [keys that tell the k-Dyck cell from cells 5 and 8]: a finished run, by
+      # its long name (an archived sweep) or its short one
+      compgen -G "$OUT/budget.epochs=$1__budget.regime=additive__model.init=$2__warmup.fraction=$3__procedural.grammar=k_dyck__procedural.params=-k--32-__procedural.shuffled=false__transfer.sources=--__seed=*/summary.json" > /dev/null ||
+        compgen -G "$OUT/epochs=$1__regime=additive__init=$2__fraction=$3__grammar=k_dyck__params=k-32__shuffled=false__sources=none__seed=*/summary.json" > /dev/null &&
+        P+=(--paired-to "budget.epochs=$1,budget.regime=additive,model.init=$2,warmup.fraction=$3${4:+,$4}") || true; }
     ref 4 default 0; ref 4 mimetic 0; ref 4 default 1.0 "procedural.grammar=k_dyck,procedural.shuffled=false,transfer.sources={}"
     ref 12 default 0; ref 12 mimetic 0
     "$PY" tools/report.py "$OUT" --out "$REPORT" "${P[@]}"

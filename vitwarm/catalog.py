@@ -10,6 +10,7 @@ they are the repository's ``recipes/`` itself.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 ACCELERATE = "accelerate"  # the sub-folder of launch configs; everything else that ends in .yaml is a recipe
@@ -39,7 +40,9 @@ def _resolve(name: str, folder: Path, names: list[str], what: str) -> Path:
     candidate = folder / (name if name.endswith(".yaml") else f"{name}.yaml")
     if candidate.is_file():
         return candidate
-    raise ValueError(f"{what} {name!r} is neither a file nor a packaged name; packaged: {', '.join(names)}")
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), names, n=3, cutoff=0.8)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(f"{what} {name!r} is neither a file nor a packaged name{hint}; packaged: {', '.join(names)}")
 
 
 def resolve_recipe(name: str) -> Path:

@@ -223,9 +223,9 @@ class DataConfig:
     source: str = "data/fashion_mnist"
     """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
     prepare: str | None = checked(None, OneOf((None, "fmnist")))
-    """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` if they are missing."""
+    """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` when they are missing."""
     train_fraction: float = checked(1.0, Range(0, 1, low_open=True))
-    """Class-balanced fraction of the train split written by `prepare` (data-efficiency studies)."""
+    """Class-balanced fraction of the train split written by `prepare`; recipes name `source` after it."""
     train_split: str = "train"
     """Split the image phase trains on."""
     val_split: str = "validation"

@@ -1,7 +1,8 @@
 """Image data for vitwarm: shard writing (timm's webdataset layout) and deterministic train/val loaders.
 
-The rooms: ``sources`` (where shards are, ``_info.json``), ``reader`` (the tar reader and decoder, fault
-counting), ``shuffle`` (the shuffle buffer), ``streams`` (one rank's training epoch / validation pass),
+The rooms: ``sources`` (where shards are, ``_info.json``; its HTTP requests in ``http_fetch``), ``reader``
+(the tar reader and decoder, fault counting), ``shuffle`` (the shuffle buffer), ``streams`` (one rank's
+training epoch / validation pass),
 ``loaders`` (the loaders and their factories), ``transforms``, ``mixup``; writing: ``shards`` (tar members,
 ``_info.json``, publishing), one converter per source format (``fmnist``, ``folder``,
 ``convert_torchvision``) and ``verify``; ``splits`` finds a run's splits from its config.
@@ -12,13 +13,13 @@ from .folder import write_folder_shards
 from .loaders import TrainLoader, ValLoader, make_train_loader, make_val_loader
 from .mixup import make_mixup
 from .reader import SampleError
-from .sources import DataError, DatasetInfo, read_dataset_info
+from .sources import DataError, DatasetInfo, is_remote, read_dataset_info
 from .splits import read_splits
 from .transforms import ImageTransform
 from .verify import verify_shards
 
 __all__ = [
     "FMNIST_CLASSES", "FMNIST_SRC", "DataError", "DatasetInfo", "ImageTransform", "SampleError", "TrainLoader",
-    "ValLoader", "ensure_fmnist_shards", "make_mixup", "make_train_loader", "make_val_loader",
+    "ValLoader", "ensure_fmnist_shards", "is_remote", "make_mixup", "make_train_loader", "make_val_loader",
     "read_dataset_info", "read_idx", "read_splits", "verify_shards", "write_fmnist_shards", "write_folder_shards",
 ]

@@ -3,6 +3,8 @@
 A location is a local path or a URL that webdataset's ``gopen`` opens: ``http://`` / ``https://`` (through
 curl), ``gs://`` (gsutil), ``ais://``, ``hf://``, ``sftp``/``ftps``/``scp``, ``file://``, or ``pipe:COMMAND``
 (the command's standard output, the way to read any object store, e.g. ``pipe:aws s3 cp s3://b/x.tar -``).
+Over HTTP(S) the ``_info.json`` is fetched (once per process) and the first shard asked for with urllib
+(vitwarm.data.http_fetch), so that a wrong URL fails before the run naming the URL and the HTTP status.
 
 Names that become paths are checked here: a shard set's name and split names (no path separators, no
 ``..``), and every filename in an ``_info.json`` (relative, inside its root, no URL scheme), so neither a
@@ -21,6 +23,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import urlparse
@@ -29,6 +32,7 @@ from webdataset.gopen import gopen, gopen_schemes
 from webdataset.shardlists import expand_urls
 
 from ..errors import VitwarmError
+from .http_fetch import HTTP_SCHEMES, http_check_there, http_get
 
 INFO_NAME = "_info.json"
 # URL schemes webdataset can open (its dispatch table, minus the fallback entry); file:// is handled by gopen.
@@ -87,6 +91,19 @@ def open_location(location: str) -> IO[bytes]:
     return gopen(check_location(location), "rb")
 
 
+@lru_cache(maxsize=64)
+def _fetch(location: str) -> bytes:
+    """The bytes at a remote ``location``, fetched once per process: the preflight, every split and every
+    loader read the same ``_info.json``. A failure is not cached: FileNotFoundError naming the location."""
+    if urlparse(location).scheme in HTTP_SCHEMES:
+        return http_get(location)
+    try:
+        with open_location(location) as f:
+            return f.read()
+    except OSError as err:  # a URL that could not be fetched is as missing as a local file
+        raise FileNotFoundError(f"cannot read {location!r} ({err})") from None
+
+
 def check_name(value: str, what: str = "name") -> str:
     """``value`` when it is usable as part of a shard file name; DataError otherwise."""
     if not NAME_PATTERN.fullmatch(value) or ".." in value:
@@ -142,13 +159,12 @@ def read_info(root: str | os.PathLike) -> dict:
     """
     root = str(root)
     path = root if root.endswith(INFO_NAME) or urlparse(root).scheme == "pipe" else join(root, INFO_NAME)
-    if not is_remote(path) and not Path(path).is_file():
+    if is_remote(path):
+        text = _fetch(check_location(path))
+    elif not Path(path).is_file():
         raise FileNotFoundError(f"no {INFO_NAME} in {parent(path)}: not a shard directory written by make_shards")
-    try:
-        with open_location(path) as f:
-            text = f.read()
-    except OSError as e:  # a URL that could not be fetched is as missing as a local file
-        raise FileNotFoundError(f"cannot read {path!r} ({e})") from None
+    else:
+        text = Path(path).read_bytes()
     try:
         meta = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -171,8 +187,14 @@ class DatasetInfo:
     std: tuple[float, ...] | None = None
 
 
+_check_there = lru_cache(maxsize=64)(http_check_there)  # asked once per process, like _fetch
+
+
 def _check_files(urls: list[str], source: str) -> None:
-    # Remote shards are not fetched twice: a missing one shows when it is read (a fault, see _read_shard).
+    # Remote shards are not fetched twice: only the first shard of an HTTP source is asked for (a wrong
+    # directory fails here, before step 1); another missing one shows when it is read (a fault).
+    if urlparse(urls[0]).scheme in HTTP_SCHEMES:
+        _check_there(urls[0])
     missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) of {source} are missing, e.g. {missing[0]}")

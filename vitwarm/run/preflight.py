@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..data import FMNIST_CLASSES, read_dataset_info
+from ..data import FMNIST_CLASSES, is_remote, read_dataset_info
 from ..data.fmnist import fmnist_split_indices, load_fmnist
 from ..errors import ConfigError
 from .phases import KINDS
@@ -29,6 +29,8 @@ def train_split(data: DictConfig) -> tuple[int, int]:
         info = read_dataset_info(data.source, data.train_split, data.info)
         return info.num_samples, info.num_classes
     except FileNotFoundError as err:
+        if is_remote(data.source):  # data.prepare writes local directories only: no hint applies to a URL
+            raise ConfigError(f"data.source={data.source!r}: {err}") from None
         if data.prepare != "fmnist":
             raise ConfigError(f"data.source={data.source!r}: {err}; write shards with tools/make_shards.py or "
                               "set data.prepare=fmnist") from None

@@ -7,6 +7,7 @@
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
+      overrides.json       a sweep's run only: the overrides the sweep gave it (vitwarm.sweeps.names)
       <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
@@ -38,6 +39,7 @@ from ..errors import ConfigError
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+OVERRIDES = "overrides.json"
 CHECKPOINTS = "checkpoints"
 WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up backbone, the final model
 MODEL_EXPORT = "model"
@@ -164,6 +166,20 @@ def read_summary(run_dir: str | Path) -> Summary | None:
         return Summary(**{f.name: data[f.name] for f in fields(Summary) if f.name in data})
     except (OSError, ValueError, TypeError):
         return None
+
+
+def write_overrides(run_dir: str | Path, overrides: dict[str, str]) -> Path:
+    """Record the ``key: value`` overrides (as typed) a sweep runs ``run_dir`` with."""
+    return atomic_write_text(Path(run_dir) / OVERRIDES, json.dumps(overrides, indent=1) + "\n")
+
+
+def read_overrides(run_dir: str | Path) -> dict[str, str] | None:
+    """The overrides a sweep recorded for ``run_dir``, or None when it recorded none (or they do not parse)."""
+    try:
+        overrides = json.loads((Path(run_dir) / OVERRIDES).read_text())
+    except (OSError, ValueError):
+        return None
+    return overrides if isinstance(overrides, dict) else None
 
 
 def read_records(path: str | Path) -> tuple[list[dict], list[str]]:

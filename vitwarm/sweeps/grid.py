@@ -1,9 +1,10 @@
 """Expand a sweep specification into runs: names, overrides and launch commands.
 
 A sweep is a base recipe, fixed ``--set`` overrides and grids ``KEY=V1,V2,...``; its runs are the cartesian
-product of the grids (first grid outermost). Each run lives in ``SWEEP_DIR/NAME``, where NAME is built from
-the run's grid values in the order the grids were given, e.g. ``warmup.fraction=0.01__seed=1``. The plan is
-written to ``SWEEP_DIR/sweep.json`` so that launchers and ``tools/report.py`` agree on the run list.
+product of the grids (first grid outermost). Each run lives in ``SWEEP_DIR/NAME``, where NAME is made of the
+run's grid values (``fraction=0.01__seed=1``, vitwarm.sweeps.names) and ``NAME/overrides.json`` holds its full
+overrides. The plan is written to ``SWEEP_DIR/sweep.json`` so that launchers and ``tools/report.py`` agree on
+the run list.
 
 Values are kept as the strings the user typed: OmegaConf parses their types when the trainer reads the
 dotlist, so ``0.010`` and ``0.01`` are different runs here exactly as they are different names.
@@ -14,12 +15,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vitwarm.config import load_config
-from vitwarm.run.rundir import identity, run_state
+from vitwarm.run.rundir import identity, run_state, write_overrides
+from vitwarm.sweeps.names import assign_names
 
 SWEEP_FILE = "sweep.json"
 # The sweep owns these keys: every run gets its own directory and always resumes.
@@ -27,9 +28,6 @@ MANAGED_KEYS = ("run.dir", "resume")
 DEFAULT_PORT_BASE = 29500
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-# Characters kept in directory names; anything else (':', '/', spaces, ...) becomes '-'.
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.=+\-]")
-_MAX_NAME_VALUE = 40
 
 
 @dataclass(frozen=True)
@@ -100,24 +98,6 @@ def parse_spec(grid_texts: list[str], set_texts: list[str]) -> tuple[dict[str, l
     return grids, sets
 
 
-def run_name(grid_values: dict[str, str]) -> str:
-    """Directory name for one grid point, e.g. ``warmup.fraction=0.01__seed=1`` (``run`` if no grid).
-
-    A value longer than ``_MAX_NAME_VALUE`` characters (e.g. a mapping of file paths) is cut and tagged with
-    a hash of the whole value, so names stay short enough for the file system and still unique.
-    """
-    if not grid_values:
-        return "run"
-    return "__".join(_UNSAFE_NAME_CHARS.sub("-", f"{k}={short_value(v)}") for k, v in grid_values.items())
-
-
-def short_value(value: str) -> str:
-    """``value``, or for one longer than ``_MAX_NAME_VALUE`` its start tagged with a CRC-32 of the whole."""
-    if len(value) <= _MAX_NAME_VALUE:
-        return value
-    return f"{value[:_MAX_NAME_VALUE // 2]}-h{zlib.crc32(value.encode()):08x}"
-
-
 def accelerate_prefix(nproc: int, port: int, accelerate_config: str | None = None) -> list[str]:
     """``accelerate launch ... -m vitwarm.train``: the default way a run is started."""
     prefix = ["accelerate", "launch", "--num_processes", str(nproc), "--main_process_port", str(port)]
@@ -184,14 +164,10 @@ def plan_sweep(
     if accelerate_config:
         accelerate_config = str(Path(accelerate_config).absolute())
     keys = list(grids)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grids[k] for k in keys))]
+    names = assign_names(out, points, [{**sets, **p} for p in points])
     runs: list[Run] = []
-    seen: dict[str, dict[str, str]] = {}
-    for i, values in enumerate(itertools.product(*(grids[k] for k in keys))):
-        grid_values = dict(zip(keys, values))
-        name = run_name(grid_values)
-        if name in seen:
-            raise ValueError(f"grid points {seen[name]} and {grid_values} both map to directory {name!r}")
-        seen[name] = grid_values
+    for i, (name, grid_values) in enumerate(zip(names, points)):
         port = port_base + i
         if port > 65535:
             raise ValueError(f"--port-base {port_base} leaves no free port for run {i}: lower it")
@@ -210,7 +186,8 @@ def plan_sweep(
 
 
 def write_sweep(sweep: Sweep) -> Path:
-    """Write ``sweep.json``, refusing to reuse a sweep directory planned with another base or ``--set``.
+    """Write ``sweep.json`` and each run's ``overrides.json``, refusing to reuse a sweep directory planned with
+    another base or ``--set``.
 
     Grids may change between invocations (adding seeds or fractions extends a sweep); the base and the fixed
     overrides may not, since the existing run directories would then hold runs of a different config.
@@ -230,6 +207,8 @@ def write_sweep(sweep: Sweep) -> Path:
         "runs": [asdict(r) for r in sweep.runs],
     }
     path.write_text(json.dumps(spec, indent=2) + "\n")
+    for run in sweep.runs:  # the run's directory now belongs to these overrides (vitwarm.sweeps.names)
+        write_overrides(sweep.run_dir(run), run.overrides)
     return path
 
 

@@ -14,7 +14,7 @@ try:
 except ImportError as err:
     raise ImportError("the sweep report draws its plots with matplotlib: pip install 'vitwarm[report]'") from err
 
-from vitwarm.sweeps.grid import short_value
+from vitwarm.sweeps.names import short_value
 from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
 
 

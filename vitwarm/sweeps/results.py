@@ -21,6 +21,7 @@ from vitwarm.run.rundir import (
     changed_keys,
     current_names,
     describe_changes,
+    read_overrides,
     read_records,
     read_summary,
     run_state,
@@ -112,8 +113,10 @@ class SweepResults:
 def load_results(sweep_dir: str | Path) -> SweepResults:
     """Read every run of a sweep: those listed in sweep.json, plus any run directory found beside them.
 
-    Cell keys are the swept keys of sweep.json minus ``seed``; without sweep.json, they are the config keys
-    whose values differ between runs (minus seed and per-run bookkeeping such as ``run.dir``).
+    A run's overrides are those its directory's overrides.json records, else (sweeps of earlier versions)
+    those sweep.json lists for it. Cell keys are the swept keys of sweep.json minus ``seed``; without
+    sweep.json, they are the config keys whose values differ between runs (minus seed and per-run
+    bookkeeping such as ``run.dir``).
     """
     sweep_dir = Path(sweep_dir)
     spec = read_sweep(sweep_dir)
@@ -121,13 +124,14 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     found = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and run_state(p) != "new")
     names = listed + [n for n in found if n not in listed]
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
+    overrides |= {name: own for name in names if (own := read_overrides(sweep_dir / name)) is not None}
     states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
 
     runs, unfinished, notes, configs, trees = [], [], [], {}, {}
     for name in names:
         run_dir = sweep_dir / name
         # A listed run counts only when it finished under the config its sweep planned for it.
-        planned = planned_identity(spec["base"], overrides[name], run_dir) if name in overrides else None
+        planned = planned_identity(spec["base"], overrides[name], run_dir) if spec and name in overrides else None
         state = run_state(run_dir, planned)
         if (run_dir / CONFIG).exists():
             trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)

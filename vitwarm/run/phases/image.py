@@ -102,6 +102,8 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
     try:
         splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
     except FileNotFoundError:
+        if cfg.data.prepare is None:
+            raise  # an evaluation source that is missing (the training one was found by preflight)
         return  # data.prepare writes the shards later; their splits were checked by preflight
     with blame(f"data (source {cfg.data.source!r}, {world_size} process(es), data.num_workers="
                f"{cfg.data.num_workers}, eval.batch_size={cfg.eval.batch_size})"):
