@@ -7,6 +7,7 @@
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
+      .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
       <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
@@ -39,6 +40,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
 WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up backbone, the final model
 MODEL_EXPORT = "model"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
