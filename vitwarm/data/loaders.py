@@ -10,6 +10,7 @@ each sample of the split once over all ranks. Faulty samples skipped in the work
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 
@@ -52,6 +53,16 @@ class _EpochSource(IterableDataset):
         return iter(self.make_stream(epoch=epoch, start_batch=start_batch))
 
 
+def worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader of a run: its workers ignore SIGTERM.
+
+    A launcher or scheduler sends SIGTERM to the whole process group, loader workers included, and torch's
+    worker handler would end them; the training process handles the signal (vitwarm.run.signals) and its
+    workers end with it (torch stops them with the loader, and a worker exits when its parent dies).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _Loader:
     """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``normalize``."""
 
@@ -61,7 +72,7 @@ class _Loader:
         self.normalize = transform.normalize  # uint8 (B, C, H, W) on the device -> float32 normalised
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
         self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                                  persistent_workers=num_workers > 0)
+                                  persistent_workers=num_workers > 0, worker_init_fn=worker_init)
 
     def _iterate(self) -> Iterator[Batch]:
         # The iteration starts now, not at the first next(): the workers read the position written before.

@@ -63,6 +63,8 @@ class Launch:
     images: ImageData
     log: MetricsLog
     stop: StopRequest
+    started: float
+    """``time.perf_counter()`` when the launch started (before preflight)."""
     skipped_synced: int = 0
     """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
 
@@ -93,6 +95,7 @@ class Launch:
 
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
+    started = time.perf_counter()
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
@@ -104,10 +107,10 @@ def train(cfg: DictConfig) -> dict:
     # signal only noted until a step boundary (vitwarm.run.signals).
     with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
-        return launch_run(cfg, plan, accelerator, stop)
+        return launch_run(cfg, plan, accelerator, stop, started)
 
 
-def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest) -> dict:
+def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
     """The run from where its directory says it stands, in a run directory this launch holds."""
     start = where_to_start(cfg)
     for warning in start.warnings:
@@ -117,7 +120,7 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
                           f"{start.summary.top1:.2f}%); nothing to do")
         return asdict(start.summary)
     launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
-                    stop)
+                    stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in plan.phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
@@ -274,8 +277,9 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
         image_samples=sum(p.samples for p in plan.phases if p.counts_images),
         warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
-        masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
-        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
+        masked_acc=state.masked_acc, train_s=sum(state.wall_s.values()), wall_s=time.perf_counter() - launch.started,
+        skipped_samples=state.skipped_samples,
+        phases={p.name: p.as_dict() | {"train_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
         environment=environment(str(accelerator.device), accelerator.num_processes),
     )

@@ -119,7 +119,11 @@ class Summary:
     image_samples: int
     warmup_samples: int
     masked_acc: float | None
-    wall_s: float
+    train_s: float
+    """Seconds in training steps, summed over phases and launches (no start-up, evaluations or saves)."""
+    wall_s: float | None
+    """Seconds of the launch that finished the run, from its start to this summary (None in summaries of
+    earlier versions, whose ``wall_s`` counted the training steps only: read back as ``train_s``)."""
     skipped_samples: int
     """Corrupt or unreadable training samples skipped, summed over processes and restarts."""
     phases: dict[str, dict]
@@ -158,6 +162,8 @@ def read_summary(run_dir: str | Path) -> Summary | None:
     """The run's summary, or None when it is missing, unreadable or not of this shape."""
     try:
         data = json.loads((Path(run_dir) / SUMMARY).read_text())
+        if "train_s" not in data:  # written before train_s: its wall_s counted the training steps only
+            data |= {"train_s": data.get("wall_s"), "wall_s": None}
         return Summary(**{f.name: data[f.name] for f in fields(Summary) if f.name in data})
     except (OSError, ValueError, TypeError):
         return None
