@@ -10,7 +10,6 @@ each sample of the split once over all ranks. Faulty samples skipped in the work
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 
@@ -54,13 +53,15 @@ class _EpochSource(IterableDataset):
 
 
 def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader of a run: its workers ignore SIGTERM.
+    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group.
 
-    A launcher or scheduler sends SIGTERM to the whole process group, loader workers included, and torch's
-    worker handler would end them; the training process handles the signal (vitwarm.run.signals) and its
-    workers end with it (torch stops them with the loader, and a worker exits when its parent dies).
+    A launcher stops a worker by signalling its process group (torch's elastic launcher sends SIGTERM to
+    each worker's group; a terminal sends Ctrl-C to its foreground group); torch's loader workers die of
+    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.signals).
+    Out of the group they are stopped by the training process only (directly, with its loaders), and each
+    exits when its parent dies.
     """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.setpgid(0, 0)
 
 
 class _Loader:

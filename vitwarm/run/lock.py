@@ -43,6 +43,15 @@ class RunLock:
 
     def __init__(self, path: Path, fd: int, created: bool):
         self.path, self.fd, self.created = path, fd, created
+        # A forked child (a DataLoader worker) shares the locked file: it drops its copy, so that the lock
+        # ends with this process and not with the last of its children.
+        os.register_at_fork(after_in_child=self.forget)
+
+    def forget(self) -> None:
+        """Close this process's copy of the file without unlocking (the lock belongs to the parent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def release(self) -> None:
         if self.fd < 0:
