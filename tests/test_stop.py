@@ -13,13 +13,18 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from helpers import ENV, PER_STEP_LOGS, ROOT, train, train_command, train_records
+from vitwarm.config import load_config
+from vitwarm.run.rundir import identity
+from vitwarm.sweeps.launch import SlurmJob
+
+from helpers import ENV, PER_STEP_LOGS, ROOT, TINY, train, train_command, train_records
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +111,28 @@ def test_a_second_launch_into_a_directory_in_use_is_refused(tmp_path, reference,
     assert (run_dir / ".lock").read_text() == ""
     again = train(run_dir, fmnist_shards, *OVERRIDES)
     assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-3000:]
+
+
+def test_the_sweeps_slurm_job_saves_before_the_requeue_and_the_requeued_job_finishes(tmp_path, reference,
+                                                                                     fmnist_shards, monkeypatch):
+    # What submitit does on its warning, without Slurm: the job's checkpoint() first lets the trainer save
+    # (SlurmJob.finish_save), then the requeued job (a new SlurmJob of the same command) runs.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer inherits this process's environment, as on a node
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, fmnist_shards, *OVERRIDES)
+    run_identity = identity(load_config(str(TINY), command[command.index("--config") + 2:]))
+    job = SlurmJob(command, run_dir, run_identity)
+    failed = []
+    thread = threading.Thread(target=lambda: failed.append(pytest.raises(RuntimeError, job)))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while job.process is None or not image_record_written(run_dir)():
+        assert thread.is_alive() and time.monotonic() < deadline, "the run never reached the image phase"
+        time.sleep(0.01)
+    assert job.finish_save() == STOPPED
+    thread.join()
+    assert "failed (exit 75)" in str(failed[0].value)
+    assert list(run_dir.glob("checkpoints/1-image-*")), "no checkpoint of the step reached"
+    assert SlurmJob(command, run_dir, run_identity)() == str(run_dir)
+    assert "run.stop_signal=SIGUSR2" in (run_dir / "launch.log").read_text()
+    assert_same_weights_and_records(run_dir, reference)
