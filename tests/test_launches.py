@@ -137,11 +137,12 @@ def test_a_failing_peer_is_the_root_cause_and_the_survivor_stops_quietly(tmp_pat
     result = launch(tmp_path / "run", shards, "data.strict=true")
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    lines = re.split(r"[\r\n]", output)  # a process's line may follow the other's progress bar (\r-separated)
-    errors = [line for line in lines if line.startswith("vitwarm: error: ")]
+    # A process's line may follow the other's progress bar on the same line of the shared stderr.
+    errors = re.findall(r"vitwarm: error: [^\r\n]*", output)
     assert len(errors) == 1 and errors[0].startswith("vitwarm: error: process 1: ") and "sample train_" in errors[0], \
         output[-3000:]
-    assert "vitwarm: rank 0 stopping: a peer process failed (see its message)" in lines, output[-3000:]
+    assert re.findall(r"vitwarm: rank \d stopping: [^\r\n]*", output) == [
+        "vitwarm: rank 0 stopping: a peer process failed (see its message)"], output[-3000:]
     assert "internal error" not in output and "Connection closed" not in output.split("Root Cause")[-1], output[-3000:]
     # The launcher's report names the failing rank's line as the root cause.
     cause = output.split("Root Cause", 1)[-1].split("Other Failures", 1)[0]
