@@ -147,3 +147,37 @@ def test_a_failing_peer_is_the_root_cause_and_the_survivor_stops_quietly(tmp_pat
     # The launcher's report names the failing rank's line as the root cause.
     cause = output.split("Root Cause", 1)[-1].split("Other Failures", 1)[0]
     assert "sample train_" in cause, output[-3000:]
+
+
+def machine_command(run_dir: Path, shards: Path, machine_rank: int, port: int, *overrides: str) -> list[str]:
+    """recipes/accelerate/multinode.yaml's documented command with the host parts filled in, for one of two
+    one-process "machines" on this host (fp32 on the CPU instead of the documented precision=bf16)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "recipes/accelerate/multinode.yaml"), "--num_machines", "2", "--num_processes", "2",
+            "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+            *train_command(run_dir, shards, *OVERRIDES, *overrides)[1:]]
+
+
+def start_machines(run_dir: Path, shards: Path, *overrides: str) -> list[subprocess.Popen]:
+    port = free_port()
+    return [subprocess.Popen(machine_command(run_dir, shards, rank, port, *overrides), cwd=ROOT, env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            for rank in (0, 1)]
+
+
+def test_two_machines_on_one_host_train_like_one_machine_and_resume_after_one_is_killed(tmp_path, reference,
+                                                                                         fmnist_shards):
+    run_dir = tmp_path / "run"
+    machines = start_machines(run_dir, fmnist_shards, "checkpoint.every_steps=3")
+    wait_for(lambda: list(run_dir.glob("checkpoints/0-image-*")), machines[0])
+    os.killpg(machines[1].pid, signal.SIGKILL)  # machine 1: its launcher's group; its worker dies with it
+    machines[1].wait()
+    out, _ = machines[0].communicate(timeout=120)  # machine 0 loses its peer and stops
+    assert machines[0].returncode != 0 and "internal error" not in out, out[-3000:]
+    assert not (run_dir / "summary.json").exists()
+
+    machines = start_machines(run_dir, fmnist_shards, "checkpoint.every_steps=3")
+    outputs = [machine.communicate(timeout=600)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resuming from" in outputs[0] and "2 process(es)" in outputs[0]
+    assert_same_weights_and_records(run_dir, reference)
