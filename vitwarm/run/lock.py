@@ -34,7 +34,7 @@ class RunDirInUse(ConfigError):
 
 
 class RunLock:
-    """The held lock of one run directory; ``release()`` (or leaving the ``with`` block) lets it go.
+    """The held lock of one run directory; ``release()`` lets it go.
 
     Released, the lock file is empty again, and a directory this launch created and left holding nothing
     else is removed: a launch refused after locking (a config that does not fit the directory) changes
@@ -44,7 +44,8 @@ class RunLock:
     def __init__(self, path: Path, fd: int, created: bool):
         self.path, self.fd, self.created = path, fd, created
         # A forked child (a DataLoader worker) shares the locked file: it drops its copy, so that the lock
-        # ends with this process and not with the last of its children.
+        # ends with this process and not with the last of its children. (The file is not inherited across
+        # exec: os.open makes it close-on-exec.)
         os.register_at_fork(after_in_child=self.forget)
 
     def forget(self) -> None:
@@ -62,12 +63,6 @@ class RunLock:
             self.path.parent.rmdir()
         os.close(self.fd)  # closing the file releases the lock
         self.fd = -1
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 def holder_line() -> str:
