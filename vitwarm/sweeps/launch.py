@@ -187,7 +187,10 @@ class SlurmJob:
         from submitit.helpers import DelayedSubmission
 
         self.finish_save()
-        return DelayedSubmission(SlurmJob(self.command, self.run_dir, self.identity))
+        return DelayedSubmission(self)
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"process": None}  # submitit pickles the job for its requeue, not the process
 
 
 def _import_submitit():
