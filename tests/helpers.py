@@ -70,8 +70,8 @@ def free_port() -> int:
 
 
 FINISHED_DEFAULTS = dict(top1=50.0, top5=90.0, split="validation", test_top1=None, test_top5=None, ema_top1=None,
-                         image_samples=1000, warmup_samples=0, masked_acc=None, wall_s=1.0, skipped_samples=0,
-                         phases={})
+                         image_samples=1000, warmup_samples=0, masked_acc=None, train_s=1.0, wall_s=2.0,
+                         skipped_samples=0, phases={})
 
 
 def write_finished(run_dir: Path, identity: dict, **numbers) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,11 @@ MAKE_SHARDS = [sys.executable, str(ROOT / "tools" / "make_shards.py")]
 HOSTILE = ["seed=1;touch F", "run.dir=runs/a b", "log.every_steps=$(touch G)", "x='y' \"z\"", "`touch H`"]
 
 
+# Many hostnames, as on a large job: the script must read them all, not die of SIGPIPE. A requeue is recorded.
+SCONTROL = """if [[ $1 == requeue ]]; then echo "$@" >> "$OUT/events"; exit 0; fi
+echo node-a; for i in $(seq 20000); do echo node-$i; done"""
+
+
 def fake_command(bin_dir: Path, name: str, body: str) -> None:
     path = bin_dir / name
     path.write_text("#!/bin/bash\n" + body + "\n")
@@ -32,13 +39,13 @@ def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=1 exec "$@"')
-    # Many hostnames, as on a large job: the script must read them all, not die of SIGPIPE.
-    fake_command(bin_dir, "scontrol", 'echo node-a; for i in $(seq 20000); do echo node-$i; done')
+    fake_command(bin_dir, "scontrol", SCONTROL)
     fake_command(bin_dir, "accelerate", 'printf "%s\\0" "$@" > "$ARGS_OUT"')
     work = tmp_path / "work"  # the job's working directory: where `touch F` would land
     work.mkdir()
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(tmp_path / "args"),
-                        "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "7"}
+                        "OUT": str(tmp_path), "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2",
+                        "SLURM_JOB_ID": "7"}
     result = subprocess.run(["bash", str(SBATCH), "recipes/imagenet/vit_base_kdyck.yaml", *HOSTILE], cwd=work,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -46,8 +53,32 @@ def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
     assert args == ["launch", "--config_file", "recipes/accelerate/multinode.yaml", "--num_machines", "2",
                     "--num_processes", "16", "--machine_rank", "1", "--main_process_ip", "node-a",
                     "--main_process_port", "29500", "-m", "vitwarm.train", "--config",
-                    "recipes/imagenet/vit_base_kdyck.yaml", "precision=bf16", *HOSTILE]
+                    "recipes/imagenet/vit_base_kdyck.yaml", "precision=bf16", "run.stop_signal=SIGUSR1", *HOSTILE]
     assert sorted(os.listdir(work)) == [], "an override was executed"
+
+
+def test_slurm_script_requeues_after_the_trainers_saved(tmp_path):
+    """SLURM's warning (USR1 to the batch script): the script passes USR1 to the job step, waits until the
+    trainers have stopped (saved, exit 75), then requeues the job: the real script under fake commands."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=0 exec "$@"')
+    fake_command(bin_dir, "scontrol", SCONTROL)
+    # The step's processes: a "launcher" that stops on USR1 the way the trainer does, a moment after the signal.
+    fake_command(bin_dir, "accelerate", 'trap \'sleep 1; echo saved >> "$OUT/events"; exit 75\' USR1\n'
+                                        'echo $$ > "$OUT/step_pid"\nwhile true; do sleep 0.1; done')
+    fake_command(bin_dir, "scancel", 'echo "scancel $*" >> "$OUT/events"; kill -USR1 "$(cat "$OUT/step_pid")"')
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path),
+                        "SLURM_JOB_NODELIST": "node-a", "SLURM_NNODES": "1", "SLURM_JOB_ID": "7"}
+    script = subprocess.Popen(["bash", str(SBATCH), "recipes/imagenet/vit_base_kdyck.yaml"], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "step_pid").exists():
+        assert script.poll() is None and time.monotonic() < deadline, "the job step never started"
+        time.sleep(0.05)
+    script.send_signal(signal.SIGUSR1)
+    assert script.wait(timeout=60) == 0
+    # In this order: the warning passed on, the save, and only then the requeue.
+    assert (tmp_path / "events").read_text().splitlines() == ["scancel --signal=USR1 7", "saved", "requeue 7"]
 
 
 @pytest.mark.slow

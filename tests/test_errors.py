@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-from vitwarm.errors import ArgumentParser, ConfigError, VitwarmError, one_line_errors
+from vitwarm.errors import STOPPED, ArgumentParser, ConfigError, Stopped, VitwarmError, one_line_errors
 
 
 def failing(error: BaseException):
@@ -68,6 +68,24 @@ def test_config_errors_are_reported_by_the_first_process_only(monkeypatch, capsy
     assert capsys.readouterr().err == ""
     assert failing(VitwarmError("shard 3 is truncated"))() == 1
     assert error_lines(capsys.readouterr().err) == ["vitwarm: error: process 1: shard 3 is truncated"]
+
+
+def test_a_peer_lost_in_a_collective_is_one_quiet_line_not_a_bug(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:4242: "
+                        "Connection closed by peer")
+    assert failing(gloo)() == 1
+    assert capsys.readouterr().err == "vitwarm: rank 1 stopping: a peer process failed (see its message)\n"
+    monkeypatch.setenv("WORLD_SIZE", "1")  # alone, the same text is no peer's doing: a bug
+    assert failing(gloo)() == 1
+    assert "internal error" in capsys.readouterr().err
+
+
+def test_a_stopped_run_says_how_to_resume_and_exits_75(capsys):
+    assert failing(Stopped("stopped on SIGTERM at image step 7, saved in r/checkpoints/1-image-00000007; "
+                           "run the same command to resume"))() == STOPPED == 75
+    assert capsys.readouterr().err.startswith("vitwarm: stopped on SIGTERM at image step 7")
 
 
 def test_success_and_explicit_status_pass_through():

@@ -37,6 +37,7 @@ CONFIG_KEYS = [
     train("nothing masked", "procedural.mask_ratio=0", names="procedural.mask_ratio=0.0"),
     train("odd token grid for brackets", "model.kwargs.img_size=21", names="3 x 3 = 9 token grid"),
     train("warm-up fraction above 1", "warmup.fraction=1.5", names="warmup.fraction=1.5"),
+    train("unknown stop signal", "run.stop_signal=SIGTREM", names="run.stop_signal='SIGTREM'"),
     train("warm-up takes the whole budget", "warmup.fraction=1", names="warmup.fraction must be < 1"),
     train("warm-up batch larger than its budget", "warmup.batch_size=100000", names="warmup.batch_size=100000"),
     train("warm-up batch does not split", "warmup.batch_size=33", "warmup.grad_accum=2",

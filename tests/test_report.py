@@ -71,7 +71,7 @@ def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, iden
     write_finished(run_dir, identity, top1=top1, top5=99.0, image_samples=int(images),
                    warmup_samples=0 if fraction == "0" else 4000,
                    masked_acc=None if fraction == "0" else (0.7 if seed == "0" else 0.8),
-                   wall_s=100.0 if seed == "0" else 200.0)
+                   train_s=100.0 if seed == "0" else 200.0)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_cells_are_means_over_seeds(report):
     assert row["sem"] == pytest.approx(1.0)
     assert row["image_samples"] == pytest.approx(19800)
     assert row["masked_acc"] == pytest.approx(0.75)
-    assert row["wall_s"] == pytest.approx(150.0)
+    assert row["train_s"] == pytest.approx(150.0)
     assert find(report["cells"], 0.0, 1.0)["masked_acc"] is None
 
 

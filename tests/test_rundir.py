@@ -75,10 +75,15 @@ def test_a_summary_that_does_not_parse_is_not_finished(tmp_path):
         (tmp_path / "summary.json").write_text(text)
         assert read_summary(tmp_path) is None and run_state(tmp_path) == "interrupted", text
     summary = Summary(top1=1.0, top5=2.0, split="validation", test_top1=None, test_top5=None, ema_top1=None,
-                      image_samples=10, warmup_samples=0, masked_acc=None, wall_s=1.0, skipped_samples=0,
-                      phases={}, identity={"seed": 0})
+                      image_samples=10, warmup_samples=0, masked_acc=None, train_s=1.0, wall_s=2.0,
+                      skipped_samples=0, phases={}, identity={"seed": 0})
     (tmp_path / "summary.json").write_text(json.dumps(summary.__dict__))
     assert read_summary(tmp_path) == summary
+    # Before train_s, wall_s counted the training steps only: an archived summary reads back in today's terms.
+    old = {k: v for k, v in summary.__dict__.items() if k not in ("train_s", "wall_s")} | {"wall_s": 1.0}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    assert (read_summary(tmp_path).train_s, read_summary(tmp_path).wall_s) == (1.0, None)
+    (tmp_path / "summary.json").write_text(json.dumps(summary.__dict__))
     assert run_state(tmp_path, {"seed": 0}) == "finished"
     assert run_state(tmp_path, {"seed": 1}) == "other config"
 

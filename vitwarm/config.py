@@ -324,6 +324,12 @@ class LogConfig:
 class RunConfig:
     dir: str = "runs/default"
     """Run directory: config.yaml, metrics.jsonl, checkpoints, exported weights, summary.json."""
+    lock: bool = True
+    """Refuse a second launch into a run directory in use (flock on RUN_DIR/.lock); turn off only on file
+    systems without working flock, where nothing then stops two launches from writing one directory."""
+    stop_signal: str = checked("SIGTERM", OneOf(("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")))
+    """Signal that stops the run politely: save the step reached, exit 75; the same command resumes (a
+    scheduler's warning signal, e.g. SLURM's --signal)."""
 
 
 @dataclass

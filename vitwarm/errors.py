@@ -4,6 +4,8 @@
 its message names the key, file, shard or sample and what would be valid. ``one_line_errors`` wraps a
 command's ``main(argv)``: anticipated failures become exactly one line ``vitwarm: error: ...`` on stderr and
 exit status 1; ``ArgumentParser`` does the same for usage errors (usage, then the line, exit status 2).
+A run stopped on request (``Stopped``) says how to resume and exits with ``STOPPED`` (75). A process whose
+peer died mid-collective (``peer_lost``) says so in one line and exits 1: the peer reports the cause.
 Anything else is a bug: its traceback is printed, then one line saying so.
 
 Under torch's elastic launcher (``accelerate launch``, ``torchrun``) the launcher itself prints a
@@ -40,6 +42,25 @@ class ConfigError(VitwarmError, ValueError):
     """
 
 
+STOPPED = 75
+"""Exit status of a run stopped on its stop signal after saving: "stopped, resumable" (EX_TEMPFAIL of sysexits.h)."""
+
+
+class Stopped(Exception):
+    """The run saved a checkpoint and stopped on request; the message says where and how to resume."""
+
+
+# What a process's collectives raise when a peer process is gone (gloo's TCP transport, NCCL's abort): the
+# peer's own failure is the cause, and the peer reports it.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another process of the launch died."""
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1 and isinstance(err, (RuntimeError, OSError))
+            and any(text in str(err) for text in PEER_LOST))
+
+
 # Failures of the user's input rather than of vitwarm: ValueError is what vitwarm's and its libraries'
 # argument checks raise (the project's contract: "bad arguments raise ValueError naming the argument"),
 # OSError carries the file name, the others are malformed YAML and malformed safetensors files.
@@ -55,17 +76,19 @@ def one_line(err: BaseException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def tell_launcher(line: str) -> None:
+def tell_launcher(line: str, after: int = 0) -> None:
     """Write ``line`` to the error file of torch's elastic launcher (``TORCHELASTIC_ERROR_FILE``), if any.
 
     The format is the one torch.distributed.elastic's ``ProcessFailure`` reads: a JSON object with the
-    message as a string and the time in seconds. The line is on stderr already: a file that cannot be
+    message as a string and the time in seconds. The launcher names the earliest failure its root cause,
+    in whole seconds; ``after`` seconds are added to the time of a failure that follows another one (a
+    peer's), so that the peer's stays first. The line is on stderr already: a file that cannot be
     written only costs the launcher's report its root cause.
     """
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         with contextlib.suppress(OSError), open(path, "w") as f:
-            json.dump({"message": line, "timestamp": int(time.time())}, f)
+            json.dump({"message": line, "timestamp": int(time.time()) + after}, f)
 
 
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -73,17 +96,27 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch / torchrun
         try:
             return main(*args, **kwargs) or 0
-        except ANTICIPATED as err:
-            rank = int(os.environ.get("RANK", "0"))  # set by accelerate launch / torchrun
-            line = one_line(err) if rank == 0 else f"process {rank}: {one_line(err)}"
-            tell_launcher(line)
-            # A config error is the same in every process: the first one says it for all.
-            if rank == 0 or not isinstance(err, ConfigError):
-                print(f"vitwarm: error: {line}", file=sys.stderr)
-            return 1
-        except Exception as err:  # noqa: BLE001 (a bug: keep the traceback, then say what it is)
+        except Stopped as stop:
+            tell_launcher(one_line(stop))
+            if rank == 0:
+                print(f"vitwarm: {one_line(stop)}", file=sys.stderr)
+            return STOPPED
+        except Exception as err:  # noqa: BLE001 (sorted below; a bug keeps its traceback)
+            if peer_lost(err):
+                line = f"rank {rank} stopping: a peer process failed (see its message)"
+                tell_launcher(line, after=1)
+                print(f"vitwarm: {line}", file=sys.stderr)
+                return 1
+            if isinstance(err, ANTICIPATED):
+                line = one_line(err) if rank == 0 else f"process {rank}: {one_line(err)}"
+                tell_launcher(line)
+                # A config error is the same in every process: the first one says it for all.
+                if rank == 0 or not isinstance(err, ConfigError):
+                    print(f"vitwarm: error: {line}", file=sys.stderr)
+                return 1
             traceback.print_exc()
             line = (f"internal error (a bug in vitwarm, please report it with the traceback above): "
                     f"{type(err).__name__}: {one_line(err)}")

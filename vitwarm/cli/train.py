@@ -13,6 +13,7 @@ from ..catalog import recipe_names
 from ..config import load_config
 from ..errors import ArgumentParser, command_name, one_line_errors
 from ..run import train
+from ..run.orphans import exit_with_parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
+    exit_with_parent()  # a worker of `accelerate launch` dies with its launcher
     args = parse_args(argv)
     train(load_config(args.config, args.overrides))
 

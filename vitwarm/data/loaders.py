@@ -52,6 +52,18 @@ class _EpochSource(IterableDataset):
         return iter(self.make_stream(epoch=epoch, start_batch=start_batch))
 
 
+def worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group.
+
+    A launcher stops a worker by signalling its process group (torch's elastic launcher sends SIGTERM to
+    each worker's group; a terminal sends Ctrl-C to its foreground group); torch's loader workers die of
+    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.signals).
+    Out of the group they are stopped by the training process only (directly, with its loaders), and each
+    exits when its parent dies.
+    """
+    os.setpgid(0, 0)
+
+
 class _Loader:
     """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``normalize``."""
 
@@ -61,7 +73,7 @@ class _Loader:
         self.normalize = transform.normalize  # uint8 (B, C, H, W) on the device -> float32 normalised
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
         self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                                  persistent_workers=num_workers > 0)
+                                  persistent_workers=num_workers > 0, worker_init_fn=worker_init)
 
     def _iterate(self) -> Iterator[Batch]:
         # The iteration starts now, not at the first next(): the workers read the position written before.

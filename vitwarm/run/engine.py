@@ -28,6 +28,7 @@ from ..seeds import seed_step
 from .checkpoints import RunState, Start, checkpoint_name, load_checkpoint, save_checkpoint, where_to_start
 from .export import export_run
 from .images import ImageData, evaluate
+from .lock import hold_run_dir
 from .metrics import MetricsLog, check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
@@ -43,6 +44,7 @@ from .rundir import (
     write_config,
     write_summary,
 )
+from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
 
@@ -60,6 +62,9 @@ class Launch:
     accelerator: Accelerator
     images: ImageData
     log: MetricsLog
+    stop: StopRequest
+    started: float
+    """``time.perf_counter()`` when the launch started (before preflight)."""
     skipped_synced: int = 0
     """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
 
@@ -90,6 +95,7 @@ class Launch:
 
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
+    started = time.perf_counter()
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
@@ -97,6 +103,15 @@ def train(cfg: DictConfig) -> dict:
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
+    # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
+    # signal only noted until a step boundary (vitwarm.run.signals).
+    with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
+          StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
+        return launch_run(cfg, plan, accelerator, stop, started)
+
+
+def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
+    """The run from where its directory says it stands, in a run directory this launch holds."""
     start = where_to_start(cfg)
     for warning in start.warnings:
         accelerator.print(warning)
@@ -104,7 +119,8 @@ def train(cfg: DictConfig) -> dict:
         accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
                           f"{start.summary.top1:.2f}%); nothing to do")
         return asdict(start.summary)
-    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator))
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
+                    stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in plan.phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
@@ -226,8 +242,10 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
-            if log_now or eval_now or save_now:
-                sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator)
+            sync_now = log_now or eval_now or save_now or launch.stop.sync_now
+            # A stop agreed at this sync (vitwarm.run.signals) saves this step; at a phase's end the phase ends.
+            stop_now = sync_now and sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
+                                                stop=launch.stop.received) and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,
                                        lr=training.optimizer.param_groups[0]["lr"])
@@ -237,8 +255,10 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
             if eval_now:
                 launch.evaluate(phase, training, state)
-            if save_now:
+            if save_now or stop_now:
                 launch.save(phase, training, state)
+            if stop_now:
+                raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, state.step)
 
 
 def finish(launch: Launch, training: Training, state: RunState) -> dict:
@@ -257,8 +277,9 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
         image_samples=sum(p.samples for p in plan.phases if p.counts_images),
         warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
-        masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
-        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
+        masked_acc=state.masked_acc, train_s=sum(state.wall_s.values()), wall_s=time.perf_counter() - launch.started,
+        skipped_samples=state.skipped_samples,
+        phases={p.name: p.as_dict() | {"train_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
         environment=environment(str(accelerator.device), accelerator.num_processes),
     )

@@ -8,6 +8,7 @@
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
       overrides.json       a sweep's run only: the overrides the sweep gave it (vitwarm.sweeps.names)
+      .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
       <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
@@ -41,6 +42,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 OVERRIDES = "overrides.json"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
 WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up backbone, the final model
 MODEL_EXPORT = "model"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
@@ -124,7 +126,11 @@ class Summary:
     image_samples: int
     warmup_samples: int
     masked_acc: float | None
-    wall_s: float
+    train_s: float
+    """Seconds in training steps, summed over phases and launches (no start-up, evaluations or saves)."""
+    wall_s: float | None
+    """Seconds of the launch that finished the run, from its start to this summary (None in summaries of
+    earlier versions, whose ``wall_s`` counted the training steps only: read back as ``train_s``)."""
     skipped_samples: int
     """Corrupt or unreadable training samples skipped, summed over processes and restarts."""
     phases: dict[str, dict]
@@ -163,6 +169,8 @@ def read_summary(run_dir: str | Path) -> Summary | None:
     """The run's summary, or None when it is missing, unreadable or not of this shape."""
     try:
         data = json.loads((Path(run_dir) / SUMMARY).read_text())
+        if "train_s" not in data:  # written before train_s: its wall_s counted the training steps only
+            data |= {"train_s": data.get("wall_s"), "wall_s": None}
         return Summary(**{f.name: data[f.name] for f in fields(Summary) if f.name in data})
     except (OSError, ValueError, TypeError):
         return None

@@ -8,6 +8,7 @@ new one starts from scratch: relaunching a whole sweep is always safe.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
@@ -39,16 +40,24 @@ def pending_runs(sweep: Sweep) -> tuple[list[Run], list[Run]]:
     return todo, done
 
 
-def run_command(command: list[str], log_path: Path, env: dict | None = None, preexec_fn: Callable | None = None) -> int:
+def run_command(command: list[str], log_path: Path, env: dict | None = None, preexec_fn: Callable | None = None,
+                started: Callable[[subprocess.Popen], None] | None = None) -> int:
     """Run one command with stdout and stderr appended to ``log_path``; return its exit code.
 
     The log is appended to, not replaced, so the output of an interrupted attempt survives its resumption.
+    ``started`` gets the running process. The wait polls (a second at a time), so that a signal handler of
+    this process may wait for the same process meanwhile (``SlurmJob.checkpoint``).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         log.flush()
-        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
+        with subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn) as proc:
+            if started:
+                started(proc)
+            while proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
     return proc.returncode
 
 
@@ -127,34 +136,61 @@ def launch_local(
     return 1 if failed else 0
 
 
+# submitit warns a job with this signal (its sbatch ``--signal``) 90 s before preemption or the time limit; the
+# trainer takes it as its polite stop (``run.stop_signal``): it saves the step it reached and exits 75.
+PREEMPT_SIGNAL = signal.SIGUSR2
+SAVE_WAIT_S = 80  # the longest the requeue waits for that save, within submitit's 90 s
+
+
 def _ignore_preemption_signal() -> None:
-    # submitit warns the job with SIGUSR2 before preemption or timeout and requeues it from the parent
-    # process; the trainer must not die of that signal first, or the job would be reported as failed.
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # Until the trainer's stop handler is in place (after its config checks), the warning must not kill it.
+    signal.signal(PREEMPT_SIGNAL, signal.SIG_IGN)
 
 
 class SlurmJob:
     """What submitit runs on the node: one training command, requeued on preemption or timeout.
 
-    Requeuing resubmits the very same command; its ``resume=auto`` makes it continue from the run's last
-    checkpoint, so nothing needs to be saved here.
+    On submitit's warning the trainer stops politely (it saves the step it reached); ``checkpoint``, which
+    submitit calls before it requeues the job, waits for that save. The requeued job runs the very same
+    command; its ``resume=auto`` continues from that step.
     """
 
     def __init__(self, command: list[str], run_dir: Path, identity: dict):
         self.command = command
         self.run_dir = Path(run_dir)
         self.identity = identity  # what the finished run's summary must say
+        self.process: subprocess.Popen | None = None  # the trainer, while it runs
 
     def __call__(self) -> str:
-        code = run_command(self.command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal)
+        command = [*self.command, f"run.stop_signal={PREEMPT_SIGNAL.name}"]
+        code = run_command(command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal,
+                           started=self._started)
         if code != 0 or run_state(self.run_dir, self.identity) != "finished":
             raise RuntimeError(f"run {self.run_dir} failed (exit {code}), see {self.run_dir / LOG_FILE}")
         return str(self.run_dir)
 
+    def _started(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def finish_save(self) -> int | None:
+        """Pass the warning on to the trainer (Slurm may signal the job's first process only) and wait for it
+        to save and exit; its exit status (75: stopped and saved), or None if it ran out of time."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(PREEMPT_SIGNAL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=SAVE_WAIT_S)
+        return self.process.returncode
+
     def checkpoint(self):
         from submitit.helpers import DelayedSubmission
 
+        self.finish_save()
         return DelayedSubmission(self)
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"process": None}  # submitit pickles the job for its requeue, not the process
 
 
 def _import_submitit():

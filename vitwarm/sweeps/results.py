@@ -231,7 +231,7 @@ def seed_stats(scores: list[float]) -> dict:
 
 
 def cell_stats(cell: Cell, metric: str) -> dict:
-    """The cell's key values, its metric over seeds, and its mean samples, masked acc and wall time."""
+    """The cell's key values, its metric over seeds, and its mean samples, masked acc and training seconds."""
     scores = [r.summary.get(metric) for r in cell.runs if r.summary.get(metric) is not None]
     return {
         **cell.values,
@@ -240,7 +240,7 @@ def cell_stats(cell: Cell, metric: str) -> dict:
         "image_samples": mean_of([r.summary.get("image_samples") for r in cell.runs]),
         "warmup_samples": mean_of([r.summary.get("warmup_samples") for r in cell.runs]),
         "masked_acc": mean_of([r.summary.get("masked_acc") for r in cell.runs]),
-        "wall_s": mean_of([r.summary.get("wall_s") for r in cell.runs]),
+        "train_s": mean_of([r.summary.get("train_s") for r in cell.runs]),
         "runs": [r.name for r in cell.runs],
     }
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from ...data.loaders import worker_init
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
@@ -56,7 +57,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
     stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
                          start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
                          world_size=accelerator.num_processes)
-    loader = DataLoader(stream, batch_size=None, num_workers=cfg.warmup.num_workers)
+    loader = DataLoader(stream, batch_size=None, num_workers=cfg.warmup.num_workers, worker_init_fn=worker_init)
 
     def loss(model, batch):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}

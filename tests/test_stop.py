@@ -1,0 +1,138 @@
+"""One process: a polite stop on SIGTERM, and one writer per run directory; real runs, real signals.
+
+Every run is a real ``python -m vitwarm.train`` subprocess on tests/tiny.yaml (25 warm-up steps, then 50 image
+steps) with a record per step and no cadence checkpoint (``checkpoint.every_steps=1000``): a checkpoint in the
+image phase can only be the stop's. The moment to signal is reached on purpose: a metrics record of the image
+phase shows that the run is training there; a first launch is held there with SIGSTOP while a second one
+starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from vitwarm.config import load_config
+from vitwarm.run.rundir import identity
+from vitwarm.sweeps.launch import SlurmJob
+
+from helpers import ENV, PER_STEP_LOGS, ROOT, TINY, train, train_command, train_records
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = (*PER_STEP_LOGS, "checkpoint.every_steps=1000")
+STOPPED = 75
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fmnist_shards) -> Path:
+    run_dir = tmp_path_factory.mktemp("stop") / "reference"
+    result = train(run_dir, fmnist_shards, *OVERRIDES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def image_record_written(run_dir: Path):
+    """True once metrics.jsonl holds a training record of the image phase."""
+    def ready() -> bool:
+        metrics = run_dir / "metrics.jsonl"
+        return metrics.exists() and '"phase": "image", "step"' in metrics.read_text()
+    return ready
+
+
+def wait_for(ready, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert process.poll() is None, f"the run ended before the moment was reached: {process.communicate()}"
+        assert time.monotonic() < deadline, "the run never reached the moment"
+        time.sleep(0.01)
+
+
+def assert_same_weights_and_records(run_dir: Path, reference: Path) -> None:
+    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] == got[name]).all(), name
+    assert train_records(run_dir) == train_records(reference)
+
+
+def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(tmp_path, reference, fmnist_shards):
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, fmnist_shards, *OVERRIDES)
+    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(image_record_written(run_dir), process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == STOPPED, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("vitwarm:")]  # besides the progress bars
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("vitwarm: stopped on SIGTERM at image step "), lines
+    assert "run the same command to resume" in lines[0]
+    step = int(re.search(r"image step (\d+)", lines[0]).group(1))
+    assert 0 < step < 50
+    saved = run_dir / "checkpoints" / f"1-image-{step:08d}"
+    assert saved.is_dir() and json.loads((saved / "state.json").read_text())["step"] == step
+    assert not (run_dir / "summary.json").exists()
+    # No record of the stop: the records so far are the uninterrupted run's first ones.
+    assert train_records(run_dir) == train_records(reference)[:len(train_records(run_dir))]
+
+    resumed = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(image step {step})" in resumed.stdout
+    assert_same_weights_and_records(run_dir, reference)
+
+
+def test_a_second_launch_into_a_directory_in_use_is_refused(tmp_path, reference, fmnist_shards):
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, fmnist_shards, *OVERRIDES)
+    first = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(image_record_written(run_dir), first)
+    first.send_signal(signal.SIGSTOP)  # held mid-run (and holding the lock) while the second one starts
+    try:
+        second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 1 and len(lines) == 1, second.stderr[-3000:]
+    assert lines[0].startswith(f"vitwarm: error: run directory {run_dir} is in use by another launch (host ")
+    assert f"pid {first.pid}, since " in lines[0]
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
+    # The first launch finished exactly like the uninterrupted run: no record duplicated, the same weights.
+    assert_same_weights_and_records(run_dir, reference)
+    # Released: the lock file is empty, and the next launch finds the run finished.
+    assert (run_dir / ".lock").read_text() == ""
+    again = train(run_dir, fmnist_shards, *OVERRIDES)
+    assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-3000:]
+
+
+def test_the_sweeps_slurm_job_saves_before_the_requeue_and_the_requeued_job_finishes(tmp_path, reference,
+                                                                                     fmnist_shards, monkeypatch):
+    # What submitit does on its warning, without Slurm: the job's checkpoint() first lets the trainer save
+    # (SlurmJob.finish_save), then the requeued job (a new SlurmJob of the same command) runs.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer inherits this process's environment, as on a node
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, fmnist_shards, *OVERRIDES)
+    run_identity = identity(load_config(str(TINY), command[command.index("--config") + 2:]))
+    job = SlurmJob(command, run_dir, run_identity)
+    failed = []
+    thread = threading.Thread(target=lambda: failed.append(pytest.raises(RuntimeError, job)))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while job.process is None or not image_record_written(run_dir)():
+        assert thread.is_alive() and time.monotonic() < deadline, "the run never reached the image phase"
+        time.sleep(0.01)
+    assert job.finish_save() == STOPPED
+    thread.join()
+    assert "failed (exit 75)" in str(failed[0].value)
+    assert list(run_dir.glob("checkpoints/1-image-*")), "no checkpoint of the step reached"
+    assert SlurmJob(command, run_dir, run_identity)() == str(run_dir)
+    assert "run.stop_signal=SIGUSR2" in (run_dir / "launch.log").read_text()
+    assert_same_weights_and_records(run_dir, reference)

@@ -1,0 +1,121 @@
+"""One writer per run directory: the launch that trains into RUN_DIR holds an exclusive lock on RUN_DIR/.lock.
+
+The lock is ``flock(2)`` on an open file: the kernel drops it when the holder's file is closed, so a holder
+that dies (any signal, SIGKILL included) leaves no stale lock, and nothing ever has to be deleted by hand.
+The file itself stays; after taking the lock the holder writes who it is (host, PID, start time), which a
+refused launch quotes. Only the main process locks: the other processes of a launch write nothing the main
+process does not coordinate.
+
+Where ``flock`` does not work (some NFS mounts without lock support answer ENOLCK; on others, and on Lustre
+mounted without ``flock``, a lock may hold only on one node), ``run.lock=false`` turns the lock off: then
+nothing stops a second launch from writing into the same directory (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from ..errors import ConfigError, one_line
+from .rundir import LOCK
+
+
+class RunDirInUse(ConfigError):
+    """Another launch holds the run directory's lock."""
+
+
+class RunLock:
+    """The held lock of one run directory; ``release()`` lets it go.
+
+    Released, the lock file is empty again, and a directory this launch created and left holding nothing
+    else is removed: a launch refused after locking (a config that does not fit the directory) changes
+    nothing.
+    """
+
+    def __init__(self, path: Path, fd: int, created: bool):
+        self.path, self.fd, self.created = path, fd, created
+        # A forked child (a DataLoader worker) shares the locked file: it drops its copy, so that the lock
+        # ends with this process and not with the last of its children. (The file is not inherited across
+        # exec: os.open makes it close-on-exec.)
+        os.register_at_fork(after_in_child=self.forget)
+
+    def forget(self) -> None:
+        """Close this process's copy of the file without unlocking (the lock belongs to the parent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        os.ftruncate(self.fd, 0)
+        if self.created and [p.name for p in self.path.parent.iterdir()] == [LOCK]:
+            self.path.unlink()
+            self.path.parent.rmdir()
+        os.close(self.fd)  # closing the file releases the lock
+        self.fd = -1
+
+
+def holder_line() -> str:
+    """Who holds a lock, as written into the lock file: host, PID and start time (UTC, ISO 8601)."""
+    since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return f"host {socket.gethostname()}, pid {os.getpid()}, since {since}"
+
+
+def lock_run_dir(run_dir: str | Path) -> RunLock:
+    """Take RUN_DIR's lock (creating RUN_DIR), or raise RunDirInUse naming the directory and the holder."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise OSError(err.errno, f"cannot lock the run directory ({err.strerror}); on a file system "
+                                         "without working locks set run.lock=false", str(path)) from err
+            holder = path.read_text().strip() or "a launch that is starting or stopping"
+            raise RunDirInUse(f"run directory {run_dir} is in use by another launch ({holder}); wait for it to "
+                              "end, stop it, or choose another run.dir") from None
+        # A releasing holder may have removed the file between our open and our lock: lock the one in place.
+        if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    # Written only by the holder, after locking (a refused launch never changes the file); a holder killed
+    # before its release left its own line.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (holder_line() + "\n").encode(), 0)
+    return RunLock(path, fd, created)
+
+
+@contextmanager
+def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator) -> Iterator[None]:
+    """RUN_DIR's lock for the whole launch (``enabled``: ``run.lock``). The main process takes it and tells
+    the others whether it could, so that a refused launch stops in every process at once, in one line."""
+    lock, refusal = None, None
+    if enabled and accelerator.is_main_process:
+        try:
+            lock = lock_run_dir(run_dir)
+        except (RunDirInUse, OSError) as err:
+            refusal = one_line(err)
+    [refusal] = broadcast_object_list([refusal])
+    if refusal:
+        raise RunDirInUse(refusal)
+    try:
+        yield
+    finally:
+        if lock:
+            lock.release()
