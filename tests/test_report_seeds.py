@@ -24,7 +24,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vitwarm.cli.report import main
-from vitwarm.run.rundir import environment, read_summary, write_summary
+from vitwarm.run.rundir import OVERRIDES, environment, read_summary, write_summary
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
 from vitwarm.sweeps.report import build_report
 
@@ -56,7 +56,7 @@ def sweep_dir(tmp_path_factory) -> Path:
         if int(seed) >= len(scores) or scores[int(seed)] is None:
             continue  # planned, never run
         run_dir = sweep.run_dir(run)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # write_sweep made it (with overrides.json)
         config = {"seed": int(seed), "warmup": {"fraction": float(fraction)}, "budget": {"epochs": float(epochs)}}
         OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
         write_finished(run_dir, sweep.identity(run), top1=scores[int(seed)], image_samples=250 * int(epochs),
@@ -131,8 +131,9 @@ def beside(sweep_dir: Path, tmp_path: Path, change) -> Path:
     """A copy of the sweep with one run copied beside the others under a new name, its files changed by
     ``change(config, summary)``: a run found by scanning, as when archived runs are copied together."""
     sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
-    source = next(sweep.glob("warmup.fraction=1.0__budget.epochs=4__seed=0"))
+    source = next(sweep.glob("fraction=1.0__epochs=4__seed=0"))
     copy = shutil.copytree(source, sweep / "copied_run")
+    (copy / OVERRIDES).unlink()  # as a run of an earlier version: its config.yaml and summary.json say what it is
     config = OmegaConf.load(copy / "config.yaml")
     summary = read_summary(copy)
     change(config, summary)
@@ -162,10 +163,10 @@ def report_command(sweep: Path, out: Path) -> tuple[int, list[str]]:
 @pytest.mark.parametrize(
     "change, says",
     [
-        (lambda config, summary: None, "has two runs of seed 0 (warmup.fraction=1.0__budget.epochs=4__seed=0, "
+        (lambda config, summary: None, "has two runs of seed 0 (fraction=1.0__epochs=4__seed=0, "
                                        "copied_run): report the two sets apart"),
-        (other_model, "mixes runs that differ in keys the cell keys do not name (warmup.fraction=1.0__budget."
-                      "epochs=4__seed=0 vs copied_run: model.name: "),
+        (other_model, "mixes runs that differ in keys the cell keys do not name (fraction=1.0__epochs=4__seed=0 "
+                      "vs copied_run: model.name: "),
     ],
     ids=["same seed twice", "another model"],
 )
