@@ -1,5 +1,6 @@
 """Two processes under ``accelerate launch`` (gloo on the CPU) the way clusters stop them: SIGTERM to the launcher,
-SIGKILL of the launcher's process group, a failing peer; real launches, real signals.
+SIGKILL of the launcher's process group, a failing peer; and two one-process "machines" on 127.0.0.1, one of
+them killed. Real launches, real signals; every result is compared with one 2-process launch.
 
 Runs are tests/tiny.yaml's image phase alone (31 steps), a record per step. The moment to signal is reached
 on purpose: a training record (or a checkpoint) of the image phase on disk.

@@ -1,4 +1,5 @@
-"""One process: a polite stop on SIGTERM, and one writer per run directory; real runs, real signals.
+"""One process: a polite stop on SIGTERM (and on the sweep's Slurm warning), and one writer per run directory;
+real runs, real signals.
 
 Every run is a real ``python -m vitwarm.train`` subprocess on tests/tiny.yaml (25 warm-up steps, then 50 image
 steps) with a record per step and no cadence checkpoint (``checkpoint.every_steps=1000``): a checkpoint in the

@@ -169,7 +169,7 @@ def read_summary(run_dir: str | Path) -> Summary | None:
     """The run's summary, or None when it is missing, unreadable or not of this shape."""
     try:
         data = json.loads((Path(run_dir) / SUMMARY).read_text())
-        if "train_s" not in data:  # written before train_s: its wall_s counted the training steps only
+        if isinstance(data, dict) and "train_s" not in data:  # before train_s, wall_s counted the steps only
             data |= {"train_s": data.get("wall_s"), "wall_s": None}
         return Summary(**{f.name: data[f.name] for f in fields(Summary) if f.name in data})
     except (OSError, ValueError, TypeError):
