@@ -32,6 +32,7 @@ from .metrics import MetricsLog, check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
 from .preflight import preflight
+from .probe import probe_summary
 from .rundir import (
     CHECKPOINTS,
     MODEL_EXPORT,
@@ -171,6 +172,8 @@ def run_phases(launch: Launch, start: Start) -> Training:
         train_phase(launch, phase, training, state)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
+            state.used_steps[phase.name] = state.step
+            launch.log.write({"event": "phase_end", "phase": phase.name, "step": state.step} | phase.used(state.step))
         if kind.end:
             accelerator.print(kind.end(cfg, training, accelerator, launch.images))
         launch.save(phase, training, state)  # the phase-end checkpoint, marking the phase finished
@@ -195,7 +198,12 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
         window_start = time.perf_counter()
         sums = StepSums(accelerator.device)
         trained = [p for p in model.parameters() if p.requires_grad]
-        for step in range(state.step, phase.steps):
+        watch = training.watch
+        if watch:
+            for record in watch.begin(accelerator.unwrap_model(model), state):
+                launch.log.write(record)
+        while state.step < (watch.end() if watch else phase.steps):
+            step, end = state.step, watch.end() if watch else phase.steps
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
@@ -222,7 +230,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             state.window_steps += 1
             bar.update(1)
 
-            done = state.step == phase.steps
+            done = state.step == end
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
@@ -235,6 +243,9 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
                 launch.log.write(record)
                 state.masked_acc = record.get("masked_acc", state.masked_acc)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
+                if watch and watch.due(state.step, phase.log_every, done):  # after the sync: a reduction of its own
+                    for record in watch.probe(accelerator.unwrap_model(model), state):
+                        launch.log.write(record)
             if eval_now:
                 launch.evaluate(phase, training, state)
             if save_now:
@@ -246,6 +257,7 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
     model = accelerator.unwrap_model(training.model)
     final = plan.final
+    used = {p.name: p.used(state.used_steps.get(p.name, p.steps)) for p in plan.phases}
     val = evaluate(model, images.val, accelerator)
     launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
     test = evaluate(model, images.test, accelerator) if images.test is not None else {}
@@ -255,12 +267,13 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     summary = Summary(
         top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
-        image_samples=sum(p.samples for p in plan.phases if p.counts_images),
-        warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
+        image_samples=sum(used[p.name]["used_samples"] for p in plan.phases if p.counts_images),
+        warmup_samples=sum(used[p.name]["used_samples"] for p in plan.phases if not p.counts_images),
         masked_acc=state.masked_acc, wall_s=sum(state.wall_s.values()), skipped_samples=state.skipped_samples,
-        phases={p.name: p.as_dict() | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
+        phases={p.name: p.as_dict() | used[p.name] | {"wall_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
         environment=environment(str(accelerator.device), accelerator.num_processes),
+        probe=probe_summary(state, cfg),
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:

@@ -69,6 +69,12 @@ class Phase:
         """Whether its samples are image samples (metrics records and summary.json count those)."""
         return self.name == "image"
 
+    def used(self, steps: int) -> dict:
+        """The phase's planned and used length when it ran ``steps`` steps (a stopped warm-up runs fewer)."""
+        return {"planned_steps": self.steps, "used_steps": steps, "planned_samples": self.samples,
+                "used_samples": steps * self.global_batch, "planned_flops": self.flops,
+                "used_flops": self.flops * steps / self.steps}
+
     def as_dict(self) -> dict:
         """The phase as summary.json records it: its lengths and batches (roles and cadences follow from the
         recorded config)."""

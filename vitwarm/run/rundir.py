@@ -124,6 +124,8 @@ class Summary:
     identity: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     """What the run finished on (``environment()``); runs of earlier versions have none."""
+    probe: dict[str, Any] = field(default_factory=dict)
+    """The warm-up's probe (vitwarm.run.probe.probe_summary): start, last and best accuracy, transition, stop."""
 
 
 def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The warm-up phase: masked-token prediction on procedural sequences, then the transfer into an image ViT.
 
 - setup: a ``WarmupViT`` around a fresh timm ViT (the symbol table and position handling of
-  vitwarm.models.token_path), AdamW with a cosine schedule, the procedural ``TokenStream`` from the
-  resume position on.
+  vitwarm.models.token_path), AdamW with a cosine schedule (warmup.stop=plateau: warm-up-stable-decay),
+  the procedural ``TokenStream`` from the resume position on, and the probe and stop rule
+  (vitwarm.run.probe.Watch).
 - check: the grammar on the model's token grid, the token path, the optimizer and the transfer selection,
   all built on the meta device before step 1.
 - end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
@@ -17,12 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from ...errors import ConfigError
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan
+from ..probe import Watch
+from ..stop import WSD
 from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
@@ -52,6 +56,10 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
     optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
+    watch = Watch(cfg, phase, task, accelerator)
+    if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
+        scheduler = WSD(optimizer, lr=cfg.warmup.lr, min_lr=cfg.warmup.min_lr, warmup=phase.lr_warmup_steps,
+                        cooldown=watch.cooldown, start=watch.decay_start)
     model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
     stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
                          start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
@@ -64,7 +72,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
         value, correct, masked = masked_token_loss(logits, batch["targets"], batch["loss_mask"])
         return value, {"correct": correct, "masked": masked}
 
-    return Training(model, optimizer, scheduler, iter(loader), loss)
+    return Training(model, optimizer, scheduler, iter(loader), loss, watch=watch)
 
 
 def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
@@ -82,6 +90,9 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
         model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable)
         model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
     check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
+    if 0 < warmup.probe.size < world_size:
+        raise ConfigError(f"warmup.probe.size={warmup.probe.size} cannot be split over {world_size} processes; "
+                          f"use at least {world_size} sequences or 0 to turn the probe off")
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
