@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import train, train_records
+from helpers import TINY, train, train_records
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +89,30 @@ def test_kill_around_the_stop_resumes_bitwise(tmp_path, fmnist_shards, reference
     summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
     assert summary["probe"] == expected["probe"] and summary["phases"] == {
         name: phase | {"wall_s": summary["phases"][name]["wall_s"]} for name, phase in expected["phases"].items()}
+
+
+def test_substitutive_stop_gives_the_image_phase_the_unused_samples_and_a_matched_run_its_flops(
+        tmp_path, fmnist_shards):
+    from vitwarm.config import load_config
+    from vitwarm.run.preflight import preflight
+
+    # 0.95 of the 4,000-sample budget: 119 warm-up steps of 32, 200 images (3 steps of 64 = 192) unless it stops.
+    overrides = ["warmup.stop=plateau", "warmup.fraction=0.95", "checkpoint.every_steps=50"]
+    run_dir = tmp_path / "substitutive"
+    result = train(run_dir, fmnist_shards, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    warm, image = summary["phases"]["warmup"], summary["phases"]["image"]
+    unused = (warm["steps"] - warm["used_steps"]) * 32
+    assert warm["steps"] == 119 and unused > 0, "the warm-up did not stop early"
+    # Exactly the unused samples, rounded to whole image steps (half a batch of 64 at most).
+    assert abs(image["samples"] - (192 + unused)) <= 32 and image["used_samples"] == image["samples"]
+    assert summary["image_samples"] == image["samples"] and "now" in result.stdout
+
+    # The compute-matched control of that run: its extra image steps carry the run's used warm-up FLOPs.
+    cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={tmp_path / 'matched'}",
+                             "warmup.fraction=0.95", "budget.regime=compute_matched", f"budget.matched_to={run_dir}"])
+    (matched,) = preflight(cfg, world_size=1).phases
+    baseline = preflight(load_config(TINY, [f"data.source={fmnist_shards}", "warmup.fraction=0"]), 1).final
+    extra_flops = matched.flops - baseline.flops
+    assert abs(extra_flops - warm["used_flops"]) <= baseline.flops / baseline.steps / 2  # to half an image step

@@ -312,6 +312,9 @@ class BudgetConfig:
     """The budget B, in epochs of the train split (B = epochs x train samples)."""
     regime: str = checked("substitutive", OneOf(("substitutive", "additive", "compute_matched")))
     """'substitutive' (warm-up replaces f·B images), 'additive' (on top of B), 'compute_matched' (see budget.py)."""
+    matched_to: str | None = None
+    """compute_matched: a finished warm-up run's directory whose used warm-up FLOPs (its summary.json) the
+    extra image steps match; None matches the additive warm-up of warmup.fraction."""
 
 
 @dataclass
@@ -525,6 +528,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
         raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
                           "additive warm-up whose FLOPs the extra image steps match")
+    if cfg.budget.matched_to is not None and cfg.budget.regime != "compute_matched":
+        raise ConfigError(f"budget.matched_to={cfg.budget.matched_to!r} needs budget.regime=compute_matched "
+                          f"(got {cfg.budget.regime})")
     if cfg.transfer.sources:
         # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
         if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":

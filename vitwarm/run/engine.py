@@ -152,7 +152,14 @@ def run_phases(launch: Launch, start: Start) -> Training:
     cfg, accelerator, state = launch.cfg, launch.accelerator, start.state
     run_dir = Path(cfg.run.dir)
     offset = 0
-    for phase in launch.plan.phases:
+    for index in range(len(launch.plan.phases)):
+        # Sized by what the phases before it used (vitwarm.run.plan.Plan.after): the same on every resume.
+        planned = launch.plan.phases[index]
+        launch.plan = launch.plan.after(state.used_steps, cfg.budget.regime)
+        phase = launch.plan.phases[index]
+        if phase != planned:
+            accelerator.print(f"vitwarm: the warm-up used {state.used_steps['warmup']} of its planned steps; "
+                              f"{phase.name} now {phase.steps} steps x {phase.global_batch} = {phase.samples} samples")
         launch.log.step_offset[phase.name] = offset
         offset += phase.steps
         kind = KINDS[phase.name]
