@@ -188,6 +188,8 @@ class WarmupConfig:
     """What trains during warm-up; the symbol table is always frozen."""
     num_workers: int = checked(1, Range(0))
     """DataLoader workers generating token batches per process."""
+    seq_len: int = checked(0, Range(0))
+    """Tokens per warm-up sequence, on the grid's first positions in raster order; 0: the whole image grid."""
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     """The held-out probe of masked-token accuracy (docs/procedural.md)."""
     stop: str = checked("plateau", OneOf(("plateau", "budget")))

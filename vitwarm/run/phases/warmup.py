@@ -34,9 +34,15 @@ from .common import PhaseKind, Training, blame, build_vit, check_optimizer, crea
 OPT, SCHED = "adamw", "cosine"
 
 
-def warmup_task(procedural: DictConfig, vit: VisionTransformer) -> ProceduralTask:
-    """The masked-token task of the config's ``procedural`` section on ``vit``'s token grid."""
-    return ProceduralTask(procedural.grammar, seq_len=vit.patch_embed.num_patches,
+def warmup_seq_len(warmup: DictConfig, vit: VisionTransformer) -> int:
+    """Tokens per warm-up sequence: ``warmup.seq_len``, or (0) the whole token grid of ``vit``."""
+    return warmup.seq_len or vit.patch_embed.num_patches
+
+
+def warmup_task(cfg: DictConfig, vit: VisionTransformer) -> ProceduralTask:
+    """The masked-token task of the config's ``procedural`` section, sequences of ``warmup_seq_len`` tokens."""
+    procedural = cfg.procedural
+    return ProceduralTask(procedural.grammar, seq_len=warmup_seq_len(cfg.warmup, vit),
                           params=OmegaConf.to_container(procedural.params), mask_ratio=procedural.mask_ratio,
                           shuffled=procedural.shuffled)
 
@@ -52,9 +58,9 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
     vit = create_vit(cfg, "warmup-init", num_classes=0)
-    task = warmup_task(cfg.procedural, vit)
+    task = warmup_task(cfg, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
-                      seed=derive_seed(cfg.seed, "symbols"))
+                      seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
     optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
     watch = Watch(cfg, phase, task, accelerator)
     if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
@@ -81,14 +87,19 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
         vit = build_vit(cfg.model, num_classes=0)
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
+    if warmup.seq_len > H * W:
+        raise ConfigError(f"warmup.seq_len={warmup.seq_len} is longer than the {H} x {W} = {H * W} token grid of "
+                          f"model {cfg.model.name}; use at most {H * W}, or 0 for the whole grid")
+    grid = f"the {H} x {W} = {H * W} token grid"
+    where = f"{warmup.seq_len}-token sequences (warmup.seq_len) on {grid}" if warmup.seq_len else grid
     with blame(f"procedural.grammar={procedural.grammar!r} with procedural.params="
-               f"{OmegaConf.to_container(procedural.params)} on the {H} x {W} = {H * W} token grid of model "
-               f"{cfg.model.name}"):
-        task = warmup_task(procedural, vit)
+               f"{OmegaConf.to_container(procedural.params)} on {where} of model {cfg.model.name}"):
+        task = warmup_task(cfg, vit)
         task.batch(0, 1, seed=0)  # one real sample: the grammar's own checks of its parameters and length
     with blame(f"warmup.pos_embed={warmup.pos_embed!r}, warmup.trainable={list(warmup.trainable)}"):
-        model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable)
-        model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
+        model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable,
+                          seq_len=task.seq_len)
+        model(torch.zeros(1, task.seq_len, dtype=torch.long, device="meta"))  # (1, L) -> (1, L, vocab)
     check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
     if 0 < warmup.probe.size < world_size:
         raise ConfigError(f"warmup.probe.size={warmup.probe.size} cannot be split over {world_size} processes; "
