@@ -13,6 +13,10 @@ import signal
 from pathlib import Path
 
 import pytest
+import timm
+from safetensors.torch import load_file
+
+from vitwarm.models.attention_scores import attention_scores
 
 from helpers import TINY, train, train_records
 
@@ -59,6 +63,10 @@ def test_plateau_stops_after_the_transition_and_ends_at_the_minimum_lr(reference
     assert phase["used_flops"] == pytest.approx(phase["flops"] * end / PLANNED)
     assert phase_end["used_steps"] == end and phase_end["planned_steps"] == PLANNED
     assert summary["warmup_samples"] == end * 32
+    # What the warm-up instilled: the scores of the exported (transferred) attention weights.
+    vit = timm.create_model("vitwarm_pico_patch7_28", in_chans=1, num_classes=0, embed_dim=64, depth=2, num_heads=2)
+    vit.load_state_dict(load_file(reference / "warmup/model.safetensors"), strict=False)
+    assert summary["attention"] == attention_scores(vit)
     accs = [r["probe_acc"] for r in probes]
     assert summary["probe"] == {"start_acc": accs[0], "last_acc": accs[-1], "best_acc": max(accs),
                                 "best_step": probes[accs.index(max(accs))]["step"],

@@ -84,6 +84,8 @@ class RunState:
     """Step at which warmup.stop=plateau decided to stop (its cool-down starts there); None: no decision yet."""
     used_steps: dict[str, int] = field(default_factory=dict)
     """Steps each finished phase actually ran (a stopped warm-up runs fewer than planned)."""
+    attention: dict[str, list] = field(default_factory=dict)
+    """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:

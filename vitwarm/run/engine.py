@@ -177,6 +177,8 @@ def run_phases(launch: Launch, start: Start) -> Training:
         else:
             state.phase, state.step = phase.name, 0
         train_phase(launch, phase, training, state)
+        if training.watch:
+            training.watch.finish(accelerator.unwrap_model(training.model), state)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
             state.used_steps[phase.name] = state.step
@@ -281,6 +283,7 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         identity=state.identity,
         environment=environment(str(accelerator.device), accelerator.num_processes),
         probe=probe_summary(state, cfg),
+        attention=state.attention,
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:

@@ -1,4 +1,5 @@
-"""The warm-up's probe and adaptive stop, as the training loop calls them (``Watch``).
+"""The warm-up's probe and adaptive stop, as the training loop calls them (``Watch``), and at its end the
+attention-structure scores of the warmed-up ViT (vitwarm.models.attention_scores).
 
 The probe (vitwarm.procedural.probe) is evaluated at step 0, at the first log record at or after every
 ``warmup.probe.every_steps`` steps, and at the phase's last step: always right after a log window's sync,
@@ -13,6 +14,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
 
+from ..models.attention_scores import attention_scores
 from ..procedural import ProceduralTask
 from ..procedural.probe import probe_counts, probe_metrics, probe_share
 from ..seeds import derive_seed
@@ -84,6 +86,11 @@ class Watch:
                                 "transition_step": state.probe[transition_index(accs, self.cfg.stop_rise)][0],
                                 "end_step": self.end(), "planned_steps": self.phase.steps})
         return records
+
+
+    def finish(self, model: torch.nn.Module, state: RunState) -> None:
+        """At the phase's end: what the warm-up instilled, the attention-structure scores of its ViT."""
+        state.attention = attention_scores(model.vit)
 
 
 def probe_summary(state: RunState, cfg: DictConfig) -> dict:
