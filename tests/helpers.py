@@ -39,8 +39,10 @@ def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
             f"run.dir={run_dir}", *overrides]
 
 
-def train(run_dir: Path, shards: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=ENV, capture_output=True,
+def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """A run; ``kill_at``: the fault point (vitwarm.atomic.fault_point, ``name@N``) at which it SIGKILLs itself."""
+    env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
+    return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
 
 

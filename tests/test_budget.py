@@ -5,7 +5,7 @@ import pytest
 from vitwarm.config import load_config
 from vitwarm.errors import ConfigError
 from vitwarm.run.phases import KINDS, warmup
-from vitwarm.run.plan import micro_batch, plan_phases, to_steps
+from vitwarm.run.plan import Plan, micro_batch, plan_phases, to_steps
 
 
 def plan(overrides, train_samples=50_000, world_size=1):
@@ -152,3 +152,40 @@ def test_each_phase_carries_its_role(overrides, image_init):
     # The roles stay out of summary.json's per-phase records, which keep their lengths and batches.
     assert set(image.as_dict()) == {"name", "steps", "global_batch", "micro_batch", "grad_accum", "lr_warmup_steps",
                                     "eval_every", "grad_clip", "flops", "samples"}
+
+
+# ---- the budget follows what the warm-up used ------------------------------------------------------
+
+@pytest.mark.parametrize("used", [100, 37, 0])
+def test_substitutive_image_phase_gets_exactly_the_unused_warmup_samples(used):
+    phases = plan(["warmup.fraction=0.1", "warmup.batch_size=64", "train.batch_size=64"])
+    planned = Plan(list(phases.values()), train_samples=50_000, num_classes=10, img_size=32)
+    after = {p.name: p for p in planned.after({"warmup": used}, "substitutive").phases}
+    unused = (phases["warmup"].steps - used) * 64
+    assert after["warmup"] == phases["warmup"]  # the plan of a phase that ran is not rewritten
+    assert after["image"].samples == phases["image"].samples + unused  # batches alike: exact
+    assert after["image"].flops == pytest.approx(3 * after["image"].samples)
+    assert after["image"].lr_warmup_steps == phases["image"].lr_warmup_steps  # the schedule stays in epochs
+    # Another batch rounds the unused samples to the nearest whole image step.
+    wide = Plan(list(plan(["warmup.fraction=0.1", "warmup.batch_size=64", "train.batch_size=100"]).values()),
+                train_samples=50_000, num_classes=10, img_size=32)
+    image = wide.after({"warmup": used}, "substitutive").final
+    assert abs(image.samples - (wide.final.samples + unused)) <= 50
+
+
+def test_additive_and_unstopped_warmups_leave_the_image_phase_alone():
+    phases = plan(["warmup.fraction=0.1"])
+    planned = Plan(list(phases.values()), train_samples=50_000, num_classes=10, img_size=32)
+    assert planned.after({"warmup": 3}, "additive") is planned
+    assert planned.after({"warmup": phases["warmup"].steps}, "substitutive") is planned
+    assert planned.after({}, "substitutive") is planned
+
+
+def test_compute_matched_to_a_finished_runs_flops():
+    cfg = load_config(None, ["budget.epochs=4", "warmup.fraction=1.0", "train.batch_size=64",
+                             "budget.regime=compute_matched"])
+    image = plan_phases(cfg, train_samples=5504, world_size=1, flops_per_sample=2.0, matched_flops=3 * 2.0 * 6400)[0]
+    assert image.steps == round(22_016 / 64) + 100  # 6,400 images' FLOPs = 100 steps of 64
+    # Shorter warm-up sequences cost less per sequence: the matched steps follow the FLOPs, not the samples.
+    short = plan_phases(cfg, train_samples=5504, world_size=1, flops_per_sample=2.0, warmup_flops_per_sample=0.5)[0]
+    assert short.steps == round(22_016 / 64) + round(22_016 / 4 / 64)

@@ -163,7 +163,7 @@ def test_unfinished_runs_are_listed(sweep_dir, report):
 
 def test_markdown_table(sweep_dir, report):
     markdown = (sweep_dir / "report" / "report.md").read_text()
-    assert "| 0.01 | 0.5 | 2 | 73.00 ± 1.41 | 19,800 | 4,000 | 0.750 | 150 |" in markdown
+    assert "| 0.01 | 0.5 | 2 | 73.00 ± 1.41 | 19,800 | 4,000 | 0.750 | - | - / - | 150 |" in markdown  # no probe here
     assert "| 0.01 | 1.0 | 0–1 | 79.00 | 39,600 | >40,000 | >1.0% |" in markdown
     for name in report["plots"]:
         assert f"![{name}]({name})" in markdown

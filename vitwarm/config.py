@@ -157,6 +157,14 @@ class ProceduralConfig:
 
 
 @dataclass
+class ProbeConfig:
+    size: int = checked(512, Range(0))
+    """Held-out sequences in the warm-up's probe set, split over processes (0 turns the probe off)."""
+    every_steps: int = checked(20, Range(0))
+    """Probe at the first log record at or after every this many warm-up steps, and at step 0 and the end (0: off)."""
+
+
+@dataclass
 class WarmupConfig:
     fraction: float = checked(0.01, Range(0, 1))
     """Warm-up samples as a fraction of the image budget (0 disables the warm-up)."""
@@ -180,6 +188,20 @@ class WarmupConfig:
     """What trains during warm-up; the symbol table is always frozen."""
     num_workers: int = checked(1, Range(0))
     """DataLoader workers generating token batches per process."""
+    seq_len: int = checked(0, Range(0))
+    """Tokens per warm-up sequence, on the grid's first positions in raster order; 0: the whole image grid."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """The held-out probe of masked-token accuracy (docs/procedural.md)."""
+    stop: str = checked("plateau", OneOf(("plateau", "budget")))
+    """'plateau': end the warm-up once the probe has risen, then stopped gaining; 'budget': the planned length."""
+    stop_rise: float = checked(20.0, Range(0, 100, low_open=True))
+    """The transition: probe accuracy this many points (percent) above its step-0 level, in (0, 100]."""
+    stop_min_gain: float = checked(1.0, Range(0, 100))
+    """Plateau: the best of the last stop_patience probes gains less than this (points) on the best before."""
+    stop_patience: int = checked(5, Range(1))
+    """Probe evaluations after the transition over which the gain is measured (>= 1)."""
+    cooldown: float = checked(0.1, Range(0, 1, low_open=True, high_open=True))
+    """warmup.stop=plateau: LR decay to min_lr after the stop, as a fraction of the planned warm-up steps, in (0, 1)."""
 
 
 @dataclass
@@ -292,6 +314,9 @@ class BudgetConfig:
     """The budget B, in epochs of the train split (B = epochs x train samples)."""
     regime: str = checked("substitutive", OneOf(("substitutive", "additive", "compute_matched")))
     """'substitutive' (warm-up replaces f·B images), 'additive' (on top of B), 'compute_matched' (see budget.py)."""
+    matched_to: str | None = None
+    """compute_matched: a finished warm-up run's directory whose used warm-up FLOPs (its summary.json) the
+    extra image steps match; None matches the additive warm-up of warmup.fraction."""
 
 
 @dataclass
@@ -511,6 +536,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.budget.regime == "compute_matched" and cfg.warmup.fraction == 0:
         raise ConfigError("budget.regime=compute_matched needs warmup.fraction > 0: the fraction of the "
                           "additive warm-up whose FLOPs the extra image steps match")
+    if cfg.budget.matched_to is not None and cfg.budget.regime != "compute_matched":
+        raise ConfigError(f"budget.matched_to={cfg.budget.matched_to!r} needs budget.regime=compute_matched "
+                          f"(got {cfg.budget.regime})")
     if cfg.transfer.sources:
         # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
         if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":
@@ -522,6 +550,13 @@ def validate(cfg: DictConfig) -> None:
         if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
             raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
                               "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
+    probe = cfg.warmup.probe
+    if cfg.warmup.stop == "plateau" and cfg.warmup.fraction > 0 and not (probe.size and probe.every_steps):
+        raise ConfigError(f"warmup.stop=plateau decides on the probe, but it is off (warmup.probe.size={probe.size}, "
+                          f"warmup.probe.every_steps={probe.every_steps}); turn it on or use warmup.stop=budget")
+    if cfg.warmup.stop == "plateau" and cfg.warmup.lr_warmup_fraction + cfg.warmup.cooldown > 1:
+        raise ConfigError(f"warmup.lr_warmup_fraction={cfg.warmup.lr_warmup_fraction} + warmup.cooldown="
+                          f"{cfg.warmup.cooldown} exceed 1: the LR cool-down would start inside the LR warm-up")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
     for key in ("data.aug.scale", "data.aug.ratio"):

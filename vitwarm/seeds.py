@@ -17,6 +17,7 @@ The purposes, with their indices:
 | ``symbols`` | | the warm-up's frozen symbol table |
 | ``tokens`` | | the procedural stream's base seed |
 | ``token-block`` | block | one block of ``BLOCK_SIZE`` procedural samples, from the stream's base seed |
+| ``probe`` | | the warm-up's held-out probe set (vitwarm.procedural.probe), apart from the training stream |
 | ``transfer-shuffle`` | | the shuffled-transfer ablation |
 | ``warmup``, ``image`` | step, rank | the global generators at each step of that phase (``seed_step``) |
 | ``shards`` | epoch | the order of a training epoch's shards |

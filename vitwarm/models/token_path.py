@@ -10,7 +10,10 @@ unchanged timm `VisionTransformer` and routes symbols around its patch embedding
 2. Positions. The 1-D sequence of N = H x W symbols fills the ViT's token grid in raster order, so the
    ViT's own positional embedding applies unchanged (``pos_embed="frozen"``, the default). timm's
    ``_pos_embed`` adds it and prepends the prefix tokens (class / distillation / register tokens), handling
-   ``no_embed_class``, ``class_token=False`` and ``dynamic_img_size`` itself.
+   ``no_embed_class``, ``class_token=False`` and ``dynamic_img_size`` itself. A shorter sequence
+   (``seq_len`` L < N) takes the grid's first L positions in raster order (the top rows, left to right):
+   it is padded to the grid for ``_pos_embed`` and cut back to the prefix and its L tokens before the
+   blocks, so the blocks pay for L tokens only.
 3. Blocks. ``norm_pre``, the blocks and the final norm run exactly as in ``forward_features``. timm's
    attention has no causal mask, so every position sees the whole sequence (bidirectional, like BERT).
 4. Symbols out. The prefix tokens are dropped and a linear head predicts a symbol at each of the N grid
@@ -59,7 +62,7 @@ def near_orthogonal(rows: int, dim: int, norm: float, generator: torch.Generator
 
 
 class WarmupViT(nn.Module):
-    """A timm ViT trained on symbol sequences: ``forward(tokens (B, N)) -> logits (B, N, vocab_size)``.
+    """A timm ViT trained on symbol sequences: ``forward(tokens (B, L)) -> logits (B, L, vocab_size)``.
 
     Args:
         vit: any timm ``VisionTransformer`` (DeiT and other subclasses included); it is used in place, not
@@ -76,6 +79,8 @@ class WarmupViT(nn.Module):
             in particular the patch embedding and the classifier head, which the warm-up never uses (DDP
             reduces only parameters that require grad, so unused trainable ones would make it fail).
         seed: seeds the symbol table, the random positional table and the symbol head.
+        seq_len: tokens per sequence, at most the grid's N (None: N); a shorter one sits on the grid's first
+            ``seq_len`` positions in raster order.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class WarmupViT(nn.Module):
         pos_embed: str = "frozen",
         trainable: tuple[str, ...] | list[str] = ("blocks", "norm", "head"),
         seed: int = 0,
+        seq_len: int | None = None,
     ):
         super().__init__()
         trainable = tuple(trainable)
@@ -102,6 +108,10 @@ class WarmupViT(nn.Module):
         self.vocab_size = vocab_size
         self.grid_size = tuple(vit.patch_embed.grid_size)
         self.num_tokens = vit.patch_embed.num_patches  # N = H * W
+        self.seq_len = self.num_tokens if seq_len is None else seq_len
+        if not 0 < self.seq_len <= self.num_tokens:
+            raise ValueError(f"seq_len {seq_len} must be from 1 to the {self.grid_size[0]} x {self.grid_size[1]} "
+                             f"= {self.num_tokens} tokens of the ViT's grid")
         dim = vit.embed_dim
         generator = torch.Generator().manual_seed(seed)
 
@@ -133,29 +143,31 @@ class WarmupViT(nn.Module):
         self.head.requires_grad_("head" in trainable)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        B, N = tokens.shape
-        if self.num_tokens != N:
+        B, L = tokens.shape
+        if self.seq_len != L:
             H, W = self.grid_size
-            raise ValueError(f"sequence length {N} does not match the ViT's token grid: "
-                             f"{H} x {W} = {self.num_tokens} tokens")
+            raise ValueError(f"sequence length {L} does not match the warm-up's {self.seq_len} tokens "
+                             f"(the ViT's token grid: {H} x {W} = {self.num_tokens} tokens)")
         vit = self.vit
-        x = F.embedding(tokens, self.symbols)  # (B, N, D): symbols in place of patch embeddings
+        x = F.embedding(tokens, self.symbols)  # (B, L, D): symbols in place of patch embeddings
         if self.random_pos is not None:
-            x = x + self.random_pos  # (B, N, D)
+            x = x + self.random_pos[:, :L]  # (B, L, D)
+        if self.num_tokens > L:  # padded to the grid for _pos_embed, which knows the model's prefix layout
+            x = F.pad(x, (0, 0, 0, self.num_tokens - L))  # (B, N, D)
         if vit.dynamic_img_size:
             x = x.view(B, *self.grid_size, -1)  # (B, H, W, D): the layout _pos_embed expects then
-        x = vit._pos_embed(x)  # (B, P + N, D), P = vit.num_prefix_tokens
+        x = vit._pos_embed(x)[:, :vit.num_prefix_tokens + L]  # (B, P + L, D), P = vit.num_prefix_tokens
         x = vit.patch_drop(x)  # identity (checked in __init__), kept so the stages match forward_features
         x = vit.norm_pre(x)
         if vit.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(vit.blocks, x)
         else:
-            x = vit.blocks(x)  # (B, P + N, D), bidirectional attention
+            x = vit.blocks(x)  # (B, P + L, D), bidirectional attention
         # Exactly one of norm / fc_norm is a real norm: fc_norm replaces norm when global_pool='avg'.
         # Both act per token, so applying both gives every token the model's final norm.
         x = vit.fc_norm(vit.norm(x))
-        x = x[:, vit.num_prefix_tokens:]  # (B, N, D): drop class / distillation / register tokens
-        return self.head(x)  # (B, N, vocab_size)
+        x = x[:, vit.num_prefix_tokens:]  # (B, L, D): drop class / distillation / register tokens
+        return self.head(x)  # (B, L, vocab_size)
 
 
 def masked_token_loss(

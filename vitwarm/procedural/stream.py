@@ -106,11 +106,12 @@ class ProceduralTask:
             f"mask_ratio={self.mask_ratio}, shuffled={self.shuffled})"
         )
 
-    def batch(self, start: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    def batch(self, start: int, n: int, seed: int, grammar: bool = False) -> dict[str, np.ndarray]:
         """Global samples [start, start + n) as fresh arrays.
 
         Returns tokens (int64 (n, seq_len): the inputs, MASK at hidden positions), targets (int64
-        (n, seq_len): the unmasked sequence) and loss_mask (bool (n, seq_len): the hidden positions).
+        (n, seq_len): the unmasked sequence) and loss_mask (bool (n, seq_len): the hidden positions); with
+        ``grammar``, also grammar (int64 (n,): each sample's index into ``self.grammars``).
         """
         check_int("start", start, 0)
         check_int("n", n, 1)
@@ -120,7 +121,8 @@ class ProceduralTask:
             block_start = block_id * BLOCK_SIZE
             lo, hi = max(start, block_start) - block_start, min(start + n, block_start + BLOCK_SIZE) - block_start
             pieces.append({key: value[lo:hi] for key, value in self._block(seed, block_id).items()})
-        return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
+        keys = [key for key in pieces[0] if grammar or key != "grammar"]
+        return {key: np.concatenate([piece[key] for piece in pieces]) for key in keys}
 
     def _block(self, seed: int, block_id: int) -> dict[str, np.ndarray]:
         """Samples [block_id * BLOCK_SIZE, (block_id + 1) * BLOCK_SIZE); the last block is cached."""
@@ -138,7 +140,7 @@ class ProceduralTask:
         if self.shuffled:
             targets = shuffle_within_sequences(targets, rng)
         tokens, loss_mask = mask_targets(targets, target_mask, self.mask_ratio, rng, self.mask_id)
-        block = {"tokens": tokens, "targets": targets, "loss_mask": loss_mask}
+        block = {"tokens": tokens, "targets": targets, "loss_mask": loss_mask, "grammar": source.astype(np.int64)}
         self._cached_block = ((seed, block_id), block)
         return block
 

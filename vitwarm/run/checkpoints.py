@@ -78,6 +78,14 @@ class RunState:
     """Training samples skipped as corrupt or unreadable, summed over processes and restarts."""
     exports: dict[str, str] = field(default_factory=dict)
     """sha256 of each export in the run directory when the checkpoint was taken."""
+    probe: list[list[float]] = field(default_factory=list)
+    """The warm-up's probe so far: [step, probe accuracy (percent)] per evaluation, the first at step 0."""
+    stop_step: int | None = None
+    """Step at which warmup.stop=plateau decided to stop (its cool-down starts there); None: no decision yet."""
+    used_steps: dict[str, int] = field(default_factory=dict)
+    """Steps each finished phase actually ran (a stopped warm-up runs fewer than planned)."""
+    attention: dict[str, list] = field(default_factory=dict)
+    """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:

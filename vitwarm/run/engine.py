@@ -33,6 +33,7 @@ from .metrics import MetricsLog, check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
 from .preflight import preflight
+from .probe import probe_summary
 from .rundir import (
     CHECKPOINTS,
     MODEL_EXPORT,
@@ -167,7 +168,14 @@ def run_phases(launch: Launch, start: Start) -> Training:
     cfg, accelerator, state = launch.cfg, launch.accelerator, start.state
     run_dir = Path(cfg.run.dir)
     offset = 0
-    for phase in launch.plan.phases:
+    for index in range(len(launch.plan.phases)):
+        # Sized by what the phases before it used (vitwarm.run.plan.Plan.after): the same on every resume.
+        planned = launch.plan.phases[index]
+        launch.plan = launch.plan.after(state.used_steps, cfg.budget.regime)
+        phase = launch.plan.phases[index]
+        if phase != planned:
+            accelerator.print(f"vitwarm: the warm-up used {state.used_steps['warmup']} of its planned steps; "
+                              f"{phase.name} now {phase.steps} steps x {phase.global_batch} = {phase.samples} samples")
         launch.log.step_offset[phase.name] = offset
         offset += phase.steps
         kind = KINDS[phase.name]
@@ -185,8 +193,12 @@ def run_phases(launch: Launch, start: Start) -> Training:
         else:
             state.phase, state.step = phase.name, 0
         train_phase(launch, phase, training, state)
+        if training.watch:
+            training.watch.finish(accelerator.unwrap_model(training.model), state)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
+            state.used_steps[phase.name] = state.step
+            launch.log.write({"event": "phase_end", "phase": phase.name, "step": state.step} | phase.used(state.step))
         if kind.end:
             accelerator.print(kind.end(cfg, training, accelerator, launch.images))
         launch.save(phase, training, state)  # the phase-end checkpoint, marking the phase finished
@@ -211,7 +223,12 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
         window_start = time.perf_counter()
         sums = StepSums(accelerator.device)
         trained = [p for p in model.parameters() if p.requires_grad]
-        for step in range(state.step, phase.steps):
+        watch = training.watch
+        if watch:
+            for record in watch.begin(accelerator.unwrap_model(model), state):
+                launch.log.write(record)
+        while state.step < (watch.end() if watch else phase.steps):
+            step, end = state.step, watch.end() if watch else phase.steps
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
@@ -238,7 +255,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             state.window_steps += 1
             bar.update(1)
 
-            done = state.step == phase.steps
+            done = state.step == end
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
@@ -253,6 +270,9 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
                 launch.log.write(record)
                 state.masked_acc = record.get("masked_acc", state.masked_acc)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.0f}")
+                if watch and watch.due(state.step, phase.log_every, done):  # after the sync: a reduction of its own
+                    for record in watch.probe(accelerator.unwrap_model(model), state):
+                        launch.log.write(record)
             if eval_now:
                 launch.evaluate(phase, training, state)
             if save_now or stop_now:
@@ -266,6 +286,7 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
     model = accelerator.unwrap_model(training.model)
     final = plan.final
+    used = {p.name: p.used(state.used_steps.get(p.name, p.steps)) for p in plan.phases}
     val = evaluate(model, images.val, accelerator)
     launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
     test = evaluate(model, images.test, accelerator) if images.test is not None else {}
@@ -275,13 +296,15 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     summary = Summary(
         top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
-        image_samples=sum(p.samples for p in plan.phases if p.counts_images),
-        warmup_samples=sum(p.samples for p in plan.phases if not p.counts_images),
+        image_samples=sum(used[p.name]["used_samples"] for p in plan.phases if p.counts_images),
+        warmup_samples=sum(used[p.name]["used_samples"] for p in plan.phases if not p.counts_images),
         masked_acc=state.masked_acc, train_s=sum(state.wall_s.values()), wall_s=time.perf_counter() - launch.started,
         skipped_samples=state.skipped_samples,
-        phases={p.name: p.as_dict() | {"train_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
+        phases={p.name: p.as_dict() | used[p.name] | {"train_s": state.wall_s.get(p.name, 0.0)} for p in plan.phases},
         identity=state.identity,
         environment=environment(str(accelerator.device), accelerator.num_processes),
+        probe=probe_summary(state, cfg),
+        attention=state.attention,
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:

@@ -20,7 +20,7 @@ planned from. The training loop only reads them and never names a phase.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from omegaconf import DictConfig
 
@@ -68,6 +68,12 @@ class Phase:
     def counts_images(self) -> bool:
         """Whether its samples are image samples (metrics records and summary.json count those)."""
         return self.name == "image"
+
+    def used(self, steps: int) -> dict:
+        """The phase's planned and used length when it ran ``steps`` steps (a stopped warm-up runs fewer)."""
+        return {"planned_steps": self.steps, "used_steps": steps, "planned_samples": self.samples,
+                "used_samples": steps * self.global_batch, "planned_flops": self.flops,
+                "used_flops": self.flops * steps / self.steps}
 
     def as_dict(self) -> dict:
         """The phase as summary.json records it: its lengths and batches (roles and cadences follow from the
@@ -145,13 +151,17 @@ def image_init(cfg: DictConfig) -> str:
     return "sources" if cfg.transfer.sources else "finetune" if cfg.model.finetune else "fresh"
 
 
-def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
-                flops_per_sample: float) -> list[Phase]:
+def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_per_sample: float,
+                warmup_flops_per_sample: float | None = None, matched_flops: float | None = None) -> list[Phase]:
     """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring.
 
-    ``flops_per_sample`` is the forward FLOPs of one sample, the same for a sequence and an image (both fill
-    the same token grid), so a compute-matched run's extra image steps carry the warm-up's FLOPs.
+    ``flops_per_sample`` is the forward FLOPs of one image, ``warmup_flops_per_sample`` of one warm-up
+    sequence (default: the same, a sequence that fills the image's token grid). A compute-matched run's
+    extra image steps carry the training FLOPs of the warm-up it matches: ``matched_flops`` (a finished
+    warm-up's used FLOPs, ``budget.matched_to``) or else the additive warm-up of ``warmup.fraction``.
     """
+    if warmup_flops_per_sample is None:
+        warmup_flops_per_sample = flops_per_sample
     budget_samples = cfg.budget.epochs * train_samples
     warmup_samples = cfg.warmup.fraction * budget_samples
     image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
@@ -168,8 +178,10 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     warm_steps = to_steps(samples=warmup_samples, global_batch=warm_batch)
     image_steps = to_steps(samples=image_samples, global_batch=image_batch)
     if cfg.budget.regime == "compute_matched":
-        # The matched warm-up's steps x batch sequences, as image steps of the same FLOPs per sample.
-        image_steps += to_steps(samples=warm_steps * warm_batch, global_batch=image_batch)
+        # The matched warm-up's training FLOPs, as image steps of the same FLOPs.
+        if matched_flops is None:
+            matched_flops = 3 * warmup_flops_per_sample * warm_steps * warm_batch
+        image_steps += to_steps(samples=matched_flops / (3 * flops_per_sample), global_batch=image_batch)
     if not runs_warmup(cfg):
         warm_steps = 0
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
@@ -182,7 +194,8 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
               lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=warm_steps),
-              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch,
+              eval_every=0, grad_clip=cfg.warmup.grad_clip,
+              flops=3 * warmup_flops_per_sample * warm_steps * warm_batch,
               **cadences),
         Phase(name="image", init=image_init(cfg), final=True,
               steps=image_steps, global_batch=image_batch,
@@ -204,6 +217,25 @@ class Plan:
     num_classes: int
     img_size: int
     """Input side of the model in pixels (the image transforms resize to it)."""
+
+    def after(self, used_steps: dict[str, int], regime: str) -> Plan:
+        """The plan once the phases in ``used_steps`` have run that many steps (RunState.used_steps).
+
+        In the substitutive regime a warm-up that stopped early leaves its unused sequences to the image
+        phase, as image samples (rounded to whole steps of its batch): the image phase's length then follows
+        the warm-up's outcome, so it is computed when the image phase starts, from the checkpointed state.
+        """
+        warm = next((p for p in self.phases if p.name == "warmup"), None)
+        if regime != "substitutive" or warm is None or used_steps.get("warmup", warm.steps) == warm.steps:
+            return self
+        unused = (warm.steps - used_steps["warmup"]) * warm.global_batch
+        phases = []
+        for phase in self.phases:
+            if phase.counts_images:
+                steps = to_steps(samples=phase.samples + unused, global_batch=phase.global_batch)
+                phase = replace(phase, steps=steps, flops=phase.flops * steps / phase.steps)
+            phases.append(phase)
+        return replace(self, phases=phases)
 
     @property
     def final(self) -> Phase:

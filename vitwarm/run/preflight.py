@@ -19,7 +19,9 @@ from ..data.fmnist import fmnist_split_indices, load_fmnist
 from ..errors import ConfigError
 from .phases import KINDS
 from .phases.common import blame, build_vit
+from .phases.warmup import warmup_seq_len
 from .plan import Plan, plan_phases, vit_flops_per_sample
+from .rundir import read_summary
 
 
 def train_split(data: DictConfig) -> tuple[int, int]:
@@ -43,6 +45,18 @@ def train_split(data: DictConfig) -> tuple[int, int]:
     return len(splits[data.train_split][1]), len(FMNIST_CLASSES)
 
 
+def matched_flops(run_dir: str | None) -> float | None:
+    """The used warm-up FLOPs of the finished run ``run_dir`` (budget.matched_to), from its summary.json."""
+    if run_dir is None:
+        return None
+    summary = read_summary(run_dir)
+    used = (summary.phases.get("warmup") or {}).get("used_flops") if summary else None
+    if used is None:
+        why = "no finished run (summary.json)" if summary is None else "a run whose summary records no warm-up FLOPs"
+        raise ConfigError(f"budget.matched_to={run_dir!r} is {why}; name the directory of a finished warm-up run")
+    return used
+
+
 def preflight(cfg: DictConfig, world_size: int) -> Plan:
     """Plan the run for ``world_size`` processes and dry-build every phase; raises ConfigError naming the key."""
     with blame(f"data.source={cfg.data.source!r}"):
@@ -53,7 +67,9 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
         with blame(f"model.name={cfg.model.name} with model.kwargs={OmegaConf.to_container(cfg.model.kwargs)}"):
             image_vit(image_in)  # (1, classes)
     phases = plan_phases(cfg, train_samples=train_samples, world_size=world_size,
-                         flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches))
+                         flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches),
+                         warmup_flops_per_sample=vit_flops_per_sample(image_vit, warmup_seq_len(cfg.warmup, image_vit)),
+                         matched_flops=matched_flops(cfg.budget.matched_to))
     plan = Plan(phases=phases, train_samples=train_samples, num_classes=num_classes,
                 img_size=image_vit.patch_embed.img_size[0])
     for phase in plan.phases:

@@ -137,6 +137,10 @@ class Summary:
     identity: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     """What the run finished on (``environment()``); runs of earlier versions have none."""
+    probe: dict[str, Any] = field(default_factory=dict)
+    """The warm-up's probe (vitwarm.run.probe.probe_summary): start, last and best accuracy, transition, stop."""
+    attention: dict[str, list] = field(default_factory=dict)
+    """The warmed-up ViT's attention-structure scores per layer and head (vitwarm.models.attention_scores)."""
 
 
 def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:

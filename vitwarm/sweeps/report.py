@@ -49,7 +49,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cells_table(cell_keys: list[str], stats: list[dict], metric: str) -> str:
-    header = [*cell_keys, "n", f"{metric} mean ± std", "image samples", "warm-up samples", "masked acc", "train s"]
+    header = [*cell_keys, "n", f"{metric} mean ± std", "image samples", "warm-up samples", "masked acc", "probe acc",
+              "qk / vo score", "train s"]
     rows = [
         [
             *(str(row[k]) for k in cell_keys),
@@ -58,6 +59,8 @@ def cells_table(cell_keys: list[str], stats: list[dict], metric: str) -> str:
             _fmt_count(row["image_samples"]),
             _fmt_count(row["warmup_samples"]),
             _fmt(row["masked_acc"], 3),
+            _fmt(row["probe_acc"], 3),
+            f"{_fmt(row['mimetic_qk'], 2)} / {_fmt(row['mimetic_vo'], 2)}",
             _fmt(row["train_s"], 0),
         ]
         for row in stats
@@ -135,7 +138,8 @@ def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
 
 
 def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
-    columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "train_s"]
+    columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "probe_acc",
+               "mimetic_qk", "mimetic_vo", "train_s"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*columns, "runs"])

@@ -218,6 +218,12 @@ def mean_of(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def attention_mean(summary: dict, key: str) -> float | None:
+    """The mean over layers (and heads) of one attention-structure score of a run's warm-up, or None without one."""
+    scores = (summary.get("attention") or {}).get(key)
+    return float(np.mean(scores)) if scores else None
+
+
 def seed_stats(scores: list[float]) -> dict:
     """n, mean, std (ddof 1) and standard error of the mean over seeds; spreads are None for n < 2."""
     n = len(scores)
@@ -240,6 +246,9 @@ def cell_stats(cell: Cell, metric: str) -> dict:
         "image_samples": mean_of([r.summary.get("image_samples") for r in cell.runs]),
         "warmup_samples": mean_of([r.summary.get("warmup_samples") for r in cell.runs]),
         "masked_acc": mean_of([r.summary.get("masked_acc") for r in cell.runs]),
+        "probe_acc": mean_of([(r.summary.get("probe") or {}).get("last_acc") for r in cell.runs]),
+        "mimetic_qk": mean_of([attention_mean(r.summary, "qk") for r in cell.runs]),
+        "mimetic_vo": mean_of([attention_mean(r.summary, "vo_layer") for r in cell.runs]),
         "train_s": mean_of([r.summary.get("train_s") for r in cell.runs]),
         "runs": [r.name for r in cell.runs],
     }

@@ -39,6 +39,7 @@ class Training:
     batches: Iterator  # this process's micro-batches, from the resume position on
     loss: Callable  # (model, batch) -> (loss, {name: count tensor to all-reduce})
     ema: ModelEmaV3 | None = None
+    watch: object | None = None  # vitwarm.run.probe.Watch: the warm-up's probe and stop rule; None: neither
 
 
 @dataclass(frozen=True)

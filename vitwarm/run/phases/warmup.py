@@ -1,8 +1,9 @@
 """The warm-up phase: masked-token prediction on procedural sequences, then the transfer into an image ViT.
 
 - setup: a ``WarmupViT`` around a fresh timm ViT (the symbol table and position handling of
-  vitwarm.models.token_path), AdamW with a cosine schedule, the procedural ``TokenStream`` from the
-  resume position on.
+  vitwarm.models.token_path), AdamW with a cosine schedule (warmup.stop=plateau: warm-up-stable-decay),
+  the procedural ``TokenStream`` from the resume position on, and the probe and stop rule
+  (vitwarm.run.probe.Watch).
 - check: the grammar on the model's token grid, the token path, the optimizer and the transfer selection,
   all built on the meta device before step 1.
 - end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
@@ -18,12 +19,15 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
 from ...data.loaders import worker_init
+from ...errors import ConfigError
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan
+from ..probe import Watch
+from ..stop import WSD
 from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
@@ -31,9 +35,15 @@ from .common import PhaseKind, Training, blame, build_vit, check_optimizer, crea
 OPT, SCHED = "adamw", "cosine"
 
 
-def warmup_task(procedural: DictConfig, vit: VisionTransformer) -> ProceduralTask:
-    """The masked-token task of the config's ``procedural`` section on ``vit``'s token grid."""
-    return ProceduralTask(procedural.grammar, seq_len=vit.patch_embed.num_patches,
+def warmup_seq_len(warmup: DictConfig, vit: VisionTransformer) -> int:
+    """Tokens per warm-up sequence: ``warmup.seq_len``, or (0) the whole token grid of ``vit``."""
+    return warmup.seq_len or vit.patch_embed.num_patches
+
+
+def warmup_task(cfg: DictConfig, vit: VisionTransformer) -> ProceduralTask:
+    """The masked-token task of the config's ``procedural`` section, sequences of ``warmup_seq_len`` tokens."""
+    procedural = cfg.procedural
+    return ProceduralTask(procedural.grammar, seq_len=warmup_seq_len(cfg.warmup, vit),
                           params=OmegaConf.to_container(procedural.params), mask_ratio=procedural.mask_ratio,
                           shuffled=procedural.shuffled)
 
@@ -49,10 +59,14 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
     vit = create_vit(cfg, "warmup-init", num_classes=0)
-    task = warmup_task(cfg.procedural, vit)
+    task = warmup_task(cfg, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
-                      seed=derive_seed(cfg.seed, "symbols"))
+                      seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
     optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
+    watch = Watch(cfg, phase, task, accelerator)
+    if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
+        scheduler = WSD(optimizer, lr=cfg.warmup.lr, min_lr=cfg.warmup.min_lr, warmup=phase.lr_warmup_steps,
+                        cooldown=watch.cooldown, start=watch.decay_start)
     model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
     stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
                          start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
@@ -65,7 +79,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
         value, correct, masked = masked_token_loss(logits, batch["targets"], batch["loss_mask"])
         return value, {"correct": correct, "masked": masked}
 
-    return Training(model, optimizer, scheduler, iter(loader), loss)
+    return Training(model, optimizer, scheduler, iter(loader), loss, watch=watch)
 
 
 def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
@@ -74,15 +88,23 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
         vit = build_vit(cfg.model, num_classes=0)
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
+    if warmup.seq_len > H * W:
+        raise ConfigError(f"warmup.seq_len={warmup.seq_len} is longer than the {H} x {W} = {H * W} token grid of "
+                          f"model {cfg.model.name}; use at most {H * W}, or 0 for the whole grid")
+    grid = f"the {H} x {W} = {H * W} token grid"
+    where = f"{warmup.seq_len}-token sequences (warmup.seq_len) on {grid}" if warmup.seq_len else grid
     with blame(f"procedural.grammar={procedural.grammar!r} with procedural.params="
-               f"{OmegaConf.to_container(procedural.params)} on the {H} x {W} = {H * W} token grid of model "
-               f"{cfg.model.name}"):
-        task = warmup_task(procedural, vit)
+               f"{OmegaConf.to_container(procedural.params)} on {where} of model {cfg.model.name}"):
+        task = warmup_task(cfg, vit)
         task.batch(0, 1, seed=0)  # one real sample: the grammar's own checks of its parameters and length
     with blame(f"warmup.pos_embed={warmup.pos_embed!r}, warmup.trainable={list(warmup.trainable)}"):
-        model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable)
-        model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
+        model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable,
+                          seq_len=task.seq_len)
+        model(torch.zeros(1, task.seq_len, dtype=torch.long, device="meta"))  # (1, L) -> (1, L, vocab)
     check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
+    if 0 < warmup.probe.size < world_size:
+        raise ConfigError(f"warmup.probe.size={warmup.probe.size} cannot be split over {world_size} processes; "
+                          f"use at least {world_size} sequences or 0 to turn the probe off")
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
