@@ -7,7 +7,7 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 - additive:     the warm-up gets f·B sequences on top of the image phase's B images;
 - compute_matched: no warm-up phase; the image phase gets B images plus the extra steps whose training
   FLOPs equal those of the additive warm-up of fraction f (the control that spends the warm-up's compute
-  on more image training instead).
+  on more image training instead); with ``warmup.model``, those of the smaller warm-up model.
 
 A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
 source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
@@ -145,13 +145,15 @@ def image_init(cfg: DictConfig) -> str:
     return "sources" if cfg.transfer.sources else "finetune" if cfg.model.finetune else "fresh"
 
 
-def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
-                flops_per_sample: float) -> list[Phase]:
+def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_per_sample: float,
+                warmup_flops_per_sample: float | None = None) -> list[Phase]:
     """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring.
 
-    ``flops_per_sample`` is the forward FLOPs of one sample, the same for a sequence and an image (both fill
-    the same token grid), so a compute-matched run's extra image steps carry the warm-up's FLOPs.
+    ``flops_per_sample`` is the forward FLOPs of one image, and of one sequence when the warm-up runs the
+    image model (both fill the same token grid); ``warmup_flops_per_sample`` is a sequence's on the warm-up's
+    own smaller model (``warmup.model``). A compute-matched run's extra image steps carry the warm-up's FLOPs.
     """
+    warm_fps = flops_per_sample if warmup_flops_per_sample is None else warmup_flops_per_sample
     budget_samples = cfg.budget.epochs * train_samples
     warmup_samples = cfg.warmup.fraction * budget_samples
     image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
@@ -168,8 +170,10 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
     warm_steps = to_steps(samples=warmup_samples, global_batch=warm_batch)
     image_steps = to_steps(samples=image_samples, global_batch=image_batch)
     if cfg.budget.regime == "compute_matched":
-        # The matched warm-up's steps x batch sequences, as image steps of the same FLOPs per sample.
-        image_steps += to_steps(samples=warm_steps * warm_batch, global_batch=image_batch)
+        # The matched warm-up's steps x batch sequences, as image steps of the same FLOPs (a sequence on the
+        # warm-up's own model costs warm_fps / flops_per_sample of an image).
+        image_steps += to_steps(samples=warm_steps * warm_batch * (warm_fps / flops_per_sample),
+                                global_batch=image_batch)
     if not runs_warmup(cfg):
         warm_steps = 0
     epoch_steps = to_steps(epochs=1, epoch_samples=train_samples, global_batch=image_batch)
@@ -182,7 +186,7 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
               lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=warm_steps),
-              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * flops_per_sample * warm_steps * warm_batch,
+              eval_every=0, grad_clip=cfg.warmup.grad_clip, flops=3 * warm_fps * warm_steps * warm_batch,
               **cadences),
         Phase(name="image", init=image_init(cfg), final=True,
               steps=image_steps, global_batch=image_batch,

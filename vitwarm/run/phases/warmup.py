@@ -7,6 +7,9 @@
   all built on the meta device before step 1.
 - end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
   (vitwarm.run.export): the image phase starts from it, and it is the user's artefact.
+
+With ``warmup.model`` set, the phase trains that smaller ViT instead, and its end exports the small ViT
+itself; the image phase grows it into the image model (vitwarm.run.phases.growth).
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from ...config import grows
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan
-from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
+from . import growth
+from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
 # the config's warmup section.
@@ -47,7 +52,7 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
-    vit = create_vit(cfg, "warmup-init", num_classes=0)
+    vit = growth.create_warmup_vit(cfg)
     task = warmup_task(cfg.procedural, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
@@ -70,7 +75,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
     """The grammar on the token grid, the token path, the optimizer and the transfer selection (meta device)."""
     with torch.device("meta"):
-        vit = build_vit(cfg.model, num_classes=0)
+        vit = growth.build_warmup_vit(cfg)
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
     with blame(f"procedural.grammar={procedural.grammar!r} with procedural.params="
@@ -82,6 +87,9 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
         model = WarmupViT(vit, task.vocab_size, pos_embed=warmup.pos_embed, trainable=warmup.trainable)
         model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
     check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
+    if grows(cfg):
+        growth.check(cfg, vit, image_vit)
+        return
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
@@ -91,6 +99,8 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
 def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
     """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
     warm_vit = accelerator.unwrap_model(training.model).vit
+    if grows(cfg):
+        return growth.export_small(cfg, warm_vit, accelerator)
     image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
     report = transfer_into(cfg, warm_vit, image_vit, seed=derive_seed(cfg.seed, "transfer-shuffle"))
     export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
