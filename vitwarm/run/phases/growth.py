@@ -5,7 +5,7 @@ with one shared middle block) and exports *it*, headless, as ``RUN_DIR/warmup/``
 of the small architecture. The image phase then grows it into its fresh image ViT
 (vitwarm.models.grow: width tiling, ``transfer.grow_depth``, ``transfer.grow_noise``) instead of loading
 the export as it is; the rest of the ``transfer`` section (parts, blocks, keep_*, shuffle) selects what is
-grown. Preflight checks the pair on the meta device (``check``), so an impossible one fails before step 1.
+grown. Preflight checks the pair on the meta device (``check_pair``), so an impossible one fails before step 1.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _grow(cfg: DictConfig, small: VisionTransformer, big: VisionTransformer, see
                 blocks=t.blocks, keep_pos_embed=t.keep_pos_embed, keep_cls_token=t.keep_cls_token, shuffle=t.shuffle)
 
 
-def check(cfg: DictConfig, small: VisionTransformer, image_vit: VisionTransformer) -> None:
+def check_pair(cfg: DictConfig, small: VisionTransformer, image_vit: VisionTransformer) -> None:
     """The pair can grow with the config's transfer selection (shapes only: meta-device models)."""
     t = cfg.transfer
     with blame(f"{SECTION}={OmegaConf.to_container(cfg.warmup.model)} into model.name={cfg.model.name} with "

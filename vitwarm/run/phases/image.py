@@ -29,8 +29,8 @@ from ..export import export_dir, export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan
 from ..rundir import WARMUP_EXPORT
-from . import growth
 from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
+from .growth import grow_export_into
 
 
 def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator) -> None:
@@ -57,7 +57,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
     model = create_vit(cfg, "image-init", num_classes=images.num_classes, drop_path_rate=cfg.model.drop_path_rate)
     if start_step == 0:  # a resumed phase gets its weights from the checkpoint instead
         if phase.init == "warmup" and grows(cfg):
-            accelerator.print(growth.grow_export_into(cfg, model))  # the warmed-up small model, grown
+            accelerator.print(grow_export_into(cfg, model))  # the warmed-up small model, grown
         elif phase.init == "warmup":
             load_export_without_head(model, export_dir(cfg, WARMUP_EXPORT))  # what the warm-up phase left
         elif phase.init == "sources":

@@ -27,8 +27,8 @@ from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan
-from . import growth
 from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
+from .growth import build_warmup_vit, check_pair, create_warmup_vit, export_small
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
 # the config's warmup section.
@@ -52,7 +52,7 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
-    vit = growth.create_warmup_vit(cfg)
+    vit = create_warmup_vit(cfg)
     task = warmup_task(cfg.procedural, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"))
@@ -75,7 +75,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
     """The grammar on the token grid, the token path, the optimizer and the transfer selection (meta device)."""
     with torch.device("meta"):
-        vit = growth.build_warmup_vit(cfg)
+        vit = build_warmup_vit(cfg)
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
     with blame(f"procedural.grammar={procedural.grammar!r} with procedural.params="
@@ -88,7 +88,7 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
         model(torch.zeros(1, H * W, dtype=torch.long, device="meta"))  # (1, N) -> (1, N, vocab)
     check_optimizer("warmup", warmup, vit, phase, opt=OPT, sched=SCHED)
     if grows(cfg):
-        growth.check(cfg, vit, image_vit)
+        check_pair(cfg, vit, image_vit)
         return
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
@@ -100,7 +100,7 @@ def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: I
     """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
     warm_vit = accelerator.unwrap_model(training.model).vit
     if grows(cfg):
-        return growth.export_small(cfg, warm_vit, accelerator)
+        return export_small(cfg, warm_vit, accelerator)
     image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
     report = transfer_into(cfg, warm_vit, image_vit, seed=derive_seed(cfg.seed, "transfer-shuffle"))
     export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
