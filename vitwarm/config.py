@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from .catalog import resolve_recipe
 from .errors import ConfigError
-from .models import PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
+from .models import GROW_DEPTHS, PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
 
 # Each field's valid values sit next to it: ``checked(default, rule)`` stores the rule in the field's metadata
@@ -84,11 +84,14 @@ class Parses:
 
 @dataclass(frozen=True)
 class TimmModel:
-    """A model timm can build (``timm.list_models``; importing vitwarm registers the vitwarm_* ones)."""
+    """A model timm can build (``timm.list_models``; importing vitwarm registers the vitwarm_* ones);
+    ``empty_ok``: '' is valid too (it means another key's model)."""
+
+    empty_ok: bool = False
 
     def error(self, value: Any) -> str | None:
         names = timm.list_models()
-        if value in names:
+        if value in names or (self.empty_ok and value == ""):
             return None
         close = difflib.get_close_matches(value, names, n=3, cutoff=0.7)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -158,10 +161,24 @@ class ProceduralConfig:
 
 @dataclass
 class ProbeConfig:
+    """The warm-up's held-out probe (docs/procedural.md#the-probe)."""
+
     size: int = checked(512, Range(0))
     """Held-out sequences in the warm-up's probe set, split over processes (0 turns the probe off)."""
     every_steps: int = checked(20, Range(0))
     """Probe at the first log record at or after every this many warm-up steps, and at step 0 and the end (0: off)."""
+
+
+@dataclass
+class WarmupModelConfig:
+    """A warm-up model other than the image model, grown into it at the switch (docs/models.md#growth)."""
+
+    name: str = checked("", TimmModel(empty_ok=True))
+    """timm model name of the warm-up ViT; '' (default) is model.name, with model.kwargs under these kwargs."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for timm.create_model (embed_dim, num_heads, depth, ...); checked by building and growing."""
+    shared_middle: bool = False
+    """One middle block applied depth-2 times (the core's recurrent block); needs depth >= 3."""
 
 
 @dataclass
@@ -202,6 +219,8 @@ class WarmupConfig:
     """Probe evaluations after the transition over which the gain is measured (>= 1)."""
     cooldown: float = checked(0.1, Range(0, 1, low_open=True, high_open=True))
     """warmup.stop=plateau: LR decay to min_lr after the stop, as a fraction of the planned warm-up steps, in (0, 1)."""
+    model: WarmupModelConfig = field(default_factory=WarmupModelConfig)
+    """The warm-up's own smaller ViT, grown into the image model; all defaults: the image model itself."""
 
 
 @dataclass
@@ -218,6 +237,11 @@ class TransferConfig:
     """Ablation: permute the transferred weights ('all', 'attn', 'mlp'); None copies them as they are."""
     sources: dict[str, str] = field(default_factory=dict)
     """Composed transfer: part ('attn'/'mlp'/'norm') -> warmup/ export folder of a finished warm-up; no own warm-up."""
+    grow_depth: str = checked("stretch", OneOf(GROW_DEPTHS))
+    """With warmup.model: big block <- small block map, 'stretch' (each repeated in order) or 'core' (first,
+    middle unrolled, last)."""
+    grow_noise: float = checked(0.01, Range(0, 1))
+    """With warmup.model: symmetry-breaking noise per grown tensor, as a fraction of its RMS (0: exact copy)."""
 
 
 @dataclass
@@ -416,7 +440,7 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
         new, convert = RENAMED[key]
         return ConfigError(f"config key '{key}' was renamed to '{new}' ({convert}): write {new}=VALUE")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
-        free_form = ("model.kwargs.", "procedural.params.")
+        free_form = ("model.kwargs.", "procedural.params.", "warmup.model.kwargs.")
         valid = [k for k in _valid_keys(schema, "") if not k.startswith(free_form)]
         close = difflib.get_close_matches(key, valid, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -539,6 +563,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.budget.matched_to is not None and cfg.budget.regime != "compute_matched":
         raise ConfigError(f"budget.matched_to={cfg.budget.matched_to!r} needs budget.regime=compute_matched "
                           f"(got {cfg.budget.regime})")
+    if cfg.transfer.sources and grows(cfg):
+        raise ConfigError(f"warmup.model={_select(cfg, 'warmup.model')} grows this run's own warm-up, and "
+                          "transfer.sources has none; set one of them")
     if cfg.transfer.sources:
         # The run takes its parts from finished warm-ups; warmup.fraction states theirs, for the budget.
         if cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched":
@@ -563,6 +590,12 @@ def validate(cfg: DictConfig) -> None:
         bounds = _select(cfg, key)
         if len(bounds) != 2 or bounds[0] > bounds[1]:
             raise ConfigError(f"{key}={bounds} must be [min, max] with min <= max")
+
+
+def grows(cfg: DictConfig) -> bool:
+    """Whether the warm-up runs a model of its own (``warmup.model``), grown into the image model."""
+    m = cfg.warmup.model
+    return bool(m.name or m.kwargs or m.shared_middle)
 
 
 def flatten(cfg: DictConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ The purposes, with their indices:
 | ``token-block`` | block | one block of ``BLOCK_SIZE`` procedural samples, from the stream's base seed |
 | ``probe`` | | the warm-up's held-out probe set (vitwarm.procedural.probe), apart from the training stream |
 | ``transfer-shuffle`` | | the shuffled-transfer ablation |
+| ``grow`` | | growing ``warmup.model`` into the image model: its symmetry-breaking noise (and shuffle ablation) |
 | ``warmup``, ``image`` | step, rank | the global generators at each step of that phase (``seed_step``) |
 | ``shards`` | epoch | the order of a training epoch's shards |
 | ``buffer`` | epoch, rank, worker | a loader worker's shuffle buffer |

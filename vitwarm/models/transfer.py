@@ -110,6 +110,12 @@ def _check_same_architecture(src: VisionTransformer, dst: VisionTransformer) -> 
         )
 
 
+def permute_entries(value: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``value`` with its entries randomly permuted: exactly the same multiset of values, no structure."""
+    order = torch.randperm(value.numel(), generator=generator).to(value.device)
+    return value.flatten()[order].view_as(value)
+
+
 @dataclass
 class TransferReport:
     """What `transfer` did: names of copied (and shuffled) parameters and their element count."""
@@ -186,9 +192,7 @@ def transfer(
     for name in wanted:
         value = src_params[name].detach()
         if shuffle == "all" or (shuffle is not None and param_part(name) == shuffle):
-            # Permuting the flattened entries keeps exactly the same multiset of values.
-            order = torch.randperm(value.numel(), generator=generator).to(value.device)
-            value = value.flatten()[order].view_as(value)
+            value = permute_entries(value, generator)
             report.shuffled.append(name)
         dst_params[name].copy_(value)
         report.copied.append(name)

@@ -40,6 +40,7 @@ from safetensors.torch import load_model
 
 from ..atomic import atomic_write, atomic_write_text, check_hashes, fault_point, file_hash, fsync_dir, write_safetensors
 from ..errors import ConfigError
+from ..models import unique_state_dict
 from ..models.hub import WEIGHTS
 from .rundir import CHECKPOINTS, SUMMARY, Summary, check_identity, identity, read_summary
 
@@ -125,7 +126,7 @@ def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torc
             shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_safetensors(tmp / WEIGHTS, model.state_dict())
+    write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
     atomic_write(tmp / "optimizer.pt", lambda path: torch.save(optimizer.state_dict(), path))
     if ema is not None:
         write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())

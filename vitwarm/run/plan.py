@@ -7,7 +7,7 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 - additive:     the warm-up gets f·B sequences on top of the image phase's B images;
 - compute_matched: no warm-up phase; the image phase gets B images plus the extra steps whose training
   FLOPs equal those of the additive warm-up of fraction f (the control that spends the warm-up's compute
-  on more image training instead).
+  on more image training instead); with ``warmup.model``, those of the smaller warm-up model.
 
 A composed run (``transfer.sources``) has no warm-up phase either: its ``warmup.fraction`` is the one its
 source warm-ups ran with, so the image phase is sized as for a warm-up run of that fraction.
@@ -156,9 +156,11 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
     """The run's phases in order; a warm-up of 0 steps is left out. Lengths follow the module docstring.
 
     ``flops_per_sample`` is the forward FLOPs of one image, ``warmup_flops_per_sample`` of one warm-up
-    sequence (default: the same, a sequence that fills the image's token grid). A compute-matched run's
-    extra image steps carry the training FLOPs of the warm-up it matches: ``matched_flops`` (a finished
-    warm-up's used FLOPs, ``budget.matched_to``) or else the additive warm-up of ``warmup.fraction``.
+    sequence on the warm-up's model (default: the same, a sequence that fills the image model's token
+    grid; less for shorter sequences, ``warmup.seq_len``, or a smaller model, ``warmup.model``). A
+    compute-matched run's extra image steps carry the training FLOPs of the warm-up it matches:
+    ``matched_flops`` (a finished warm-up's used FLOPs, ``budget.matched_to``) or else the additive
+    warm-up of ``warmup.fraction``.
     """
     if warmup_flops_per_sample is None:
         warmup_flops_per_sample = flops_per_sample

@@ -67,35 +67,38 @@ def blame(what: str) -> Iterator[None]:
         raise ConfigError(f"{what}: {reason}") from None
 
 
-def build_vit(model: DictConfig, **kwargs) -> VisionTransformer:
-    """The timm ViT of the config's ``model`` section; ``kwargs`` (num_classes, ...) add to model.kwargs."""
+def build_vit(model: DictConfig, section: str = "model", **kwargs) -> VisionTransformer:
+    """The timm ViT of a config's model section (``section``: its key, for messages: ``model`` or the warm-up's
+    ``warmup.model``); ``kwargs`` (num_classes, ...) add to its kwargs."""
     model_kwargs = OmegaConf.to_container(model.kwargs) | kwargs
     try:
         vit = timm.create_model(model.name, pretrained=False, in_chans=model.in_chans, **model_kwargs)
     except TypeError as err:  # an argument the model class does not take, or no ViT at all
         with torch.device("meta"):
-            _check_is_vit(timm.create_model(model.name, pretrained=False), model.name)
+            _check_is_vit(timm.create_model(model.name, pretrained=False), model.name, section)
         valid = sorted(set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "kwargs"})
-        raise ConfigError(f"model.kwargs={OmegaConf.to_container(model.kwargs)} cannot build {model.name}: {err}; "
-                          f"valid arguments of timm's VisionTransformer: {', '.join(valid)}") from None
+        raise ConfigError(f"{section}.kwargs={OmegaConf.to_container(model.kwargs)} cannot build {model.name}: "
+                          f"{err}; valid arguments of timm's VisionTransformer: {', '.join(valid)}") from None
     except (ValueError, AssertionError, RuntimeError) as err:  # values the model cannot be built with
-        raise ConfigError(f"model.name={model.name} with model.kwargs={OmegaConf.to_container(model.kwargs)} "
+        raise ConfigError(f"{section}.name={model.name} with {section}.kwargs={OmegaConf.to_container(model.kwargs)} "
                           f"cannot be built: {type(err).__name__}: {err}") from None
-    _check_is_vit(vit, model.name)
+    _check_is_vit(vit, model.name, section)
     return vit
 
 
-def _check_is_vit(model: torch.nn.Module, name: str) -> None:
+def _check_is_vit(model: torch.nn.Module, name: str, section: str) -> None:
     if not isinstance(model, VisionTransformer):
         examples = ", ".join(timm.list_models("vitwarm_*")[:3] + ["vit_small_patch16_224", "deit_tiny_patch16_224"])
-        raise ConfigError(f"model.name={name} is a {type(model).__name__}, not a timm VisionTransformer; "
+        raise ConfigError(f"{section}.name={name} is a {type(model).__name__}, not a timm VisionTransformer; "
                           f"supported are timm's VisionTransformer models and their subclasses, e.g. {examples}")
 
 
-def create_vit(cfg: DictConfig, purpose: str, **kwargs) -> VisionTransformer:
-    """The configured timm ViT with a seeded initialisation (``model.init``), so a restarted run rebuilds it."""
+def create_vit(cfg: DictConfig, purpose: str, model: DictConfig | None = None, section: str = "model",
+               **kwargs) -> VisionTransformer:
+    """The configured timm ViT with a seeded initialisation (``model.init``), so a restarted run rebuilds it;
+    ``model``/``section``: another model section than ``cfg.model`` (see `build_vit`)."""
     torch.manual_seed(derive_seed(cfg.seed, purpose))
-    vit = build_vit(cfg.model, **kwargs)
+    vit = build_vit(cfg.model if model is None else model, section, **kwargs)
     if cfg.model.init == "mimetic":
         mimetic_init_(vit, seed=derive_seed(cfg.seed, purpose, "mimetic"), **cfg.model.mimetic)
     return vit

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
+from ...config import grows
 from ...data import ImageTransform, make_mixup, read_splits
 from ...errors import ConfigError
 from ...models import compose, load_export_without_head
@@ -29,6 +30,7 @@ from ..images import ImageData
 from ..plan import Phase, Plan
 from ..rundir import WARMUP_EXPORT
 from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
+from .growth import grow_export_into
 
 
 def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Accelerator) -> None:
@@ -54,7 +56,9 @@ def image_batches(loader, start_micro: int) -> Iterator:
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes, drop_path_rate=cfg.model.drop_path_rate)
     if start_step == 0:  # a resumed phase gets its weights from the checkpoint instead
-        if phase.init == "warmup":
+        if phase.init == "warmup" and grows(cfg):
+            accelerator.print(grow_export_into(cfg, model))  # the warmed-up small model, grown
+        elif phase.init == "warmup":
             load_export_without_head(model, export_dir(cfg, WARMUP_EXPORT))  # what the warm-up phase left
         elif phase.init == "sources":
             compose_sources(cfg, model, accelerator)

@@ -8,6 +8,9 @@
   all built on the meta device before step 1.
 - end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
   (vitwarm.run.export): the image phase starts from it, and it is the user's artefact.
+
+With ``warmup.model`` set, the phase trains that smaller ViT instead, and its end exports the small ViT
+itself; the image phase grows it into the image model (vitwarm.run.phases.growth).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from ...config import grows
 from ...data.loaders import worker_init
 from ...errors import ConfigError
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
@@ -25,10 +29,11 @@ from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
-from ..plan import Phase, Plan
+from ..plan import Phase, Plan, vit_flops_per_sample
 from ..probe import Watch
 from ..stop import WSD
-from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
+from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
+from .growth import build_warmup_vit, check_pair, create_warmup_vit, export_small
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
 # the config's warmup section.
@@ -38,6 +43,16 @@ OPT, SCHED = "adamw", "cosine"
 def warmup_seq_len(warmup: DictConfig, vit: VisionTransformer) -> int:
     """Tokens per warm-up sequence: ``warmup.seq_len``, or (0) the whole token grid of ``vit``."""
     return warmup.seq_len or vit.patch_embed.num_patches
+
+
+def warmup_flops_per_sample(cfg: DictConfig, image_vit: VisionTransformer) -> float:
+    """Forward FLOPs of one warm-up sequence: ``warmup_seq_len`` tokens on the warm-up's model (the image
+    model, or ``warmup.model`` when it grows)."""
+    vit = image_vit
+    if grows(cfg):
+        with torch.device("meta"):
+            vit = build_warmup_vit(cfg)
+    return vit_flops_per_sample(vit, warmup_seq_len(cfg.warmup, vit))
 
 
 def warmup_task(cfg: DictConfig, vit: VisionTransformer) -> ProceduralTask:
@@ -58,7 +73,7 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
-    vit = create_vit(cfg, "warmup-init", num_classes=0)
+    vit = create_warmup_vit(cfg)
     task = warmup_task(cfg, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
@@ -85,7 +100,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
     """The grammar on the token grid, the token path, the optimizer and the transfer selection (meta device)."""
     with torch.device("meta"):
-        vit = build_vit(cfg.model, num_classes=0)
+        vit = build_warmup_vit(cfg)
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
     if warmup.seq_len > H * W:
@@ -105,6 +120,9 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
     if 0 < warmup.probe.size < world_size:
         raise ConfigError(f"warmup.probe.size={warmup.probe.size} cannot be split over {world_size} processes; "
                           f"use at least {world_size} sequences or 0 to turn the probe off")
+    if grows(cfg):
+        check_pair(cfg, vit, image_vit)
+        return
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
@@ -114,6 +132,8 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
 def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
     """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
     warm_vit = accelerator.unwrap_model(training.model).vit
+    if grows(cfg):
+        return export_small(cfg, warm_vit, accelerator)
     image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
     report = transfer_into(cfg, warm_vit, image_vit, seed=derive_seed(cfg.seed, "transfer-shuffle"))
     export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
