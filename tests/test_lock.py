@@ -38,12 +38,15 @@ def test_a_directory_the_lock_created_and_nothing_filled_is_removed_on_release(t
 def test_a_forked_child_does_not_keep_the_lock(tmp_path):
     lock = lock_run_dir(tmp_path)
     read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child (a DataLoader worker, say) lives on until the parent has re-locked
         os.close(write_end)
+        os.write(ready_write, b"r")  # running: the fork hooks have run
         os.read(read_end, 1)
         os._exit(0 if lock.fd == -1 else 1)
     os.close(read_end)
+    assert os.read(ready_read, 1) == b"r"
     lock.release()
     lock_run_dir(tmp_path).release()  # free although the child still runs
     os.close(write_end)
