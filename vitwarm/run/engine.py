@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,27 +22,23 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..atomic import check_hashes
-from ..config import flatten
-from ..data import ensure_fmnist_shards, read_splits
 from ..seeds import seed_step
-from .checkpoints import RunState, Start, checkpoint_name, load_checkpoint, save_checkpoint, where_to_start
+from .checkpoints import RunState, Start, load_checkpoint, where_to_start
 from .export import export_run
-from .images import ImageData, evaluate
+from .images import evaluate
+from .launch import Launch, open_data, open_log
 from .lock import hold_run_dir
-from .metrics import MetricsLog, check_trackers, window_record
+from .metrics import check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
-    CHECKPOINTS,
     MODEL_EXPORT,
     SUMMARY,
     Summary,
     environment,
     eval_record,
-    hash_exports,
-    write_config,
     write_summary,
 )
 from .signals import StopRequest
@@ -52,46 +48,6 @@ from .step import StepSums, guarded_step, sync_window
 def accelerate_precision(precision: str) -> str:
     """Accelerate's name for a precision: full fp32 is 'no' (mixed precision off)."""
     return "no" if precision == "fp32" else precision
-
-
-@dataclass
-class Launch:
-    """What the phases of one launch share: the config, the plan, the processes, the data and the log."""
-
-    cfg: DictConfig
-    plan: Plan
-    accelerator: Accelerator
-    images: ImageData
-    log: MetricsLog
-    stop: StopRequest
-    started: float
-    """``time.perf_counter()`` when the launch started (before preflight)."""
-    skipped_synced: int = 0
-    """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
-
-    def new_skipped(self) -> int:
-        """This process's skipped training samples since the last sync (a host count: no device read)."""
-        new, self.skipped_synced = self.images.train.skipped - self.skipped_synced, self.images.train.skipped
-        return new
-
-    def evaluate(self, phase: Phase, training: Training, state: RunState) -> None:
-        """Evaluate on the validation split now (an evaluation is a sync of its own) and log it."""
-        result = evaluate(self.accelerator.unwrap_model(training.model), self.images.val, self.accelerator)
-        split = self.cfg.data.val_split
-        self.log.write(eval_record(phase.name, state.step, split, state.step * phase.global_batch, result))
-        self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
-
-    def save(self, phase: Phase, training: Training, state: RunState) -> None:
-        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
-        if self.accelerator.is_main_process:
-            run_dir = Path(self.cfg.run.dir)
-            self.log.sync()
-            state.records = self.log.count
-            state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
-                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
-                            self.cfg.checkpoint.keep)
-        self.accelerator.wait_for_everyone()
 
 
 def train(cfg: DictConfig) -> dict:
@@ -132,34 +88,6 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     summary = finish(launch, final, start.state)
     accelerator.end_training()
     return summary
-
-
-def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
-    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
-        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
-    accelerator.wait_for_everyone()
-    splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
-    if accelerator.is_main_process:
-        write_config(cfg.run.dir, cfg)
-    accelerator.wait_for_everyone()
-    return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
-                          rank=accelerator.process_index, world_size=accelerator.num_processes,
-                          pin_memory=accelerator.device.type == "cuda")
-
-
-def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:
-    """metrics.jsonl as the checkpoint left it, plus the trackers."""
-    log = MetricsLog(cfg.run.dir, accelerator)
-    # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
-    own = start.checkpoint is None or start.checkpoint.parent.resolve() == (Path(cfg.run.dir) / CHECKPOINTS).resolve()
-    log.restore(start.state.records if own else 0)
-    if start.checkpoint and start.changes:
-        log.write({"event": "config_changed", "phase": start.state.phase, "step": start.state.step,
-                   "changes": start.changes})
-    if cfg.log.trackers:
-        accelerator.init_trackers(cfg.log.project, config=flatten(cfg))
-    return log
 
 
 def run_phases(launch: Launch, start: Start) -> Training:

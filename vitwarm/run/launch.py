@@ -1,0 +1,88 @@
+"""What one launch opens and its phases share: the data, the log, the stop request and the actions the loop
+takes between steps (an evaluation, a checkpoint). The loop itself is vitwarm.run.engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+from omegaconf import DictConfig
+
+from ..config import flatten
+from ..data import ensure_fmnist_shards, read_splits
+from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
+from .images import ImageData, evaluate
+from .metrics import MetricsLog
+from .phases import Training
+from .plan import Phase, Plan
+from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
+from .signals import StopRequest
+
+
+@dataclass
+class Launch:
+    """What the phases of one launch share: the config, the plan, the processes, the data and the log."""
+
+    cfg: DictConfig
+    plan: Plan
+    accelerator: Accelerator
+    images: ImageData
+    log: MetricsLog
+    stop: StopRequest
+    started: float
+    """``time.perf_counter()`` when the launch started (before preflight)."""
+    skipped_synced: int = 0
+    """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
+
+    def new_skipped(self) -> int:
+        """This process's skipped training samples since the last sync (a host count: no device read)."""
+        new, self.skipped_synced = self.images.train.skipped - self.skipped_synced, self.images.train.skipped
+        return new
+
+    def evaluate(self, phase: Phase, training: Training, state: RunState) -> None:
+        """Evaluate on the validation split now (an evaluation is a sync of its own) and log it."""
+        result = evaluate(self.accelerator.unwrap_model(training.model), self.images.val, self.accelerator)
+        split = self.cfg.data.val_split
+        self.log.write(eval_record(phase.name, state.step, split, state.step * phase.global_batch, result))
+        self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
+
+    def save(self, phase: Phase, training: Training, state: RunState) -> None:
+        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
+        if self.accelerator.is_main_process:
+            run_dir = Path(self.cfg.run.dir)
+            self.log.sync()
+            state.records = self.log.count
+            state.exports = hash_exports(run_dir)
+            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
+                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
+                            self.cfg.checkpoint.keep)
+        self.accelerator.wait_for_everyone()
+
+
+def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
+    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
+    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
+        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    accelerator.wait_for_everyone()
+    splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
+    if accelerator.is_main_process:
+        write_config(cfg.run.dir, cfg)
+    accelerator.wait_for_everyone()
+    return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
+                          rank=accelerator.process_index, world_size=accelerator.num_processes,
+                          pin_memory=accelerator.device.type == "cuda")
+
+
+def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:
+    """metrics.jsonl as the checkpoint left it, plus the trackers."""
+    log = MetricsLog(cfg.run.dir, accelerator)
+    # A checkpoint of another run directory (resume=PATH) counted that run's records, not this one's.
+    own = start.checkpoint is None or start.checkpoint.parent.resolve() == (Path(cfg.run.dir) / CHECKPOINTS).resolve()
+    log.restore(start.state.records if own else 0)
+    if start.checkpoint and start.changes:
+        log.write({"event": "config_changed", "phase": start.state.phase, "step": start.state.step,
+                   "changes": start.changes})
+    if cfg.log.trackers:
+        accelerator.init_trackers(cfg.log.project, config=flatten(cfg))
+    return log
