@@ -96,7 +96,7 @@ def test_kill_around_the_stop_resumes_bitwise(tmp_path, fmnist_shards, reference
     assert train_records(run_dir) == train_records(reference)
     summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
     assert summary["probe"] == expected["probe"] and summary["phases"] == {
-        name: phase | {"wall_s": summary["phases"][name]["wall_s"]} for name, phase in expected["phases"].items()}
+        name: phase | {"train_s": summary["phases"][name]["train_s"]} for name, phase in expected["phases"].items()}
 
 
 def test_substitutive_stop_gives_the_image_phase_the_unused_samples_and_a_matched_run_its_flops(
