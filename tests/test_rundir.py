@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitwarm.atomic import atomic_write_text, safetensors_bytes, write_safetensors
-from vitwarm.config import load_config
+from vitwarm.config import ADDED, load_config
 from vitwarm.run.rundir import Summary, changed_keys, identity, read_summary, run_state
 
 WRITE = """
@@ -105,3 +105,12 @@ def test_a_run_recorded_under_keys_renamed_since_is_still_finished(tmp_path):
     write_finished(tmp_path, recorded)
     assert run_state(tmp_path, current) == "other config"
     assert list(changed_keys(recorded, current)) == ["warmup.lr_warmup_fraction"]
+
+
+def test_a_run_of_an_earlier_version_is_not_other_settings_for_keys_added_since():
+    """An archived run's identity lacks the keys added since; each reads as the value it ran as."""
+    cfg = load_config(None, ["warmup.stop=budget"])
+    recorded = {k: v for k, v in identity(cfg).items() if k not in ADDED}
+    assert changed_keys(recorded, identity(cfg)) == {}
+    # The new default, an adaptive stop, is another setting than the fixed-length warm-up of earlier versions.
+    assert changed_keys(recorded, identity(load_config(None, []))) == {"warmup.stop": ["budget", "plateau"]}

@@ -421,6 +421,17 @@ RENAMED = {
     "train.warmup_epochs": ("train.lr_warmup_epochs", "same value, in image epochs"),
 }
 
+# Identity keys added since runs were first recorded, with the value an earlier version's run trained as:
+# a recorded identity without the key reads as this value (vitwarm.run.rundir.current_names), so a finished
+# run of an earlier version is not "other settings" for a key it could not have. Earlier warm-ups ran their
+# planned length on the whole grid with the image model; the probe never changes the weights of such a run.
+ADDED = {
+    "warmup.stop": "budget", "warmup.seq_len": 0, "warmup.cooldown": 0.1, "warmup.stop_rise": 20.0,
+    "warmup.stop_min_gain": 1.0, "warmup.stop_patience": 5, "warmup.probe.size": 512, "warmup.probe.every_steps": 20,
+    "warmup.model.name": "", "warmup.model.shared_middle": False, "transfer.grow_depth": "stretch",
+    "transfer.grow_noise": 0.01, "budget.matched_to": "None",  # as flatten records None
+}
+
 
 def _valid_keys(node: Any, prefix: str) -> list[str]:
     """Dotted names of every leaf key under a config node (for 'did you mean' messages)."""

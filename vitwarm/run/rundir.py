@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__
 from ..atomic import atomic_write_text, file_hash
-from ..config import RENAMED, flatten
+from ..config import ADDED, RENAMED, flatten
 from ..errors import ConfigError
 
 CONFIG = "config.yaml"
@@ -86,9 +86,10 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
     """``{key: [old, new]}`` for every identity key whose value differs (None where a key is absent).
 
     ``old`` may come from a run of an earlier version: keys renamed since (config.RENAMED, same values)
-    are read under their new names, so a finished run is not "other config" for a rename alone.
+    are read under their new names, and keys added since that it lacks as the value it ran as (config.ADDED),
+    so a finished run is not "other config" for a rename or a key it could not have.
     """
-    old = current_names(old)
+    old = {k: v for k, v in ADDED.items() if k in new} | current_names(old)
     return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 
