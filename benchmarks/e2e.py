@@ -53,6 +53,7 @@ from vitwarm.run.metrics import MetricsLog
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import create_vit, optimizer_implementation
 from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.signals import StopRequest
 from vitwarm.seeds import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,8 @@ def loop_only(cfg, phase, training, state: RunState, accelerator: Accelerator, i
     """vitwarm's own loop (``train_phase``) from ``state.step`` to the end of ``phase``, with no checkpoint or
     evaluation inside it (both cadences moved past its end): what the timed steps measure."""
     quiet = replace(phase, eval_every=0, save_every=phase.steps + 1)
-    launch = Launch(cfg, plan=None, accelerator=accelerator, images=images, log=MetricsLog(cfg.run.dir, accelerator))
+    launch = Launch(cfg, plan=None, accelerator=accelerator, images=images, log=MetricsLog(cfg.run.dir, accelerator),
+                    stop=StopRequest("SIGTERM", accelerator.num_processes), started=time.perf_counter())
     train_phase(launch, quiet, training, state)
 
 
@@ -110,6 +112,9 @@ class Bench:
         training = KINDS[phase_name].setup(self.cfg, phase, self.accelerator, self.images, start_step=0)
         if batches is not None:
             training.batches = itertools.cycle(batches)
+        # Both sides time training steps only: the plain loop has no held-out probe, and the probe's stop rule
+        # would end the phase at the planned step, not at the end of this timing window.
+        training.watch = None
         state = RunState(phase=phase_name, model_name=self.cfg.model.name)
         loop_only(self.cfg, replace(phase, steps=warm_steps), training, state, self.accelerator, self.images)
         synchronize(self.device)
