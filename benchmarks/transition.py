@@ -10,6 +10,12 @@ of every cell with its probe curve, and a plot of the curves against FLOPs.
 
     python benchmarks/transition.py --config recipes/fmnist_repro.yaml --batch 8 16 32 --seq-len 16 32 64 \\
         --seeds 0 1 --out runs/transition
+
+Each row records the machine it ran on (summary.json's ``environment``). ``--collect DIR`` runs nothing: it
+gathers the rows of every ``transition.json`` under DIR (cells run as separate processes, side by side) into
+one table, JSON and plot in ``--out``; with ``--cheapest N`` it also prints the N settings with the fewest
+FLOPs to the plateau (mean over seeds) whose every seed reached a plateau, one per line as
+``batch seq_len lr k model``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from vitwarm.atomic import atomic_write_text
 from vitwarm.config import load_config
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.phases import KINDS
 from vitwarm.run.plan import Phase, to_steps, vit_flops_per_sample
+from vitwarm.run.rundir import environment
 from vitwarm.run.stop import transition_index
 from vitwarm.seeds import seed_step
 
@@ -72,21 +80,46 @@ def run_cell(cfg, max_steps: int, accelerator: Accelerator) -> dict:
             "curve": state.probe, "flops_per_step": flops_per_step}
 
 
+def setting(row: dict) -> tuple:
+    """The warm-up setting of a row, without its seed."""
+    return row["batch"], row["seq_len"], row["lr"], row["k"], row.get("model", "")
+
+
+def cheapest(rows: list[dict], n: int) -> list[tuple]:
+    """The ``n`` settings with the fewest FLOPs to the plateau, mean over their seeds, among those whose every
+    seed reached a plateau (so crossed the transition): the study's choice of a warm-up (docs/study2.md)."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        cells.setdefault(setting(row), []).append(row)
+    learned = {key: sum(r["plateau_flops"] for r in runs) / len(runs) for key, runs in cells.items()
+               if all(r["plateau_step"] is not None for r in runs)}
+    return sorted(learned, key=learned.get)[:n]
+
+
+def collect(folder: Path) -> list[dict]:
+    """The rows of every transition.json under ``folder``, by setting and seed."""
+    rows = [row for path in sorted(folder.rglob("transition.json")) for row in json.loads(path.read_text())]
+    return sorted(rows, key=lambda r: (setting(r)[-1], *setting(r)[:-1], r["seed"]))
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict], max_steps: int) -> str:
-    header = ["batch", "seq_len", "lr", "k", "seed", "probe start %", "transition step", "transition FLOPs",
+    header = ["batch", "seq_len", "lr", "k", "model", "seed", "probe start %", "transition step", "transition FLOPs",
               "plateau step", "plateau FLOPs", "probe at plateau %", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append("| " + " | ".join([
-            str(r["batch"]), str(r["seq_len"]), f"{r['lr']:g}", str(r["k"]), str(r["seed"]), fmt(r["start_acc"], ".1f"),
+            str(r["batch"]), str(r["seq_len"]), f"{r['lr']:g}", str(r["k"]), r.get("model") or "image model",
+            str(r["seed"]), fmt(r["start_acc"], ".1f"),
             fmt(r["transition_step"], "d"), fmt(r["transition_flops"], ".2e"),
             fmt(r["plateau_step"], "d") if r["plateau_step"] is not None else f">{r['steps_run']}",
             fmt(r["plateau_flops"], ".2e"), fmt(r["plateau_acc"], ".1f"), f"{r['wall_s']:.0f}"]) + " |")
-    return "\n".join(lines) + f"\n\n'-': not reached within {max_steps} steps.\n"
+    machines = {json.dumps(r.get("environment"), sort_keys=True) for r in rows}
+    note = "" if len(machines) == 1 else f" The rows come from {len(machines)} different machines or versions."
+    return "\n".join(lines) + f"\n\n'-': not reached within {max_steps} steps.{note}\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -98,7 +131,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for r in rows:
         steps, accs = zip(*r["curve"])
         ax.plot([s * r["flops_per_step"] for s in steps], accs, lw=1,
-                label=f"b{r['batch']} L{r['seq_len']} lr{r['lr']:g} k{r['k']} s{r['seed']}")
+                label=f"b{r['batch']} L{r['seq_len']} lr{r['lr']:g} k{r['k']} {r.get('model') or ''} s{r['seed']}")
     ax.set_xscale("symlog", linthresh=1e9)
     ax.set_xlabel("warm-up training FLOPs")
     ax.set_ylabel("probe masked-token accuracy (%)")
@@ -118,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--max-steps", type=int, default=1500, help="the cap of each warm-up")
     parser.add_argument("--out", type=Path, default=Path("runs/transition"), help="folder of the table, JSON, plot")
+    parser.add_argument("--collect", type=Path, metavar="DIR",
+                        help="run nothing: one table of every transition.json under DIR, written to --out")
+    parser.add_argument("--cheapest", type=int, default=0, metavar="N",
+                        help="with --collect: print the N cheapest settings that reached a plateau in every seed")
     parser.add_argument("overrides", nargs="*", help="further key=value config overrides")
     args = parser.parse_args(argv)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if args.cheapest and not args.collect:
+        parser.error("--cheapest N reads collected rows: give --collect DIR too")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.collect:
+        return write_outputs(collect(args.collect), args.out, args.max_steps, cheapest_n=args.cheapest)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rows = []
     for batch, seq_len, lr, k, seed in itertools.product(args.batch, args.seq_len, args.lr, args.k, args.seeds):
         overrides = [f"warmup.batch_size={batch}", f"warmup.seq_len={seq_len}", f"seed={seed}", "warmup.stop=plateau"]
@@ -129,14 +170,31 @@ def main(argv: list[str] | None = None) -> int:
         overrides += [f"procedural.params.k={k}"] if k is not None else []
         cfg = load_config(args.config, overrides + ["warmup.num_workers=0", *args.overrides])
         row = {"batch": batch, "lr": cfg.warmup.lr, "k": cfg.procedural.params.get("k"),
-               "seed": seed} | run_cell(cfg, args.max_steps, accelerator)
+               "model": core_name(cfg), "seed": seed} | run_cell(cfg, args.max_steps, accelerator)
+        row["environment"] = environment(str(accelerator.device), 1)
         rows.append(row)
         print(f"batch {batch} seq_len {row['seq_len']} lr {row['lr']:g} k {row['k']} seed {seed}: transition at "
               f"{row['transition_step']}, plateau at {row['plateau_step']} ({row['wall_s']:.0f} s)", flush=True)
-        (args.out / "transition.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "transition.md").write_text(table(rows, args.max_steps))
-    plot(rows, args.out / "transition.png")
-    print(table(rows, args.max_steps))
+        atomic_write_text(args.out / "transition.json", json.dumps(rows, indent=1))  # whole, or absent: a finished cell
+    return write_outputs(rows, args.out, args.max_steps)
+
+
+def core_name(cfg) -> str:
+    """'' for a warm-up of the image model itself, else the warm-up model's kwargs (a grown core)."""
+    w = cfg.warmup.model
+    if not w.name and not w.kwargs:
+        return ""
+    kwargs = ",".join(f"{k}={v}" for k, v in sorted(w.kwargs.items()))
+    return f"{w.name or cfg.model.name}({kwargs}{',shared_middle' if w.shared_middle else ''})"
+
+
+def write_outputs(rows: list[dict], out: Path, max_steps: int, cheapest_n: int = 0) -> int:
+    atomic_write_text(out / "transition.json", json.dumps(rows, indent=1))
+    (out / "transition.md").write_text(table(rows, max_steps))
+    plot(rows, out / "transition.png")
+    print(table(rows, max_steps))
+    for batch, seq_len, lr, k, model in cheapest(rows, cheapest_n):
+        print(batch, seq_len, lr, k, model or "-")
     return 0
 
 

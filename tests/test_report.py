@@ -24,6 +24,7 @@ import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
 
+from vitwarm.cli.report import main as report_main
 from vitwarm.run.rundir import read_overrides, read_summary, write_overrides, write_summary
 from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
@@ -218,6 +219,15 @@ def test_each_runs_overrides_are_read_from_its_directory(sweep_dir, tmp_path):
 
 
 @pytest.mark.slow
+def refusal(argv: list[str]) -> list[str]:
+    """The lines a refused report command ends with: its main() in this process, which exits with its message
+    (``sys.exit(message)``: status 1, the message on stderr; test_report_cli_prints_the_table runs the script)."""
+    with pytest.raises(SystemExit) as exit_:
+        report_main(argv)
+    assert isinstance(exit_.value.code, str), exit_.value.code
+    return exit_.value.code.strip().splitlines()
+
+
 def test_report_cli_prints_the_table(sweep_dir, tmp_path):
     command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path)]
     out = subprocess.run([*command, "--metric", "top5"], capture_output=True, text=True, check=True).stdout
@@ -258,11 +268,8 @@ def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
     ],
 )
 def test_paired_to_refuses_a_selection_that_is_not_one_cell(sweep_dir, tmp_path, selection, says):
-    command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path / "out")]
-    result = subprocess.run([*command, "--paired-to", selection], capture_output=True, text=True)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"vitwarm: error: --paired-to {selection!r}: "), result.stderr
+    lines = refusal([str(sweep_dir), "--out", str(tmp_path / "out"), "--paired-to", selection])
+    assert len(lines) == 1 and lines[0].startswith(f"vitwarm: error: --paired-to {selection!r}: "), lines
     assert says in lines[0]
     assert not (tmp_path / "out").exists()  # refused before any file was written
 
@@ -287,7 +294,6 @@ def test_invert_curve_takes_the_first_crossing_of_a_non_monotone_curve():
     assert invert_curve([1, 2, 3, 4], [10.0, 30.0, 20.0, 40.0], 25.0) == (pytest.approx(1.75), "=")
 
 
-@pytest.mark.slow
 def test_report_refuses_a_sweep_without_finished_runs(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("seed: 0\n")
@@ -296,10 +302,7 @@ def test_report_refuses_a_sweep_without_finished_runs(tmp_path):
     write_run(sweep.run_dir(sweep.runs[0]), "0", "1.0", "0")  # interrupted: config.yaml, no summary
     # Finished, but under another seed than its sweep planned for it: not this sweep's run.
     write_run(sweep.run_dir(sweep.runs[1]), "0", "1.0", "1", sweep.identity(sweep.runs[0]))
-    result = subprocess.run([sys.executable, "tools/report.py", str(sweep.out)], cwd=Path(__file__).parents[1],
-                            capture_output=True, text=True)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vitwarm: error: "), result.stderr
+    lines = refusal([str(sweep.out)])
+    assert len(lines) == 1 and lines[0].startswith("vitwarm: error: "), lines
     assert str(sweep.out) in lines[0] and "seed=1 (finished under another config)" in lines[0]
     assert not (sweep.out / "report.md").exists()

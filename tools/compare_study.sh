@@ -32,10 +32,7 @@ cell() {  # epochs regime init fraction grammar params shuffled sources seeds
       --grid warmup.fraction="$4" --grid procedural.grammar="$5" --grid "procedural.params=$6" \
       --grid procedural.shuffled="$7" --grid "transfer.sources=$8" --grid seed="$9"
 }
-queue() {  # run the printed commands two at a time, each one's output in a file of $OUT/logs/
-  mkdir -p "$OUT/logs"
-  nice -n 19 xargs -d '\n' -P 2 -I CMD sh -c 'CMD > "$0/$(date +%s%N).log" 2>&1 || echo "failed: CMD"' "$OUT/logs"
-}
+source tools/study_queue.sh
 # cell 8's sources: the runs of cells 2 and 7 with the composed run's own seed, beside it in the sweep, by
 # their names there: a sweep directory of earlier versions keeps its long names (every key and value in full)
 src() {  # grammar, params as in a long name, params as in a short name
@@ -70,21 +67,21 @@ restore() {  # archived runs ($1) into $OUT, the inverse of archive(): a report 
 start=$(date +%s)
 case "$PART" in
   A) { cell 4 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4
-       cell 4 additive default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4; } | queue ;;
+       cell 4 additive default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2,3,4; } | queue "$OUT" ;;
   B) { cell 4 compute_matched default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
        cell 4 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0,1,2
-       cell 4 additive default 1.0 k_dyck '{k: 32}' true '{}' 0,1,2; } | queue ;;
+       cell 4 additive default 1.0 k_dyck '{k: 32}' true '{}' 0,1,2; } | queue "$OUT" ;;
   C) { cell 4 additive mimetic 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
-       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue ;;
+       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue "$OUT" ;;
   D) # cell 8's sources first: cells 2 and 7, seeds 0-2 (skipped where finished in this sweep directory;
      # run again, deterministically, where the sweep directory is new and only the archive has them)
      { cell 4 additive default 1.0 k_dyck '{k: 32}' false '{}' 0,1,2
-       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue
+       cell 4 additive default 1.0 eca '{rule: 110}' false '{}' 0,1,2; } | queue "$OUT"
      { cell 4 additive default 1.0 k_dyck '{k: 32}' false "$COMPOSED" 0,1,2
        cell 12 additive default 0 k_dyck '{k: 32}' false '{}' 0,1,2
-       cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0; } | queue ;;
+       cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 0; } | queue "$OUT" ;;
   E) { cell 12 additive mimetic 0 k_dyck '{k: 32}' false '{}' 1,2
-       cell 12 additive default 0.3333 k_dyck '{k: 32}' false '{}' 0,1,2; } | queue ;;
+       cell 12 additive default 0.3333 k_dyck '{k: 32}' false '{}' 0,1,2; } | queue "$OUT" ;;
   archived)
     [ ! -e "$OUT" ] || { echo "compare_study.sh: error: archived: OUT=$OUT exists; name a new directory" >&2; exit 2; }
     mkdir -p "$OUT"
