@@ -2,7 +2,8 @@
 
 - ``ROOT``, ``TINY``: the repository and the tiny test recipe; ``ENV``: the environment of every trainer
   subprocess (one thread per process: identical arithmetic in every run, so resume checks are bitwise).
-- ``train``, ``train_command``, ``train_records``, ``kill_once``: real ``python -m vitwarm.train`` runs.
+- ``train``, ``train_command``, ``train_records``, ``kill_once``: real ``python -m vitwarm.train`` runs;
+  ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1.
 - ``free_port``: a free TCP port on 127.0.0.1 for a process group's rendezvous.
 - ``write_finished``: a summary.json exactly as the trainer writes it, for run directories not trained.
 - ``Mistake``, ``check_mistake``: mistake tables (below).
@@ -44,6 +45,20 @@ def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = No
     env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
     return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def train_in_process(run_dir: Path, shards: Path, *overrides: str) -> tuple[int, str]:
+    """(exit status, stdout + stderr) of the trainer's ``main(argv)`` called in this process, for runs that are
+    refused before step 1: a trainer process spends most of its seconds importing torch before it reads a key."""
+    from vitwarm.train import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            status = main(["--config", str(TINY), f"data.source={shards}", f"run.dir={run_dir}", *overrides])
+        except SystemExit as exit_:
+            status = exit_.code
+    return status, out.getvalue()
 
 
 def train_records(run_dir: Path) -> list[dict]:

@@ -19,7 +19,7 @@ from vitwarm.models import compose, export_hub, read_metadata
 from vitwarm.models.registry import stock_architecture
 from vitwarm.models.transfer import param_part
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, train_in_process
 
 torch.set_num_threads(1)
 NAME = "vitwarm_pico_patch4_32"
@@ -161,11 +161,11 @@ def test_composed_run_from_two_real_warmups(tmp_path, fmnist_shards):
     assert metadata["sources"]["mlp"]["path"] == f"{tmp_path}/k_dyck_shuffle_lm_s0/warmup"
 
     # A source of another architecture: refused before step 1, in exactly one line.
-    result = train(tmp_path / "refused", fmnist_shards, "model.kwargs.depth=3",
-                   f"transfer.sources.attn={tmp_path}/k_dyck_s0/warmup")
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("vitwarm: error: transfer.sources.attn=") and "Traceback" not in result.stderr
+    status, out = train_in_process(tmp_path / "refused", fmnist_shards, "model.kwargs.depth=3",
+                                   f"transfer.sources.attn={tmp_path}/k_dyck_s0/warmup")
+    assert status == 1
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("vitwarm: error: transfer.sources.attn=") and "Traceback" not in out
     assert not (tmp_path / "refused" / "metrics.jsonl").exists() or "image" not in (
         tmp_path / "refused" / "metrics.jsonl").read_text()
 

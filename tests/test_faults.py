@@ -5,7 +5,7 @@ steps; a checkpoint every 3 steps, a metrics record every 2). Kills land inside 
 environment variable ``VITWARM_KILL_AT`` makes the trainer SIGKILL itself at a named point of the write
 (vitwarm.atomic.fault_point), so no test depends on timing. Each test asserts what the user needs: the same
 final weights (byte for byte) and metrics records as the uninterrupted run, or one refusing line that names
-the file and changes nothing.
+the file and changes nothing (a run refused before step 1 calls the trainer's main() in the test's process).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 from vitwarm.run.rundir import LOCK
 
-from helpers import ENV, ROOT, TINY, free_port
+from helpers import ENV, ROOT, TINY, free_port, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +73,11 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         assert summary[key] == expected[key], key
 
 
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The single line of a refusal (no traceback)."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("vitwarm: error: "), result.stderr
+def error_line(run_dir: Path, shards: Path, *overrides: str) -> str:
+    """The single line of a run refused before step 1 (no traceback)."""
+    status, output = train_in_process(run_dir, shards, *overrides)
+    lines = output.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and lines[0].startswith("vitwarm: error: "), output
     return lines[0]
 
 
@@ -178,15 +179,13 @@ def test_no_checkpoint_verifies(interrupted, copy_of, fmnist_shards):
     (checkpoints / "1-image-00000003" / "state.json").write_bytes(b"")
     flip_bit(checkpoints / "0-warmup-00000025" / "model.safetensors", offset=-4)
     before = tree(run_dir)
-    result = train(run_dir, fmnist_shards)
-    line = error_line(result)
+    line = error_line(run_dir, fmnist_shards)
     assert f"no checkpoint in {run_dir} verifies" in line
     assert "1-image-00000003: state.json is unreadable" in line
     assert "0-warmup-00000025: model.safetensors does not match its recorded hash" in line
     assert tree(run_dir) == before
 
-    explicit = train(run_dir, fmnist_shards, f"resume={checkpoints / '0-warmup-00000025'}")
-    line = error_line(explicit)
+    line = error_line(run_dir, fmnist_shards, f"resume={checkpoints / '0-warmup-00000025'}")
     assert "0-warmup-00000025" in line and "refusing to load it: model.safetensors does not match" in line
     assert tree(run_dir) == before
 
@@ -206,7 +205,7 @@ def test_changed_identity_is_refused_and_changes_nothing(interrupted, copy_of, f
     run_dir = copy_of(interrupted)
     before = tree(run_dir)
     key, value = change.split("=")
-    line = error_line(train(run_dir, fmnist_shards, change))
+    line = error_line(run_dir, fmnist_shards, change)
     assert "belongs to a run with other settings" in line and f"{key}: " in line and f"-> {value}" in line
     assert f"resume_allow_changed=[{key}]" in line
     assert tree(run_dir) == before
@@ -214,7 +213,7 @@ def test_changed_identity_is_refused_and_changes_nothing(interrupted, copy_of, f
 
 def test_foreign_checkpoint_of_the_same_architecture_is_refused(tmp_path, interrupted, fmnist_shards):
     other = killed(tmp_path / "other", fmnist_shards, "checkpoint:files@2", "seed=1")
-    line = error_line(train(tmp_path / "mine", fmnist_shards, f"resume={other / 'checkpoints' / '0-warmup-00000003'}"))
+    line = error_line(tmp_path / "mine", fmnist_shards, f"resume={other / 'checkpoints' / '0-warmup-00000003'}")
     assert "0-warmup-00000003 belongs to a run with other settings" in line and "seed: 1 -> 0" in line
     assert not (tmp_path / "mine").exists()
 
@@ -227,14 +226,14 @@ def test_a_deliberate_change_is_logged_as_an_event(interrupted, copy_of, fmnist_
     assert events == [{"event": "config_changed", "phase": "image", "step": 3, "changes": {"train.lr": [0.002, 0.001]}}]
     assert json.loads((run_dir / "summary.json").read_text())["identity"]["train.lr"] == 0.001
     # Allowing a key that is not part of the identity is a typo, not a change.
-    line = error_line(train(run_dir, fmnist_shards, "train.lr=0.001", "resume_allow_changed=[trian.lr]"))
+    line = error_line(run_dir, fmnist_shards, "train.lr=0.001", "resume_allow_changed=[trian.lr]")
     assert "resume_allow_changed names trian.lr" in line
 
 
 def test_lost_metrics_records_are_refused(interrupted, copy_of, fmnist_shards):
     run_dir = copy_of(interrupted)
     (run_dir / "metrics.jsonl").write_text("")
-    line = error_line(train(run_dir, fmnist_shards))
+    line = error_line(run_dir, fmnist_shards)
     assert f"{run_dir / 'metrics.jsonl'} holds 0 records but the checkpoint was taken after" in line
 
 

@@ -14,7 +14,17 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from helpers import ENV, PER_STEP_LOGS, ROOT, free_port, kill_once, train, train_command, train_records
+from helpers import (
+    ENV,
+    PER_STEP_LOGS,
+    ROOT,
+    free_port,
+    kill_once,
+    train,
+    train_command,
+    train_in_process,
+    train_records,
+)
 
 pytestmark = pytest.mark.slow  # every test trains in processes of its own
 
@@ -98,31 +108,27 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, fmn
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, fmnist_shards, reference):
+    # Refusals before step 1: the trainer's main() in this process (a trainer process mostly imports torch).
     last = sorted((reference / "checkpoints").iterdir())[-1]
-    deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3")
-    assert deeper.returncode != 0
-    assert "belongs to a run with other settings: model.kwargs.depth: 2 -> 3" in deeper.stderr
+    status, out = train_in_process(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3")
+    assert status == 1 and "belongs to a run with other settings: model.kwargs.depth: 2 -> 3" in out
     # Even when the change is declared deliberate, weights that do not fit are never loaded.
-    deeper = train(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3",
-                   "resume_allow_changed=[model.kwargs.depth]")
-    assert deeper.returncode != 0
-    assert "does not fit this model" in deeper.stderr and "blocks.2" in deeper.stderr
-    renamed = train(tmp_path / "b", fmnist_shards, f"resume={last}", "model.name=vitwarm_pico_patch4_32")
-    assert renamed.returncode != 0
-    assert "is of model vitwarm_pico_patch7_28, but model.name=vitwarm_pico_patch4_32" in renamed.stderr
+    status, out = train_in_process(tmp_path / "a", fmnist_shards, f"resume={last}", "model.kwargs.depth=3",
+                                   "resume_allow_changed=[model.kwargs.depth]")
+    assert status == 1 and "does not fit this model" in out and "blocks.2" in out
+    status, out = train_in_process(tmp_path / "b", fmnist_shards, f"resume={last}", "model.name=vitwarm_pico_patch4_32")
+    assert status == 1 and "is of model vitwarm_pico_patch7_28, but model.name=vitwarm_pico_patch4_32" in out
 
 
 def test_resume_never_refuses_an_existing_run(fmnist_shards, reference):
-    result = train(reference, fmnist_shards, "resume=never")
-    assert result.returncode != 0
-    assert "resume=never but" in result.stderr
+    status, out = train_in_process(reference, fmnist_shards, "resume=never")
+    assert status == 1 and "resume=never but" in out
 
 
 def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
     # 21 px / patch 7 = 3 x 3 = 9 tokens: no balanced bracket sequence has odd length.
-    result = train(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
-    assert result.returncode != 0
-    assert "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in result.stderr
+    status, out = train_in_process(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
+    assert status == 1 and "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in out
 
 
 # Evaluates an export the way a user without vitwarm would, with the helpers timm's own scripts use: the model
