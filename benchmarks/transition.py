@@ -106,7 +106,7 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(rows: list[dict], max_steps: int) -> str:
+def table(rows: list[dict]) -> str:
     header = ["batch", "seq_len", "lr", "k", "model", "seed", "probe start %", "transition step", "transition FLOPs",
               "plateau step", "plateau FLOPs", "probe at plateau %", "wall s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -119,7 +119,7 @@ def table(rows: list[dict], max_steps: int) -> str:
             fmt(r["plateau_flops"], ".2e"), fmt(r["plateau_acc"], ".1f"), f"{r['wall_s']:.0f}"]) + " |")
     machines = {json.dumps(r.get("environment"), sort_keys=True) for r in rows}
     note = "" if len(machines) == 1 else f" The rows come from {len(machines)} different machines or versions."
-    return "\n".join(lines) + f"\n\n'-': not reached within {max_steps} steps.{note}\n"
+    return "\n".join(lines) + f"\n\n'>N': no plateau within the cap of N steps; '-': not reached.{note}\n"
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cheapest N reads collected rows: give --collect DIR too")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.collect:
-        return write_outputs(collect(args.collect), args.out, args.max_steps, cheapest_n=args.cheapest)
+        return write_outputs(collect(args.collect), args.out, cheapest_n=args.cheapest)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rows = []
     for batch, seq_len, lr, k, seed in itertools.product(args.batch, args.seq_len, args.lr, args.k, args.seeds):
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch {batch} seq_len {row['seq_len']} lr {row['lr']:g} k {row['k']} seed {seed}: transition at "
               f"{row['transition_step']}, plateau at {row['plateau_step']} ({row['wall_s']:.0f} s)", flush=True)
         atomic_write_text(args.out / "transition.json", json.dumps(rows, indent=1))  # whole, or absent: a finished cell
-    return write_outputs(rows, args.out, args.max_steps)
+    return write_outputs(rows, args.out)
 
 
 def core_name(cfg) -> str:
@@ -188,11 +188,11 @@ def core_name(cfg) -> str:
     return f"{w.name or cfg.model.name}({kwargs}{',shared_middle' if w.shared_middle else ''})"
 
 
-def write_outputs(rows: list[dict], out: Path, max_steps: int, cheapest_n: int = 0) -> int:
+def write_outputs(rows: list[dict], out: Path, cheapest_n: int = 0) -> int:
     atomic_write_text(out / "transition.json", json.dumps(rows, indent=1))
-    (out / "transition.md").write_text(table(rows, max_steps))
+    (out / "transition.md").write_text(table(rows))
     plot(rows, out / "transition.png")
-    print(table(rows, max_steps))
+    print(table(rows))
     for batch, seq_len, lr, k, model in cheapest(rows, cheapest_n):
         print(batch, seq_len, lr, k, model or "-")
     return 0
