@@ -27,8 +27,12 @@ CHECKOUT=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 command -v "$PY" >/dev/null || die "no Python '$PY' (pass --python PATH)"
-"$PY" -c "import torch, torchvision" 2>/dev/null \
+cuda=$("$PY" -c "import torch, torchvision; print(torch.cuda.is_available(), torch.__version__)" 2>/dev/null) \
   || die "$PY cannot import torch and torchvision; this script uses the machine's own PyTorch build (pass --python)"
+case " ${PASS[*]} " in
+  *" --cpu-smoke "*) ;;
+  *) [ "${cuda%% *}" = True ] || die "no CUDA device visible to torch ${cuda#* }; use --cpu-smoke to test the script on a CPU" ;;
+esac  # before any install or import of vitwarm: a GPU check without a GPU stops in seconds
 
 missing=$("$PY" "$CHECKOUT/benchmarks/gpu_env.py" missing)
 if [ -n "$missing" ]; then

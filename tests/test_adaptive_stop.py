@@ -1,5 +1,6 @@
 """The adaptive warm-up stop on real runs: where it ends the phase, the schedule it ends on, what the run
-directory says about planned and used lengths, and SIGKILL at every window of the stop resuming bitwise.
+directory says about planned and used lengths, and SIGKILL at every window of the stop (one run, killed again
+in each resume) resuming bitwise.
 
 The runs are tests/tiny.yaml with ``warmup.stop=plateau`` and a warm-up long enough to learn (125 planned
 steps of k-Dyck, a probe every 4 steps, a checkpoint every 2). Kills land on purpose, inside the write of a
@@ -73,21 +74,27 @@ def test_plateau_stops_after_the_transition_and_ends_at_the_minimum_lr(reference
                                 "transition_step": stop["transition_step"], "stop": "plateau", "stop_step": stop_step}
 
 
-@pytest.mark.parametrize("window", ["while saving the decision", "just after the decision",
-                                    "inside the cool-down", "at the phase switch"])
-def test_kill_around_the_stop_resumes_bitwise(tmp_path, fmnist_shards, reference, window):
+def test_kills_around_the_stop_resume_bitwise(tmp_path, fmnist_shards, reference):
+    # One run killed in every window of the stop in turn, each resume killed at the next window (a job preempted
+    # again and again), then resumed to the end: the same weights, records and summary as the reference.
     stop_step, end = decision(reference)
-    # Save number n of the warm-up is step 2n; the phase-end save (step `end`) comes next, then the image's.
-    save, newest_step, decided = {"while saving the decision": (stop_step // 2, stop_step - 2, False),
-                                  "just after the decision": (stop_step // 2 + 1, stop_step, True),
-                                  "inside the cool-down": (stop_step // 2 + 3, stop_step + 4, True),
-                                  "at the phase switch": (end // 2 + 1, end, True)}[window]
-    run_dir = tmp_path / "run"
-    killed = train(run_dir, fmnist_shards, *PLATEAU, kill_at=f"checkpoint:files@{save}")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    newest = sorted(p for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("."))[-1]
-    state = json.loads((newest / "state.json").read_text())
-    assert (newest.name, state["stop_step"]) == (f"0-warmup-{newest_step:08d}", stop_step if decided else None)
+    # Warm-up save number n is step 2n; after the last one the phase-end save (step `end`), then the image's.
+    # window: (save number counted from the run's start, the newest checkpoint's step after the kill, whether
+    # that checkpoint holds the decision)
+    windows = {"while saving the decision": (stop_step // 2, stop_step - 2, False),
+               "just after the decision": (stop_step // 2 + 1, stop_step, True),
+               "inside the cool-down": (stop_step // 2 + 3, stop_step + 4, True),
+               "at the phase switch": (end // 2 + 1, end, True)}
+    run_dir, resumed_at = tmp_path / "run", 0
+    for window, (save, newest_step, decided) in windows.items():
+        # A resumed process counts its saves from 1, starting after the checkpoint it resumed from.
+        killed = train(run_dir, fmnist_shards, *PLATEAU, kill_at=f"checkpoint:files@{save - resumed_at // 2}")
+        assert killed.returncode == -signal.SIGKILL, (window, killed.stderr[-2000:])
+        newest = sorted(p for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("."))[-1]
+        state = json.loads((newest / "state.json").read_text())
+        assert (newest.name, state["stop_step"]) == (f"0-warmup-{newest_step:08d}", stop_step if decided else None), \
+            window
+        resumed_at = newest_step
 
     result = train(run_dir, fmnist_shards, *PLATEAU)
     assert result.returncode == 0 and "resuming from" in result.stdout, result.stderr[-3000:]
