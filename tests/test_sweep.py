@@ -129,6 +129,22 @@ def test_names_are_short_and_safe():
     assert run_name({}) == "run"
 
 
+def test_a_grid_of_many_keys_is_named_although_its_old_long_name_could_not_be(tmp_path, recipe):
+    # docs/study2.md's thirteen keys: the short name fits a file name; the name earlier versions gave it (every
+    # key in full) is over 255 bytes, so no earlier sweep can hold it, and looking for it must not fail.
+    grids = {"budget.epochs": ["4"], "budget.regime": ["compute_matched"], "model.init": ["default"],
+             "warmup.fraction": ["1.0"], "warmup.batch_size": ["8"], "warmup.seq_len": ["16"], "warmup.lr": ["0.001"],
+             "procedural.params": ["{k: 32}"], "warmup.model.name": ["''"], "warmup.model.shared_middle": ["false"],
+             "transfer.grow_depth": ["stretch"], "budget.matched_to": ["${run.dir}/../w1_seed=${seed}"], "seed": ["0"]}
+    assert len(legacy_run_name({k: v[0] for k, v in grids.items()}).encode()) > 255
+    sweep = plan_sweep(str(recipe), grids, {}, tmp_path)
+    assert len(sweep.runs) == 1 and len(sweep.runs[0].name.encode()) <= 255
+    # A name that cannot be a file name at all is refused before anything is written, naming the limit.
+    with pytest.raises(ValueError, match="more than a file name can hold"):
+        plan_sweep(str(recipe), {f"warmup.a_rather_long_key_{i}": ["1"] for i in range(12)}, {}, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_names_that_come_out_alike_are_told_apart_by_their_directories(tmp_path, recipe):
     grids = {"data.source": ["a:b", "a/b", "a b"]}
     sweep = plan_sweep(str(recipe), grids, {"seed": "1"}, tmp_path)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second study of docs/study2.md, one part per call:
-#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0
+#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|archive
 #
 # S0 is the cost frontier: warm-ups only (benchmarks/transition.py), one process per cell, two at a time,
 # each cell capped at CAP sequences (4 image epochs of the subset) and stopped at its plateau. A finished
@@ -12,7 +12,7 @@
 # (the wall seconds do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0}
+PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|archive}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-sweeps/study2}
 DOCS=${DOCS:-docs/study2}
@@ -38,6 +38,27 @@ cheapest() {  # n folder...: "batch seq_len lr k model" of the n cheapest settin
 }
 only_image_model() { awk '$5 == "-"'; }
 
+# S1-S4: image runs, one sweep directory, every cell over the same grid keys in the same order, so that the
+# report tells the cells apart by them. A W is "batch seq_len lr k model" (a line of choice.txt); the
+# warm-up keys of cells without a warm-up keep the recipe's values, which such a run never reads.
+IMAGES="$OUT/images"
+S=(--base recipes/fmnist_compare.yaml --set warmup.stop=plateau --out "$IMAGES"
+   --accelerate-config recipes/accelerate/cpu.yaml --launcher print)
+NONE="32 0 0.001 32 -"
+image_cell() {  # epochs regime init fraction "W" matched_to seeds
+  local b l lr k model name=\'\' shared=false grow=stretch
+  read -r b l lr k model <<<"$5"
+  [ "$model" = - ] || { name=vitwarm_pico_core_patch4_32; shared=true; grow=core; }
+  "$PY" tools/sweep.py "${S[@]}" --grid budget.epochs="$1" --grid budget.regime="$2" --grid model.init="$3" \
+    --grid warmup.fraction="$4" --grid warmup.batch_size="$b" --grid warmup.seq_len="$l" --grid warmup.lr="$lr" \
+    --grid "procedural.params={k: $k}" --grid "warmup.model.name=$name" --grid warmup.model.shared_middle="$shared" \
+    --grid transfer.grow_depth="$grow" --grid "budget.matched_to=$6" --grid seed="$7"
+}
+w() { sed -n "${1}p" "$DOCS/s0/choice.txt"; }  # W1 or W2, as S0 chose them
+run_name() {  # the directory name of a cell's run of seed ${seed}, for a control's budget.matched_to
+  image_cell "$@" | grep -o 'run.dir=[^ ]*seed=0' | head -n1 | sed "s#run.dir=$(realpath -m "$IMAGES")/##; s#seed=0\$#seed=\${seed}#"
+}
+
 REPRO=recipes/fmnist_repro.yaml CORE=recipes/fmnist_core.yaml
 start=$(date +%s)
 case "$PART" in
@@ -56,6 +77,25 @@ case "$PART" in
       "$PY" benchmarks/transition.py --collect "$OUT/s0" --out "$DOCS/s0" --cheapest 2 |
         tee "$DOCS/s0/collect.txt" | grep -E '^[0-9]+ [0-9]+ [0-9.e-]+ [0-9]+ ' > "$DOCS/s0/choice.txt"
       echo "W1, W2 (batch seq_len lr k model):"; cat "$DOCS/s0/choice.txt" ;;
-  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d or S0)" >&2; exit 2 ;;
+  S1) [ -s "$DOCS/s0/choice.txt" ] || { echo "study2.sh: error: S1 needs W1 and W2: run part S0 first" >&2; exit 2; }
+      [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
+      { image_cell 4 additive default 0 "$NONE" null 0,1,2,3,4
+        image_cell 4 additive default 1.0 "$(w 1)" null 0,1,2,3,4
+        image_cell 4 additive default 1.0 "$(w 2)" null 0,1,2,3,4
+        image_cell 4 additive mimetic 0 "$NONE" null 0,1,2
+        image_cell 8 additive default 0 "$NONE" null 0,1,2; } | queue "$IMAGES" ;;
+  S2) # each control after its warm-up run of the same seed (S1), matched to that run's used warm-up FLOPs
+      { for i in 1 2; do
+          image_cell 4 compute_matched default 1.0 "$(w $i)" \
+            "\${run.dir}/../$(run_name 4 additive default 1.0 "$(w $i)" null 0)" 0,1,2,3,4
+        done; } | queue "$IMAGES" ;;
+  archive) # the small, script-readable files of every finished image run, for the docs
+      for run in "$IMAGES"/*/; do
+        [ -e "$run/summary.json" ] || continue
+        dest="$DOCS/runs/$(basename "$run")"
+        mkdir -p "$dest"
+        for f in config.yaml summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
+      done ;;
+  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2 or archive)" >&2; exit 2 ;;
 esac
 echo "part $PART: $(( $(date +%s) - start )) s wall"

@@ -92,10 +92,14 @@ def assign_names(out: Path, points: list[dict[str, str]], overrides: list[dict[s
     names: list[str] = []
     for grid_values, own in zip(points, overrides):
         legacy = legacy_run_name(grid_values)
-        if grid_values and (out / legacy).is_dir():
+        # A long name of many keys may exceed the file system's 255 bytes: then no earlier version made it.
+        if grid_values and len(legacy.encode()) <= 255 and (out / legacy).is_dir():
             names.append(legacy)
             continue
         base = run_name(grid_values)
+        if len(base.encode()) > 250:  # 255 bytes per file name, less room for a "-N" suffix
+            raise ValueError(f"the run name {base[:60]}... is {len(base.encode())} bytes, more than a file name can "
+                             "hold (250): sweep fewer keys, or shorter values")
         name, n = base, 1
         while name in names or not _free_for(out / name, own):
             n += 1
