@@ -123,15 +123,22 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Probe curves against FLOPs: one colour per setting, seed 0 solid and the other seeds dashed."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    from vitwarm.sweeps.plots import line_colours
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    palette = line_colours()
+    colours = {key: palette[i % len(palette)] for i, key in enumerate(dict.fromkeys(setting(r) for r in rows))}
     for r in rows:
         steps, accs = zip(*r["curve"])
-        ax.plot([s * r["flops_per_step"] for s in steps], accs, lw=1,
-                label=f"b{r['batch']} L{r['seq_len']} lr{r['lr']:g} k{r['k']} {r.get('model') or ''} s{r['seed']}")
+        label = f"b{r['batch']} L{r['seq_len']} lr{r['lr']:g} k{r['k']} {r.get('model') or ''} s{r['seed']}"
+        ax.plot([s * r["flops_per_step"] for s in steps], accs, lw=1, color=colours[setting(r)],
+                ls="-" if r["seed"] == 0 else "--", label=label)
     ax.set_xscale("symlog", linthresh=1e9)
     ax.set_xlabel("warm-up training FLOPs")
     ax.set_ylabel("probe masked-token accuracy (%)")

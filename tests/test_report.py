@@ -184,9 +184,9 @@ def test_up_to_20_lines_of_a_plot_get_20_colours():
     from matplotlib.colors import to_hex
     from matplotlib.figure import Figure
 
-    from vitwarm.sweeps.plots import _axes
+    from vitwarm.sweeps.plots import line_axes
 
-    ax = _axes(Figure())
+    ax = line_axes(Figure())
     colours = [to_hex(ax.plot([0, 1], [i, i])[0].get_color()) for i in range(20)]
     assert len(set(colours)) == 20
 

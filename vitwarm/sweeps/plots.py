@@ -18,12 +18,17 @@ from vitwarm.sweeps.names import short_value
 from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
 
 
-def _axes(fig: Figure):
-    """The figure's one axes, with 20 line colours: tab10's (matplotlib's default cycle, which repeats after
-    10 and gave a study's 11th cell the 1st one's colour), then their light shades (tab20's odd entries)."""
+def line_colours() -> list[tuple]:
+    """20 line colours: tab10's (matplotlib's default cycle, which repeats after 10 and gave a study's 11th
+    cell the 1st one's colour), then their light shades (tab20's odd entries)."""
     tab20 = colormaps["tab20"].colors
+    return [*tab20[0::2], *tab20[1::2]]
+
+
+def line_axes(fig: Figure):
+    """The figure's one axes, cycling through ``line_colours()``."""
     ax = fig.subplots()
-    ax.set_prop_cycle(color=[*tab20[0::2], *tab20[1::2]])
+    ax.set_prop_cycle(color=line_colours())
     return ax
 
 
@@ -63,7 +68,7 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
         if row["mean"] is not None:
             lines.setdefault(tuple(row[k] for k in other), []).append(row)
     fig = Figure(figsize=(7, 4.5))
-    ax = _axes(fig)
+    ax = line_axes(fig)
     fractions = sorted({row["warmup_fraction"] for row in stats})
     for rows in lines.values():
         rows = sorted(rows, key=lambda r: r["warmup_fraction"])
@@ -101,7 +106,7 @@ def plot_curves(cell_keys: list[str], cells: list[Cell], stats: list[dict], metr
     baseline early and overtake it later; baselines are dashed.
     """
     fig = Figure(figsize=(7, 4.5))
-    ax = _axes(fig)
+    ax = line_axes(fig)
     drawn = False
     for cell, row in zip(cells, stats):
         xs, ys = _curve(cell, metric)
@@ -131,7 +136,7 @@ def plot_equivalence(
     if not curves:
         return None
     fig = Figure(figsize=(7, 4.5))
-    ax = _axes(fig)
+    ax = line_axes(fig)
     for context, points in curves.items():
         label = _label(dict(zip(context_keys, context)), context_keys)
         _mean_std(ax, points, "image_samples", marker="o", linestyle="--",
