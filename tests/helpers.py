@@ -2,7 +2,8 @@
 
 - ``ROOT``, ``TINY``: the repository and the tiny test recipe; ``ENV``: the environment of every trainer
   subprocess (one thread per process: identical arithmetic in every run, so resume checks are bitwise).
-- ``train``, ``train_command``, ``train_records``, ``kill_once``: real ``python -m vitwarm.train`` runs;
+- ``train``, ``train_command``, ``train_records``, ``kill_once``, ``trained``: real ``python -m vitwarm.train``
+  runs; ``assert_same_weights_and_records``: the check of a resumed run against its reference;
   ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1.
 - ``free_port``: a free TCP port on 127.0.0.1 for a process group's rendezvous.
 - ``write_finished``: a summary.json exactly as the trainer writes it, for run directories not trained.
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from vitwarm.run.rundir import Summary, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,22 @@ def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = No
     env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
     return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def trained(run_dir: Path, shards: Path, *overrides: str) -> Path:
+    """A finished run (a module's reference), or the test fails with the run's last output."""
+    result = train(run_dir, shards, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def assert_same_weights_and_records(run_dir: Path, reference: Path) -> None:
+    """The final model and the metrics records (timing fields aside) of two runs are the same."""
+    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] == got[name]).all(), name
+    assert train_records(run_dir) == train_records(reference)
 
 
 def train_in_process(run_dir: Path, shards: Path, *overrides: str) -> tuple[int, str]:

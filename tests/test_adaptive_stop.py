@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from vitwarm.models.attention_scores import attention_scores
 
-from helpers import TINY, train, train_records
+from helpers import TINY, train, train_records, trained
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +33,7 @@ def events(run_dir: Path, name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, fmnist_shards) -> Path:
-    run_dir = tmp_path_factory.mktemp("stop") / "reference"
-    result = train(run_dir, fmnist_shards, *PLATEAU)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return trained(tmp_path_factory.mktemp("stop") / "reference", fmnist_shards, *PLATEAU)
 
 
 def decision(run_dir: Path) -> tuple[int, int]:

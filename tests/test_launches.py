@@ -22,11 +22,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from safetensors.torch import load_file
 
 from vitwarm.seeds import derive_seed
 
-from helpers import ENV, PER_STEP_LOGS, ROOT, free_port, train_command, train_records
+from helpers import ENV, PER_STEP_LOGS, ROOT, assert_same_weights_and_records, free_port, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +65,6 @@ def training_record_written(run_dir: Path):
         metrics = run_dir / "metrics.jsonl"
         return metrics.exists() and '"phase": "image", "step"' in metrics.read_text()
     return ready
-
-
-def assert_same_weights_and_records(run_dir: Path, reference: Path) -> None:
-    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert (expected[name] == got[name]).all(), name
-    assert train_records(run_dir) == train_records(reference)
 
 
 def test_sigterm_to_the_launcher_stops_both_processes_at_one_saved_step(tmp_path, reference, fmnist_shards):

@@ -19,13 +19,22 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 
 from vitwarm.config import load_config
 from vitwarm.run.rundir import identity
 from vitwarm.sweeps.launch import SlurmJob
 
-from helpers import ENV, PER_STEP_LOGS, ROOT, TINY, train, train_command, train_records
+from helpers import (
+    ENV,
+    PER_STEP_LOGS,
+    ROOT,
+    TINY,
+    assert_same_weights_and_records,
+    train,
+    train_command,
+    train_records,
+    trained,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +44,7 @@ STOPPED = 75
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, fmnist_shards) -> Path:
-    run_dir = tmp_path_factory.mktemp("stop") / "reference"
-    result = train(run_dir, fmnist_shards, *OVERRIDES)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    return trained(tmp_path_factory.mktemp("stop") / "reference", fmnist_shards, *OVERRIDES)
 
 
 def image_record_written(run_dir: Path):
@@ -55,14 +61,6 @@ def wait_for(ready, process: subprocess.Popen) -> None:
         assert process.poll() is None, f"the run ended before the moment was reached: {process.communicate()}"
         assert time.monotonic() < deadline, "the run never reached the moment"
         time.sleep(0.01)
-
-
-def assert_same_weights_and_records(run_dir: Path, reference: Path) -> None:
-    expected, got = load_file(reference / "model/model.safetensors"), load_file(run_dir / "model/model.safetensors")
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert (expected[name] == got[name]).all(), name
-    assert train_records(run_dir) == train_records(reference)
 
 
 def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(tmp_path, reference, fmnist_shards):
