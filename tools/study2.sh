@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second study of docs/study2.md, one part per call:
-#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|archive
+#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|archive
 #
 # S0 is the cost frontier: warm-ups only (benchmarks/transition.py), one process per cell, two at a time,
 # each cell capped at CAP sequences (4 image epochs of the subset) and stopped at its plateau. A finished
@@ -12,7 +12,7 @@
 # (the wall seconds do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|archive}
+PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|archive}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-sweeps/study2}
 DOCS=${DOCS:-docs/study2}
@@ -77,18 +77,20 @@ case "$PART" in
       "$PY" benchmarks/transition.py --collect "$OUT/s0" --out "$DOCS/s0" --cheapest 2 |
         tee "$DOCS/s0/collect.txt" | grep -E '^[0-9]+ [0-9]+ [0-9.e-]+ [0-9]+ ' > "$DOCS/s0/choice.txt"
       echo "W1, W2 (batch seq_len lr k model):"; cat "$DOCS/s0/choice.txt" ;;
-  S1) [ -s "$DOCS/s0/choice.txt" ] || { echo "study2.sh: error: S1 needs W1 and W2: run part S0 first" >&2; exit 2; }
+  S1|S2|S12) [ -s "$DOCS/s0/choice.txt" ] || { echo "study2.sh: error: $PART needs W1 and W2: run part S0 first" >&2; exit 2; }
       [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
-      { image_cell 4 additive default 0 "$NONE" null 0,1,2,3,4
-        image_cell 4 additive default 1.0 "$(w 1)" null 0,1,2,3,4
-        image_cell 4 additive default 1.0 "$(w 2)" null 0,1,2,3,4
-        image_cell 4 additive mimetic 0 "$NONE" null 0,1,2
-        image_cell 8 additive default 0 "$NONE" null 0,1,2; } | queue "$IMAGES" ;;
-  S2) # each control after its warm-up run of the same seed (S1), matched to that run's used warm-up FLOPs
-      { for i in 1 2; do
-          image_cell 4 compute_matched default 1.0 "$(w $i)" \
-            "\${run.dir}/../$(run_name 4 additive default 1.0 "$(w $i)" null 0)" 0,1,2,3,4
-        done; } | queue "$IMAGES" ;;
+      none() { image_cell "$1" additive default 0 "$NONE" null "$2"; }
+      warm() { image_cell 4 additive default 1.0 "$(w "$1")" null 0,1,2,3,4; }
+      control() {  # after its warm-up run of the same seed, matched to that run's used warm-up FLOPs
+        image_cell 4 compute_matched default 1.0 "$(w "$1")" \
+          "\${run.dir}/../$(run_name 4 additive default 1.0 "$(w "$1")" null 0)" 0,1,2,3,4; }
+      mimetic() { image_cell 4 additive mimetic 0 "$NONE" null 0,1,2; }
+      case "$PART" in
+        S1) { none 4 0,1,2,3,4; warm 1; warm 2; mimetic; none 8 0,1,2; } | queue "$IMAGES" ;;
+        S2) { control 1; control 2; } | queue "$IMAGES" ;;
+        # both parts, in the order that answers the key pair (W1 against no warm-up and its control) first
+        S12) { none 4 0,1,2,3,4; warm 1; control 1; warm 2; control 2; mimetic; none 8 0,1,2; } | queue "$IMAGES" ;;
+      esac ;;
   archive) # the small, script-readable files of every finished image run, for the docs
       for run in "$IMAGES"/*/; do
         [ -e "$run/summary.json" ] || continue
@@ -96,6 +98,6 @@ case "$PART" in
         mkdir -p "$dest"
         for f in config.yaml summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
       done ;;
-  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2 or archive)" >&2; exit 2 ;;
+  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12 or archive)" >&2; exit 2 ;;
 esac
 echo "part $PART: $(( $(date +%s) - start )) s wall"
