@@ -97,8 +97,11 @@ def cheapest(rows: list[dict], n: int) -> list[tuple]:
 
 
 def collect(folder: Path) -> list[dict]:
-    """The rows of every transition.json under ``folder``, by setting and seed."""
-    rows = [row for path in sorted(folder.rglob("transition.json")) for row in json.loads(path.read_text())]
+    """The rows of every transition.json under ``folder``, by setting and seed; folders whose name starts with
+    a dot (a scratch collection kept beside the cells) are not cells."""
+    paths = [p for p in sorted(folder.rglob("transition.json"))
+             if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    rows = [row for path in paths for row in json.loads(path.read_text())]
     return sorted(rows, key=lambda r: (setting(r)[-1], *setting(r)[:-1], r["seed"]))
 
 

@@ -57,6 +57,9 @@ def test_collect_gathers_cells_and_names_the_cheapest_that_learned_in_every_seed
     for name, rows in cells.items():
         (tmp_path / "s0" / name).mkdir(parents=True)
         (tmp_path / "s0" / name / "transition.json").write_text(json.dumps(rows))
+    # An earlier collection kept beside the cells holds copies of their rows: not cells of its own.
+    (tmp_path / "s0" / ".collect").mkdir()
+    (tmp_path / "s0" / ".collect" / "transition.json").write_text(json.dumps(sum(cells.values(), [])))
     out = tmp_path / "table"
     capsys.readouterr()
     assert tool().main(["--collect", str(tmp_path / "s0"), "--out", str(out), "--cheapest", "2"]) == 0
