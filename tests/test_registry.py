@@ -16,6 +16,7 @@ TOKENS = {
     "vitwarm_base_patch16_224": 196,
     "vitwarm_pico_patch4_32": 64,
     "vitwarm_pico_patch7_28": 16,
+    "vitwarm_pico_core_patch4_32": 64,
 }
 
 

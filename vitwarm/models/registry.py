@@ -10,6 +10,10 @@ from timm's own ``vit_*`` names (registering one of those again would silently r
 | vitwarm_base_patch16_224 | 224 | 16 | 196 (14 x 14) | 768 | 12 | 12 | 4 |
 | vitwarm_pico_patch4_32 | 32 | 4 | 64 (8 x 8) | 128 | 6 | 4 | 2 |
 | vitwarm_pico_patch7_28 | 28 | 7 | 16 (4 x 4) | 128 | 6 | 4 | 2 |
+| vitwarm_pico_core_patch4_32 | 32 | 4 | 64 (8 x 8) | 64 | 3 | 2 | 2 |
+
+``vitwarm_pico_core_patch4_32`` is the pico model's core, half its width and depth 3, for a warm-up that is
+grown into the pico model (``warmup.model.name``; docs/models.md#growth).
 
 Each name has two pretrained tags. The untagged default is the plain architecture (1000 classes, nothing
 to load). ``.warmup`` holds procedural warm-up weights of any grammar: a headless backbone
@@ -42,6 +46,8 @@ ARCHITECTURES = {
                                                             num_heads=4, mlp_ratio=2.0)),
     "vitwarm_pico_patch7_28": ("vit_tiny_patch16_224", dict(img_size=28, patch_size=7, embed_dim=128, depth=6,
                                                             num_heads=4, mlp_ratio=2.0)),
+    "vitwarm_pico_core_patch4_32": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=4, embed_dim=64, depth=3,
+                                                                 num_heads=2, mlp_ratio=2.0)),
 }
 
 
@@ -62,6 +68,7 @@ default_cfgs = generate_default_cfgs({
     **_cfgs("vitwarm_base_patch16_224"),
     **_cfgs("vitwarm_pico_patch4_32", input_size=(3, 32, 32), crop_pct=1.0),
     **_cfgs("vitwarm_pico_patch7_28", input_size=(3, 28, 28), crop_pct=1.0),
+    **_cfgs("vitwarm_pico_core_patch4_32", input_size=(3, 32, 32), crop_pct=1.0),
 })
 
 
@@ -106,6 +113,12 @@ def vitwarm_pico_patch4_32(pretrained: bool = False, **kwargs) -> VisionTransfor
 def vitwarm_pico_patch7_28(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """A CPU-sized ViT for 28 px images (Fashion-MNIST as is), patch 7: 16 tokens."""
     return _create("vitwarm_pico_patch7_28", pretrained, **kwargs)
+
+
+@register_model
+def vitwarm_pico_core_patch4_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """The pico model's core (half width, 3 blocks), patch 4 on 32 px: 64 tokens; grown into the pico model."""
+    return _create("vitwarm_pico_core_patch4_32", pretrained, **kwargs)
 
 
 def stock_architecture(model: VisionTransformer) -> tuple[str, dict]:
