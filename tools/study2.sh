@@ -19,6 +19,7 @@ DOCS=${DOCS:-docs/study2}
 CAP=22016                         # sequences: 4 epochs of the 5,500-image subset at batch 64 (344 steps)
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's vitwarm, whatever the venv points at
+export PATH="$(dirname "$PY"):$PATH"   # accelerate from the same environment
 source tools/study_queue.sh
 
 cells() {  # group config model-tag lr k seeds, then "batch seq_len" pairs on stdin: one command per unfinished cell
