@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second study of docs/study2.md, one part per call:
-#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|archive
+#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|report|archive
 #
 # S0 is the cost frontier: warm-ups only (benchmarks/transition.py), one process per cell, two at a time,
 # each cell capped at CAP sequences (4 image epochs of the subset) and stopped at its plateau. A finished
@@ -12,7 +12,7 @@
 # (the wall seconds do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|archive}
+PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|report|archive}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-sweeps/study2}
 DOCS=${DOCS:-docs/study2}
@@ -92,6 +92,14 @@ case "$PART" in
         # both parts, in the order that answers the key pair (W1 against no warm-up and its control) first
         S12) { none 4 0,1,2,3,4; warm 1; control 1; warm 2; control 2; mimetic; none 8 0,1,2; } | queue "$IMAGES" ;;
       esac ;;
+  report) # the image cells' tables and plots from the sweep directory, each cell paired by seed to the
+      # reference cells: no warm-up (4 epochs), each warm-up's compute-matched control, mimetic init
+      P=(--paired-to "budget.epochs=4,budget.regime=additive,model.init=default,warmup.fraction=0"
+         --paired-to "budget.regime=compute_matched,warmup.model.shared_middle=true"
+         --paired-to "budget.regime=compute_matched,warmup.model.shared_middle=false"
+         --paired-to "budget.epochs=4,model.init=mimetic")
+      "$PY" tools/report.py "$IMAGES" --out "$DOCS/report" "${P[@]}"
+      "$PY" tools/report.py "$IMAGES" --out "$DOCS/report/test" --metric test_top1 "${P[@]}" ;;
   archive) # the small, script-readable files of every finished image run, for the docs
       for run in "$IMAGES"/*/; do
         [ -e "$run/summary.json" ] || continue
@@ -99,6 +107,6 @@ case "$PART" in
         mkdir -p "$dest"
         for f in config.yaml summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
       done ;;
-  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12 or archive)" >&2; exit 2 ;;
+  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12, report or archive)" >&2; exit 2 ;;
 esac
 echo "part $PART: $(( $(date +%s) - start )) s wall"
