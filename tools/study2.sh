@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The second study of docs/study2.md, one part per call:
-#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|report|archive
+#   bash tools/study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|S3|S4|report|archive
 #
 # S0 is the cost frontier: warm-ups only (benchmarks/transition.py), one process per cell, two at a time,
 # each cell capped at CAP sequences (4 image epochs of the subset) and stopped at its plateau. A finished
@@ -12,7 +12,7 @@
 # (the wall seconds do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|report|archive}
+PART=${1:?usage: study2.sh S0a|S0b|S0c|S0d|S0|S1|S2|S12|S3|S4|report|archive}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-sweeps/study2}
 DOCS=${DOCS:-docs/study2}
@@ -78,20 +78,24 @@ case "$PART" in
       "$PY" benchmarks/transition.py --collect "$OUT/s0" --out "$DOCS/s0" --cheapest 2 |
         tee "$DOCS/s0/collect.txt" | grep -E '^[0-9]+ [0-9]+ [0-9.e-]+ [0-9]+ ' > "$DOCS/s0/choice.txt"
       echo "W1, W2 (batch seq_len lr k model):"; cat "$DOCS/s0/choice.txt" ;;
-  S1|S2|S12) [ -s "$DOCS/s0/choice.txt" ] || { echo "study2.sh: error: $PART needs W1 and W2: run part S0 first" >&2; exit 2; }
+  S1|S2|S12|S3|S4) [ -s "$DOCS/s0/choice.txt" ] || { echo "study2.sh: error: $PART needs W1 and W2: run part S0 first" >&2; exit 2; }
       [ -e data/fashion_mnist_f0.1/_info.json ] || "$PY" tools/make_shards.py fmnist --out data/fashion_mnist_f0.1 --fraction 0.1
-      none() { image_cell "$1" additive default 0 "$NONE" null "$2"; }
-      warm() { image_cell 4 additive default 1.0 "$(w "$1")" null 0,1,2,3,4; }
-      control() {  # after its warm-up run of the same seed, matched to that run's used warm-up FLOPs
-        image_cell 4 compute_matched default 1.0 "$(w "$1")" \
-          "\${run.dir}/../$(run_name 4 additive default 1.0 "$(w "$1")" null 0)" 0,1,2,3,4; }
-      mimetic() { image_cell 4 additive mimetic 0 "$NONE" null 0,1,2; }
+      # The warm-up's cap is 22,016 sequences at every length: fraction 1.0 of 4 epochs, 0.3333 of 12.
+      none() { image_cell "$1" additive default 0 "$NONE" null "$2"; }  # epochs seeds
+      warm() { image_cell "$2" additive default "$3" "$(w "$1")" null "$4"; }  # W epochs fraction seeds
+      control() {  # W epochs fraction seeds: after its warm-up run of the same seed, matched to its used FLOPs
+        image_cell "$2" compute_matched default "$3" "$(w "$1")" \
+          "\${run.dir}/../$(run_name "$2" additive default "$3" "$(w "$1")" null 0)" "$4"; }
+      mimetic() { image_cell "$1" additive mimetic 0 "$NONE" null 0,1,2; }  # epochs
       case "$PART" in
-        S1) { none 4 0,1,2,3,4; warm 1; warm 2; mimetic; none 8 0,1,2; } | queue "$IMAGES" ;;
-        S2) { control 1; control 2; } | queue "$IMAGES" ;;
-        # both parts, in the order that answers the key pair (W1 against no warm-up and its control) first
-        S12) { none 4 0,1,2,3,4; warm 1; control 1; warm 2; control 2; mimetic; none 8 0,1,2; } | queue "$IMAGES" ;;
-      esac ;;
+        S1) { none 4 0,1,2,3,4; warm 1 4 1.0 0,1,2,3,4; warm 2 4 1.0 0,1,2,3,4; mimetic 4; none 8 0,1,2; } ;;
+        S2) { control 1 4 1.0 0,1,2,3,4; control 2 4 1.0 0,1,2,3,4; } ;;
+        # S1 and S2 in the order that answers the key pair (W1 against no warm-up and its control) first
+        S12) { none 4 0,1,2,3,4; warm 1 4 1.0 0,1,2,3,4; control 1 4 1.0 0,1,2,3,4; warm 2 4 1.0 0,1,2,3,4
+               control 2 4 1.0 0,1,2,3,4; mimetic 4; none 8 0,1,2; } ;;
+        S3) { none 12 0,1,2,3,4; warm 1 12 0.3333 0,1,2,3,4; warm 2 12 0.3333 0,1,2; } ;;
+        S4) { control 1 12 0.3333 0,1,2,3,4; control 2 12 0.3333 0,1,2; mimetic 12; none 16 0,1,2; } ;;
+      esac | queue "$IMAGES" ;;
   report) # the image cells' tables and plots from the sweep directory, each cell paired by seed to the
       # reference cells: no warm-up (4 epochs), each warm-up's compute-matched control, mimetic init
       P=(--paired-to "budget.epochs=4,budget.regime=additive,model.init=default,warmup.fraction=0"
@@ -107,6 +111,6 @@ case "$PART" in
         mkdir -p "$dest"
         for f in config.yaml summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
       done ;;
-  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12, report or archive)" >&2; exit 2 ;;
+  *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12, S3, S4, report or archive)" >&2; exit 2 ;;
 esac
 echo "part $PART: $(( $(date +%s) - start )) s wall"
