@@ -71,11 +71,16 @@ def train_in_process(run_dir: Path, shards: Path, *overrides: str) -> tuple[int,
     refused before step 1: a trainer process spends most of its seconds importing torch before it reads a key."""
     from vitwarm.train import main
 
+    return call_main(main, ["--config", str(TINY), f"data.source={shards}", f"run.dir={run_dir}", *overrides])
+
+
+def call_main(main, args: list[str]) -> tuple[int, str]:
+    """(exit status, stdout + stderr) of an entry point's ``main(args)`` called in this process."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            status = main(["--config", str(TINY), f"data.source={shards}", f"run.dir={run_dir}", *overrides])
-        except SystemExit as exit_:
+            status = main(args)
+        except SystemExit as exit_:  # argparse: --help, usage errors
             status = exit_.code
     return status, out.getvalue()
 
@@ -174,14 +179,7 @@ def run(row: Mistake, tmp: Path, shards: Path) -> tuple[int, str]:
         (tmp / path).write_text(text.replace("{tmp}", str(tmp)))
     argv = _argv(row, tmp, shards)
     if row.launch == "inproc":
-        main, args = _main(argv)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            try:
-                status = main(args)
-            except SystemExit as exit_:  # argparse: --help, usage errors
-                status = exit_.code
-        return status, out.getvalue()
+        return call_main(*_main(argv))
     if row.launch == "accelerate2":
         argv = ["-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/cpu_ddp.yaml"),
                 "--main_process_port", str(free_port()), *argv]

@@ -32,9 +32,8 @@ cells() {  # group config model-tag lr k seeds, then "batch seq_len" pairs on st
     done
   done
 }
-cheapest() {  # n folder...: "batch seq_len lr k model" of the n cheapest settings that learned, from the cells run
-  local n=$1; shift
-  "$PY" benchmarks/transition.py --collect "$OUT/s0" --out "$OUT/s0/.collect" --cheapest "$n" "$@" |
+cheapest() {  # n: "batch seq_len lr k model" of the n cheapest settings that learned, from the cells run so far
+  "$PY" benchmarks/transition.py --collect "$OUT/s0" --out "$OUT/s0/.collect" --cheapest "$1" |
     grep -E '^[0-9]+ [0-9]+ [0-9.e-]+ [0-9]+ ' || true
 }
 only_image_model() { awk '$5 == "-"'; }
