@@ -1,7 +1,8 @@
 """The report's figures, drawn on matplotlib ``Figure`` objects (no pyplot, so no global backend state).
 
 (a) final metric vs warm-up fraction, (b) evaluation curves vs image samples seen, (c) metric vs image samples
-for the baseline and the warm-up cells with the data-equivalence construction drawn in.
+for the baseline and the warm-up cells with the data-equivalence construction drawn in, (d) the gain of each
+warm-up against its share of the compute, beside the compute-matched line (vitwarm.sweeps.share).
 """
 
 from __future__ import annotations
@@ -158,12 +159,42 @@ def plot_equivalence(
                    title="data equivalence (dotted: baseline images S* reaching the same accuracy)")
 
 
+def plot_gain_vs_share(
+    cell_keys: list[str], rows: list[dict], lines: list[dict], metric: str, out: Path
+) -> str | None:
+    """Each warm-up cell's paired gain (± sem) against its warm-up FLOPs as a share of the image phase, and per
+    baseline point the compute-matched line: the gain of spending that share on more images instead
+    (vitwarm.sweeps.share). Log x: the shares a user chooses between span decades (0.3% to 300%); the line's
+    segments are drawn straight on that axis, while the report's table reads it linearly in the share."""
+    if not rows:
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = line_axes(fig)
+    for line in lines:
+        points = [p for p in line["points"] if p["share"] > 0]  # share 0 has no place on a log axis
+        ax.errorbar([p["share"] for p in points], [p["mean"] for p in points], yerr=[p["sem"] or 0.0 for p in points],
+                    linestyle="--", marker="o", capsize=3,
+                    label=f"more images instead (compute-matched line from {line['image_samples']:,.0f} images)")
+    # In the legend, the keys that tell the warm-ups apart (all their keys when they are one cell)
+    shown = [k for k in cell_keys if len({str(r[k]) for r in rows}) > 1] or split_keys(cell_keys)[1]
+    for row in rows:
+        gain = row["gain"]
+        ax.errorbar([row["share"]], [gain["mean"]], yerr=[gain["sem"] or 0.0], marker="s", capsize=3, linestyle="none",
+                    label=f"{_label(row, shown)} ({row['image_samples']:,.0f} images)")
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xscale("log")
+    return _finish(fig, ax, out, f"{metric}_gain_vs_warmup_share.png",
+                   xlabel="warm-up FLOPs / image-phase FLOPs (log)", ylabel=f"{metric} gain over no warm-up (points)",
+                   title="what a warm-up buys for its compute (paired by seed, ± sem)")
+
+
 def make_plots(
     cell_keys: list[str],
     cells: list[Cell],
     stats: list[dict],
     curves: dict[tuple, list[dict]],
     estimates: list[dict],
+    shares: tuple[list[dict], list[dict]],
     metric: str,
     out: Path,
     log_x: bool = False,
@@ -184,4 +215,9 @@ def make_plots(
         names.append(equivalence)
     else:
         notes.append(f"no data-equivalence plot: no finished baseline runs ({FRACTION_KEY} = 0)")
+    share_plot = plot_gain_vs_share(cell_keys, *shares, metric, out)
+    if share_plot:
+        names.append(share_plot)
+    else:
+        notes.append("no gain-vs-share plot: no warm-up cell has a baseline point with its image samples")
     return names, notes

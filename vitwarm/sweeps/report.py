@@ -14,6 +14,7 @@ from vitwarm.sweeps import plots
 from vitwarm.sweeps.equivalence import baseline_curves, data_equivalence
 from vitwarm.sweeps.paired import paired_differences, seed_list, select_cell, significant
 from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, check_comparable, group_cells, load_results
+from vitwarm.sweeps.share import gain_vs_share
 
 DIFFER, UNKNOWN = "†", "‡"
 MACHINE_NOTES = {
@@ -137,6 +138,24 @@ def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
     return markdown_table(header, body)
 
 
+def share_table(cell_keys: list[str], rows: list[dict]) -> str:
+    header = [*cell_keys, "image samples", "warm-up share", "seeds", "gain mean ± sem", "beyond 2 sem",
+              "more images at that share"]
+    body = [
+        [
+            *(str(row[k]) for k in cell_keys),
+            _fmt_count(row["image_samples"]),
+            f"{100 * row['share']:.2f}%",
+            seed_list(row["gain"]["seeds"]),
+            f"{row['gain']['mean']:+.2f} ± {_fmt(row['gain']['sem'])}",
+            "yes" if significant(row["gain"]) else "no",
+            "-" if row["images_gain"] is None else f"{row['images_gain']:+.2f}",
+        ]
+        for row in rows
+    ]
+    return markdown_table(header, body)
+
+
 def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
     columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "probe_acc",
                "mimetic_qk", "mimetic_vo", "train_s"]
@@ -190,7 +209,10 @@ def build_report(
     if any(row["n"] < len(row["runs"]) for row in stats):
         notes.append(f"some finished runs have no {metric} in summary.json and are left out of the means")
 
-    figures, plot_notes = plots.make_plots(keys, cells, stats, curves, estimates, metric, out, log_x)
+    share_rows, share_lines, share_notes = gain_vs_share(keys, cells, stats, metric)
+    notes += share_notes
+    figures, plot_notes = plots.make_plots(keys, cells, stats, curves, estimates, (share_rows, share_lines), metric,
+                                           out, log_x)
     notes += plot_notes
 
     text = f"{len(results.runs)} finished run(s) in {len(stats)} cell(s).\n\n"
@@ -205,6 +227,15 @@ def build_report(
             "saved: share of the baseline's images the warm-up run did without for the same accuracy; "
             "worth: extra images the warm-up is worth. '>' / '<': the accuracy lies outside the baseline's "
             "range, so only a bound is given.\n"
+        )
+    if share_rows:
+        text += (
+            f"\n## What the warm-up's compute buys ({metric}, points)\n\n"
+            "warm-up share: the warm-up's FLOPs (what its stop used) over the image phase's; gain: paired by seed "
+            "against the baseline cell with the same image samples; more images at that share: the baseline "
+            "cells' gain for that many more images (the compute-matched line, straight between its points; "
+            "'-' beyond its last point).\n\n"
+            f"{share_table(keys, share_rows)}\n"
         )
     for block in paired:
         reference = ", ".join(f"{k}={v}" for k, v in block["reference"].items())
@@ -228,6 +259,7 @@ def build_report(
         "cells": stats,
         "data_equivalence": estimates,
         "paired": paired,
+        "gain_vs_share": {"rows": share_rows, "lines": share_lines},
         "unfinished": [{"name": n, "state": s} for n, s in results.unfinished],
         "notes": notes,
         "plots": figures,

@@ -145,8 +145,11 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
         if bad:
             notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
         summary = asdict(read_summary(run_dir))
-        # Values typed by the trainer's config win; the sweep's override strings fill in keys it lacks.
+        # Values typed by the trainer's config win; the sweep's override strings fill in keys it lacks. An
+        # override written with an interpolation (a control's `budget.matched_to=.../..._seed=${seed}`) is one
+        # setting for every seed: it keeps its written form, which its resolved value (naming the seed) is not.
         config = {**overrides.get(name, {}), **configs[name]}
+        config |= {k: v for k, v in overrides.get(name, {}).items() if isinstance(v, str) and "${" in v}
         runs.append(RunResult(name=name, config=config, summary=summary, evals=evals))
 
     if spec:
