@@ -96,11 +96,13 @@ case "$PART" in
         S4) { control 1 12 0.3333 0,1,2,3,4; control 2 12 0.3333 0,1,2; mimetic 12; none 16 0,1,2; } ;;
       esac | queue "$IMAGES" ;;
   report) # the image cells' tables and plots from the sweep directory, each cell paired by seed to the
-      # reference cells: no warm-up (4 epochs), each warm-up's compute-matched control, mimetic init
-      P=(--paired-to "budget.epochs=4,budget.regime=additive,model.init=default,warmup.fraction=0"
-         --paired-to "budget.regime=compute_matched,warmup.model.shared_middle=true"
-         --paired-to "budget.regime=compute_matched,warmup.model.shared_middle=false"
-         --paired-to "budget.epochs=4,model.init=mimetic")
+      # reference cells of 4 and 12 epochs: no warm-up and each warm-up's compute-matched control
+      P=()
+      for e in 4 12; do
+        P+=(--paired-to "budget.epochs=$e,budget.regime=additive,model.init=default,warmup.fraction=0"
+            --paired-to "budget.epochs=$e,budget.regime=compute_matched,warmup.model.shared_middle=true"
+            --paired-to "budget.epochs=$e,budget.regime=compute_matched,warmup.model.shared_middle=false")
+      done
       "$PY" tools/report.py "$IMAGES" --out "$DOCS/report" "${P[@]}"
       "$PY" tools/report.py "$IMAGES" --out "$DOCS/report/test" --metric test_top1 "${P[@]}" ;;
   archive) # the small, script-readable files of every finished image run, for the docs
@@ -108,7 +110,7 @@ case "$PART" in
         [ -e "$run/summary.json" ] || continue
         dest="$DOCS/runs/$(basename "$run")"
         mkdir -p "$dest"
-        for f in config.yaml summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
+        for f in config.yaml overrides.json summary.json metrics.jsonl; do sed "s#$PWD/##g" "$run/$f" > "$dest/$f"; done
       done ;;
   *) echo "study2.sh: error: unknown part '$PART' (choose S0a, S0b, S0c, S0d, S0, S1, S2, S12, S3, S4, report or archive)" >&2; exit 2 ;;
 esac
