@@ -93,7 +93,8 @@ case "$PART" in
         S12) { none 4 0,1,2,3,4; warm 1 4 1.0 0,1,2,3,4; control 1 4 1.0 0,1,2,3,4; warm 2 4 1.0 0,1,2,3,4
                control 2 4 1.0 0,1,2,3,4; mimetic 4; none 8 0,1,2; } ;;
         S3) { none 12 0,1,2,3,4; warm 1 12 0.3333 0,1,2,3,4; warm 2 12 0.3333 0,1,2; } ;;
-        S4) { control 1 12 0.3333 0,1,2,3,4; control 2 12 0.3333 0,1,2; mimetic 12; none 16 0,1,2; } ;;
+        # S4: the key pair (W1 against its control) first, mimetic last
+        S4) { control 1 12 0.3333 0,1,2,3,4; control 2 12 0.3333 0,1,2; none 16 0,1,2; mimetic 12; } ;;
       esac | queue "$IMAGES" ;;
   report) # the image cells' tables and plots from the sweep directory, each cell paired by seed to the
       # reference cells of 4 and 12 epochs: no warm-up and each warm-up's compute-matched control
