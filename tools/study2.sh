@@ -56,6 +56,8 @@ image_cell() {  # epochs regime init fraction "W" matched_to seeds
 }
 w() { sed -n "${1}p" "$DOCS/s0/choice.txt"; }  # W1 or W2, as S0 chose them
 run_name() {  # the directory name of a cell's run of seed ${seed}, for a control's budget.matched_to
+  # --dry-run lists every run of the cell, finished or not (print leaves finished runs out)
+  local S=("${S[@]}" --dry-run)
   image_cell "$@" | grep -o 'run.dir=[^ ]*seed=0' | head -n1 | sed "s#run.dir=$(realpath -m "$IMAGES")/##; s#seed=0\$#seed=\${seed}#"
 }
 
