@@ -109,26 +109,32 @@ def seed_list(seeds: list[int]) -> str:
     return ", ".join(parts)
 
 
+def seed_differences(cell: Cell, reference: Cell, metric: str) -> dict | None:
+    """``cell - reference`` seed by seed on the seeds both have: ``seeds``, ``differences`` and their
+    :func:`seed_stats`; None when they share no seed."""
+    ours, theirs = runs_by_seed(cell.runs, metric), runs_by_seed(reference.runs, metric)
+    seeds = sorted(set(ours) & set(theirs))
+    if not seeds:
+        return None
+    diffs = [seed_mean(ours[s], metric) - seed_mean(theirs[s], metric) for s in seeds]
+    return {**seed_stats(diffs), "seeds": seeds, "differences": diffs}
+
+
 def paired_differences(reference: Cell, cells: list[Cell], metric: str) -> list[dict]:
     """For every other cell sharing seeds with ``reference``: its values, the per-seed differences on the
-    seeds both cells have (``seeds``), their stats, and whether each pair ran alike (:func:`machines`).
+    seeds both cells have (:func:`seed_differences`), and whether each pair ran alike (:func:`machines`).
 
     ``t`` is mean / sem (None when the differences do not vary or there is one pair).
     """
     ref = runs_by_seed(reference.runs, metric)
     rows = []
     for cell in cells:
-        if cell is reference:
+        if cell is reference or not (pair := seed_differences(cell, reference, metric)):
             continue
         runs = runs_by_seed(cell.runs, metric)
-        seeds = sorted(set(runs) & set(ref))
-        if not seeds:
-            continue
-        diffs = [seed_mean(runs[s], metric) - seed_mean(ref[s], metric) for s in seeds]
-        stats = seed_stats(diffs)
-        t = stats["mean"] / stats["sem"] if stats["sem"] else None
-        gaps = {s: environment_gap(runs[s] + ref[s]) for s in seeds}
-        rows.append({**cell.values, **stats, "t": t, "seeds": seeds, "differences": diffs, "machines": machines(gaps)})
+        t = pair["mean"] / pair["sem"] if pair["sem"] else None
+        gaps = {s: environment_gap(runs[s] + ref[s]) for s in pair["seeds"]}
+        rows.append({**cell.values, **pair, "t": t, "machines": machines(gaps)})
     return rows
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitwarm.sweeps.paired import runs_by_seed, seed_mean
-from vitwarm.sweeps.results import Cell, mean_of, seed_stats, split_keys
+from vitwarm.sweeps.paired import runs_by_seed, seed_differences
+from vitwarm.sweeps.results import Cell, mean_of, split_keys
 
 
 def warmup_share(summary: dict) -> float | None:
@@ -37,23 +37,13 @@ def warmup_share(summary: dict) -> float | None:
     return float(warmup.get("used_flops") or warmup.get("flops") or 0.0) / float(image_flops)
 
 
-def _paired_gain(cell: Cell, reference: Cell, metric: str) -> dict | None:
-    """Mean ± sem of the per-seed differences ``cell - reference`` on the seeds both have, or None."""
-    ours, theirs = runs_by_seed(cell.runs, metric), runs_by_seed(reference.runs, metric)
-    seeds = sorted(set(ours) & set(theirs))
-    if not seeds:
-        return None
-    diffs = [seed_mean(ours[s], metric) - seed_mean(theirs[s], metric) for s in seeds]
-    return {**seed_stats(diffs), "seeds": seeds}
-
-
 def images_line(baselines: list[tuple[Cell, dict]], base: tuple[Cell, dict], metric: str) -> list[dict]:
     """The compute-matched line from baseline cell ``base``: (share 0, gain 0), then every baseline cell of its
     context with more images at share ``S'/S - 1`` (mean image samples) with its gain over ``base``."""
     base_cell, base_row = base
     line = [{"share": 0.0, "mean": 0.0, "sem": None, "seeds": sorted(runs_by_seed(base_cell.runs, metric))}]
     for cell, row in baselines:
-        if row["image_samples"] > base_row["image_samples"] and (gain := _paired_gain(cell, base_cell, metric)):
+        if row["image_samples"] > base_row["image_samples"] and (gain := seed_differences(cell, base_cell, metric)):
             line.append({"share": row["image_samples"] / base_row["image_samples"] - 1.0, **gain})
     return sorted(line, key=lambda p: p["share"])
 
@@ -86,11 +76,13 @@ def gain_vs_share(
                 f"{len(bases)} baseline cells have its {row['image_samples']:,.0f} image samples (needs one)")
             notes.append(f"{label}: not in the gain-vs-share figure, {why}")
             continue
-        gain = _paired_gain(cell, bases[0][0], metric)
+        gain = seed_differences(cell, bases[0][0], metric)
         if gain is None:
             notes.append(f"{label}: not in the gain-vs-share figure, no seed of it is in its baseline cell")
             continue
-        line = lines.setdefault(row["image_samples"], images_line(baselines, bases[0], metric))
+        if row["image_samples"] not in lines:  # one line per baseline cell, however many warm-ups share it
+            lines[row["image_samples"]] = images_line(baselines, bases[0], metric)
+        line = lines[row["image_samples"]]
         rows.append({**{k: row[k] for k in cell_keys}, "share": share, "image_samples": row["image_samples"],
                      "gain": gain, "images_gain": line_at(line, share)})
     return rows, [{"image_samples": s, "points": line} for s, line in lines.items()], notes
