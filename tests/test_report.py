@@ -191,6 +191,14 @@ def test_up_to_20_lines_of_a_plot_get_20_colours():
     assert len(set(colours)) == 20
 
 
+def test_a_legend_names_an_empty_value_and_keeps_dollar_signs_literal():
+    """The second study's legend read "name=, shared_middle=False" for the pico model's empty model name."""
+    from vitwarm.sweeps.plots import _label
+
+    label = _label({"warmup.model.name": "", "seed": "${seed}"}, ["warmup.model.name", "seed"])
+    assert label == r"name='', seed=\${seed}"
+
+
 def test_cell_keys_without_sweep_json_are_the_varying_config_keys(sweep_dir, tmp_path):
     # Copy the finished runs' files only, without sweep.json: the keys must be found from the configs.
     for run_dir in sweep_dir.iterdir():

@@ -41,8 +41,9 @@ def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
 
 def _label(values: dict, keys: list[str]) -> str:
     # The last part of a dotted key is enough in a legend: "grammar=ww", not "procedural.grammar=ww". Long
-    # values (file paths) are shortened as in run names; '$' would start matplotlib's math mode.
-    text = ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(str(values[k]))}" for k in keys) or "all runs"
+    # values (file paths) are shortened as in run names, an empty one shows as '' (not a bare "name=");
+    # '$' would start matplotlib's math mode.
+    text = ", ".join(f"{k.rsplit('.', 1)[-1]}={short_value(str(values[k])) or repr('')}" for k in keys) or "all runs"
     return text.replace("$", r"\$")
 
 
