@@ -197,3 +197,47 @@ def test_a_key_renamed_since_is_not_a_mix(sweep_dir, tmp_path):
     status, lines = report_command(beside(sweep_dir, tmp_path, older), tmp_path / "out")
     assert (status, lines) == (0, [])
     assert (tmp_path / "out" / "report.md").exists()
+
+
+def test_a_control_matched_to_each_seeds_warmup_is_one_point_of_the_curve(tmp_path):
+    """A control matched to its own seed's warm-up run sees a few more or fewer images per seed (the second
+    study's W1 controls: 22,208 and 22,272). Split by image count, each point held one seed or two, no seed was
+    in all of them, and no warm-up cell got a data-equivalence estimate.
+
+        cell (seeds 0, 1)           images        top1       curve on seeds 0-1
+        baseline, 4 epochs          1000, 1000    60, 62     (1000, 61)
+        control of 0.5, 4 epochs    1100, 1120    61, 63     (1110, 62)
+        baseline, 8 epochs          2000, 2000    70, 72     (2000, 71)
+        warm-up 0.5, 4 epochs       1000, 1000    66, 68     a_w = 67: S* = 1110 + 890 * 5/9
+    """
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 0\nbudget:\n  regime: additive\n")
+    runs = {  # (fraction, regime, epochs) -> (top1, image samples) per seed
+        ("0", "additive", "4"): ([60.0, 62.0], [1000, 1000]),
+        ("0", "additive", "8"): ([70.0, 72.0], [2000, 2000]),
+        ("0.5", "additive", "4"): ([66.0, 68.0], [1000, 1000]),
+        ("0.5", "compute_matched", "4"): ([61.0, 63.0], [1100, 1120]),
+    }
+    plans = ((["0", "0.5"], "additive", ["4", "8"], "null"),
+             (["0.5"], "compute_matched", ["4"], "${run.dir}/../warm_seed=${seed}"))
+    for fractions, regime, epochs, matched_to in plans:  # two plans into one directory, as a study adds cells
+        grids = {"warmup.fraction": fractions, "budget.regime": [regime], "budget.epochs": epochs,
+                 "budget.matched_to": [matched_to], "seed": ["0", "1"]}
+        sweep = plan_sweep(str(recipe), grids, {}, tmp_path / "sweep")
+        write_sweep(sweep)
+        for run in sweep.runs:
+            fraction, regime, epochs, _, seed = run.overrides.values()
+            if (fraction, regime, epochs) not in runs:
+                continue  # planned, never run
+            scores, samples = runs[(fraction, regime, epochs)]
+            run_dir = sweep.run_dir(run)
+            config = {"seed": int(seed), "warmup": {"fraction": float(fraction)},
+                      "budget": {"epochs": float(epochs), "regime": regime,
+                                 "matched_to": None if matched_to == "null" else f"{run_dir}/../warm_seed={seed}"}}
+            OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+            write_finished(run_dir, sweep.identity(run), top1=scores[int(seed)], image_samples=samples[int(seed)])
+    (row,) = build_report(sweep.out, tmp_path / "report")["data_equivalence"]
+    assert row["seeds"] == [0, 1]
+    assert row["baseline"] == [{"image_samples": 1000, "mean": 61.0}, {"image_samples": 1110, "mean": 62.0},
+                               {"image_samples": 2000, "mean": 71.0}]
+    assert (row["point"]["relation"], row["point"]["s_star"]) == ("=", pytest.approx(1110 + 890 * 5 / 9))

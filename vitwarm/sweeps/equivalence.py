@@ -15,6 +15,7 @@ import numpy as np
 
 from vitwarm.sweeps.paired import environment_gap, machines, runs_by_seed, seed_mean
 from vitwarm.sweeps.results import (
+    FRACTION_KEY,
     Cell,
     RunResult,
     SweepResults,
@@ -55,7 +56,9 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
     """Per context (cell keys that are neither amounts nor warm-up settings): the baseline's points.
 
     Baseline runs (fraction 0) are pooled across warm-up settings such as the grammar, which do not affect
-    them, and grouped by their amount keys; each point has the mean image samples, the metric's
+    them, and grouped by what sets their images: the amount keys and, for a compute-matched control, the
+    warm-up fraction it is matched to. Each point has the mean image samples (a control matched to each
+    seed's own warm-up run sees a few more or fewer images per seed, and is still one point), the metric's
     :func:`seed_stats` over all its runs (what the plot draws) and its runs by seed (``by_seed``). Runs
     without a metric or with no image samples (nothing to put on the x axis) are left out.
     """
@@ -67,8 +70,9 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
         if fraction_of(run.config) != 0 or summary.get(metric) is None or not summary.get("image_samples"):
             continue
         context = tuple(hashable(run.config.get(k)) for k in context_keys)
-        # The images seen as well: a compute-matched run has the budget keys of a baseline but more images.
-        amount = tuple(hashable(run.config.get(k)) for k in amount_keys) + (summary["image_samples"],)
+        # A compute-matched control has the budget keys of a baseline but more images, set by its fraction.
+        control = run.config.get(FRACTION_KEY) if run.config.get("budget.regime") == "compute_matched" else None
+        amount = tuple(hashable(run.config.get(k)) for k in amount_keys) + (control,)
         groups.setdefault(context, {}).setdefault(amount, []).append(run)
     curves = {}
     for context, by_amount in groups.items():
