@@ -22,6 +22,7 @@ from vitwarm.sweeps.results import (
     fraction_of,
     hashable,
     is_amount,
+    is_control,
     mean_of,
     seed_stats,
     split_keys,
@@ -71,7 +72,7 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
             continue
         context = tuple(hashable(run.config.get(k)) for k in context_keys)
         # A compute-matched control has the budget keys of a baseline but more images, set by its fraction.
-        control = run.config.get(FRACTION_KEY) if run.config.get("budget.regime") == "compute_matched" else None
+        control = run.config.get(FRACTION_KEY) if is_control(run.config) else None
         amount = tuple(hashable(run.config.get(k)) for k in amount_keys) + (control,)
         groups.setdefault(context, {}).setdefault(amount, []).append(run)
     curves = {}

@@ -257,10 +257,15 @@ def cell_stats(cell: Cell, metric: str) -> dict:
     }
 
 
+def is_control(config: dict) -> bool:
+    """Whether the run is a compute-matched control: no warm-up, its fraction sizes its extra image steps."""
+    return config.get("budget.regime") == "compute_matched"
+
+
 def fraction_of(config: dict) -> float:
     """The run's warm-up fraction; a config without the key has no warm-up, and neither has the
-    compute-matched control (its fraction only sizes the extra image steps): it is a baseline point."""
-    if config.get("budget.regime") == "compute_matched":
+    compute-matched control (:func:`is_control`): it is a baseline point."""
+    if is_control(config):
         return 0.0
     return float(config.get(FRACTION_KEY) or 0.0)
 
