@@ -129,3 +129,32 @@ def test_runs_without_phase_flops_are_left_out_with_a_note(tmp_path):
     assert report["gain_vs_share"]["rows"] == []
     assert any("warmup.fraction=0.5: not in the gain-vs-share figure, its runs record no phase FLOPs" in n
                for n in report["notes"])
+
+
+def test_each_context_has_its_own_line(tmp_path):
+    """Two model inits with the same image count: each warm-up is read against its own context's line."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 0\nbudget:\n  regime: additive\n")
+    top1 = {  # (init, fraction, epochs) -> top1 of seed 0; warm-up FLOPs are 10% of the 4-epoch image phase
+        ("default", "0", "4"): 60.0, ("default", "0", "8"): 70.0, ("default", "0.5", "4"): 61.0,
+        ("mimetic", "0", "4"): 50.0, ("mimetic", "0", "8"): 52.0, ("mimetic", "0.5", "4"): 51.0,
+    }
+    grids = {"model.init": ["default", "mimetic"], "warmup.fraction": ["0", "0.5"], "budget.epochs": ["4", "8"],
+             "seed": ["0"]}
+    sweep = plan_sweep(str(recipe), grids, {}, tmp_path / "sweep")
+    write_sweep(sweep)
+    for run in sweep.runs:
+        init, fraction, epochs, _ = run.overrides.values()
+        if (init, fraction, epochs) not in top1:
+            continue  # planned, never run
+        run_dir = sweep.run_dir(run)
+        config = {"seed": 0, "model": {"init": init}, "warmup": {"fraction": float(fraction)},
+                  "budget": {"epochs": float(epochs), "regime": "additive"}}
+        OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
+        write_finished(run_dir, sweep.identity(run), top1=top1[(init, fraction, epochs)],
+                       image_samples=250 * int(epochs), phases=phases(10.0 if fraction == "0.5" else 0.0, 100.0))
+    share = build_report(sweep.out, tmp_path / "report")["gain_vs_share"]
+    # At share 0.1 the line from 1,000 images reads 10 * 0.1 = 1.0 (default) and 2 * 0.1 = 0.2 (mimetic).
+    assert {r["model.init"]: r["images_gain"] for r in share["rows"]} == {
+        "default": pytest.approx(1.0), "mimetic": pytest.approx(0.2)}
+    assert sorted(line["model.init"] for line in share["lines"]) == ["default", "mimetic"]

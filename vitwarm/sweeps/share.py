@@ -59,7 +59,8 @@ def gain_vs_share(
     cell_keys: list[str], cells: list[Cell], stats: list[dict], metric: str
 ) -> tuple[list[dict], list[dict], list[str]]:
     """Rows (one per warm-up cell: its keys, ``share``, the paired ``gain`` stats, ``images_gain``: the line at its
-    share), lines (one per baseline cell that rows are measured from: its image samples and points) and notes
+    share), lines (one per baseline cell that rows are measured from: its context keys, image samples and
+    points) and notes
     on the warm-up cells left out. ``stats`` are the cells' rows (vitwarm.sweeps.results.cell_stats)."""
     context_keys, _ = split_keys(cell_keys)
     rows, lines, notes = [], {}, []
@@ -80,9 +81,12 @@ def gain_vs_share(
         if gain is None:
             notes.append(f"{label}: not in the gain-vs-share figure, no seed of it is in its baseline cell")
             continue
-        if row["image_samples"] not in lines:  # one line per baseline cell, however many warm-ups share it
-            lines[row["image_samples"]] = images_line(baselines, bases[0], metric)
-        line = lines[row["image_samples"]]
+        # One line per baseline cell, however many warm-ups share it; two contexts may have the same image count.
+        base = tuple(row[k] for k in context_keys) + (row["image_samples"],)
+        if base not in lines:
+            lines[base] = images_line(baselines, bases[0], metric)
+        line = lines[base]
         rows.append({**{k: row[k] for k in cell_keys}, "share": share, "image_samples": row["image_samples"],
                      "gain": gain, "images_gain": line_at(line, share)})
-    return rows, [{"image_samples": s, "points": line} for s, line in lines.items()], notes
+    return rows, [{**dict(zip(context_keys, base)), "image_samples": base[-1], "points": line}
+                  for base, line in lines.items()], notes
