@@ -39,6 +39,7 @@ setup(
         "omegaconf>=2.3",
         "safetensors>=0.4",
         "numpy>=1.24",
+        "scipy>=1.11",  # the analysis's t-intervals and p-values (vitwarm.analysis.stats)
         "pillow>=10",
         "tqdm>=4.66",
     ],

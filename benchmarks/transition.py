@@ -131,7 +131,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from vitwarm.sweeps.plots import line_colours
+    from vitwarm.analysis.plots import line_colours
 
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()

@@ -11,7 +11,9 @@ from helpers import ROOT
 PACKAGE = ROOT / "vitwarm"
 LOWER_ROOMS = ("models", "data", "procedural")
 # Rooms above the lower ones: nothing in a lower room may import them.
-UPPER = ("vitwarm.run", "vitwarm.sweeps", "vitwarm.cli", "vitwarm.train")
+UPPER = ("vitwarm.run", "vitwarm.sweeps", "vitwarm.analysis", "vitwarm.cli", "vitwarm.train")
+# The analysis reads what runs and sweeps leave; they never import it (nor anything below them does).
+BELOW_ANALYSIS = ("run", "sweeps", "models", "data", "procedural")
 LONGEST = 300  # lines; the config schema is the one exception (one field, docstring and rule per key)
 
 
@@ -51,6 +53,21 @@ def test_lower_rooms_never_import_the_run():
             bad = sorted(m for m in imports(path) if m.startswith(UPPER))
             offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in bad]
     assert offenders == []
+
+
+def test_nothing_below_the_analysis_imports_it():
+    offenders = [f"{path.relative_to(ROOT)} imports {m}"
+                 for room in BELOW_ANALYSIS for path in sorted((PACKAGE / room).rglob("*.py"))
+                 for m in sorted(imports(path)) if m.startswith("vitwarm.analysis")]
+    offenders += [f"vitwarm/{name} imports {m}" for name in ("config.py", "seeds.py", "errors.py", "atomic.py")
+                  for m in sorted(imports(PACKAGE / name)) if m.startswith("vitwarm.analysis")]
+    assert offenders == []
+
+
+def test_the_sweeps_hold_no_statistics():
+    sweeps = {p.name: p.read_text() for p in (PACKAGE / "sweeps").glob("*.py")}
+    assert [name for name, text in sweeps.items() if "scipy" in text or "ttest" in text] == []
+    assert not {"results.py", "paired.py", "equivalence.py", "share.py", "report.py", "plots.py"} & set(sweeps)
 
 
 def test_no_import_circle():

@@ -24,12 +24,12 @@ import matplotlib.image
 import pytest
 from omegaconf import OmegaConf
 
+from vitwarm.analysis.equivalence import invert_curve
+from vitwarm.analysis.report import build_report
+from vitwarm.analysis.results import load_results
 from vitwarm.cli.report import main as report_main
 from vitwarm.run.rundir import read_overrides, read_summary, write_overrides, write_summary
-from vitwarm.sweeps.equivalence import invert_curve
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
-from vitwarm.sweeps.report import build_report
-from vitwarm.sweeps.results import load_results
 
 from helpers import write_finished
 
@@ -139,12 +139,14 @@ def test_data_equivalence_matches_hand_computation(report):
     assert quarter["s_star"] == pytest.approx(14000)
     assert quarter["saved"] == pytest.approx(1 - 9900 / 14000)
     assert quarter["worth"] == pytest.approx(14000 / 9900 - 1)
-    # 73 lies between 70 (20000) and 76 (40000): S* = 20000 + 0.5 * 20000; 73 ± sem 1 gives 72 and 74.
+    # 73 lies between 70 (20000) and 76 (40000): S* = 20000 + 0.5 * 20000. The bootstrap draws a seed's
+    # warm-up run and baseline points together: here each seed moves all of them by the same point (-1 or
+    # +1), so every resample finds the same S*, and the interval closes on it. A sem-wide band of a_w alone
+    # (72 and 74 on the mean curve) would give 26,667 to 33,333: the seed noise the pairing removes.
     half = estimates[0.5]
     assert half["point"]["s_star"] == pytest.approx(30000)
     assert half["point"]["saved"] == pytest.approx(1 - 19800 / 30000)
-    assert half["low"]["s_star"] == pytest.approx(20000 + 20000 * 2 / 6)
-    assert half["high"]["s_star"] == pytest.approx(20000 + 20000 * 4 / 6)
+    assert half["low"]["s_star"] == pytest.approx(30000) and half["high"]["s_star"] == pytest.approx(30000)
     # 79 is above every baseline accuracy: only the bound S* > 40000 is reported.
     full = estimates[1.0]["point"]
     assert (full["relation"], full["s_star"]) == (">", 40000)
@@ -184,7 +186,7 @@ def test_up_to_20_lines_of_a_plot_get_20_colours():
     from matplotlib.colors import to_hex
     from matplotlib.figure import Figure
 
-    from vitwarm.sweeps.plots import line_axes
+    from vitwarm.analysis.plots import line_axes
 
     ax = line_axes(Figure())
     colours = [to_hex(ax.plot([0, 1], [i, i])[0].get_color()) for i in range(20)]
@@ -193,7 +195,7 @@ def test_up_to_20_lines_of_a_plot_get_20_colours():
 
 def test_a_legend_names_an_empty_value_and_keeps_dollar_signs_literal():
     """The second study's legend read "name=, shared_middle=False" for the pico model's empty model name."""
-    from vitwarm.sweeps.plots import _label
+    from vitwarm.analysis.plots import _label
 
     label = _label({"warmup.model.name": "", "seed": "${seed}"}, ["warmup.model.name", "seed"])
     assert label == r"name='', seed=\${seed}"
@@ -239,7 +241,7 @@ def refusal(argv: list[str]) -> list[str]:
 def test_report_cli_prints_the_table(sweep_dir, tmp_path):
     command = [sys.executable, str(REPO / "tools" / "report.py"), str(sweep_dir), "--out", str(tmp_path)]
     out = subprocess.run([*command, "--metric", "top5"], capture_output=True, text=True, check=True).stdout
-    assert "| warmup.fraction | data.train_fraction | n | top5 mean ± std |" in out
+    assert "| warmup.fraction | data.train_fraction | n | top5 mean ± sd |" in out
     assert (tmp_path / "report.md").exists()
 
 
@@ -259,8 +261,9 @@ def test_paired_differences_match_hand_computation(sweep_dir, tmp_path):
     assert (row["n"], row["mean"], row["std"], row["sem"], row["t"]) == pytest.approx((2, 3.5, 0.5**0.5, 0.5, 7.0))
     flat = find(block["rows"], 0.01, 0.25)
     assert flat["mean"] == pytest.approx(-6.0) and flat["std"] == 0.0 and flat["t"] is None
-    assert "| 0.01 | 0.5 | 2 | 0–1 | +3.50 ± 0.71 | 0.50 | 7.0 | yes | +3.00 / +4.00 |" in report["markdown"]
-    assert "| 0.01 | 0.25 | 2 | 0–1 | -6.00 ± 0.00 | 0.00 | - | no | -6.00 / -6.00 |" in report["markdown"]
+    # two seeds: one degree of freedom, t_0.975 = 12.71, so t = 7 is not shown
+    assert "| 0.01 | 0.5 | 2 | 0–1 | +3.50 | 0.50 | [-2.85, +9.85] | 0.090 | no | +3.00 / +4.00 |" in report["markdown"]
+    assert "| 0.01 | 0.25 | 2 | 0–1 | -6.00 | 0.00 | - | - | no | -6.00 / -6.00 |" in report["markdown"]
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["paired"][0]["rows"][0]["seeds"] == [0, 1]
 

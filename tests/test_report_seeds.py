@@ -9,8 +9,9 @@ per seed; image samples 1000 at 4 epochs, 2000 at 8):
     warm-up, 4 epochs     0-4     66 66 69 75 74           70           67
     warm-up, 8 epochs     1-3     75 78 90                 81           -
 
-Every run records the environment of this machine, except warm-up 4 epochs seed 1 (another CPU and kernel
-level) and warm-up 8 epochs seed 2 (none, as archived runs of earlier versions).
+Every run records the environment of this machine at one clean commit, except warm-up 4 epochs seed 1
+(another CPU and kernel level), baseline 8 epochs seed 1 (another commit) and warm-up 8 epochs seed 2 (none,
+as archived runs of earlier versions).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from vitwarm.analysis.report import build_report
 from vitwarm.cli.report import main
 from vitwarm.run.rundir import OVERRIDES, environment, read_summary, write_summary
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
-from vitwarm.sweeps.report import build_report
 
 from helpers import write_finished
 
@@ -36,10 +37,12 @@ TOP1 = {
     ("1.0", "4"): [66.0, 66.0, 69.0, 75.0, 74.0],
     ("1.0", "8"): [None, 75.0, 78.0, 90.0],  # seeds 1-3
 }
-HERE = environment("cpu", 1)
+# The source as a clean checkout records it (this test may run in a modified one).
+HERE = environment("cpu", 1) | {"source": {"version": "0.1.0", "commit": "1" * 40, "modified": False}}
 OTHER = HERE | {"cpu": "another CPU model", "torch_cpu_capability": "AVX2" if HERE["torch_cpu_capability"] != "AVX2"
                 else "AVX512"}
-MACHINE = {("1.0", "4", "1"): OTHER, ("1.0", "8", "2"): {}}
+LATER = HERE | {"source": {"version": "0.1.0", "commit": "2" * 40, "modified": False}}
+MACHINE = {("1.0", "4", "1"): OTHER, ("0", "8", "1"): LATER, ("1.0", "8", "2"): {}}
 
 
 @pytest.fixture(scope="module")
@@ -107,22 +110,27 @@ def test_paired_rows_use_the_seeds_both_cells_have(report):
     warm8 = row_of(to_eight["rows"], 1.0, 8.0)
     assert warm8["seeds"] == [1, 2] and warm8["differences"] == pytest.approx([3.0, 4.0])
     assert (warm8["n"], warm8["mean"], warm8["sem"], warm8["t"]) == pytest.approx((2, 3.5, 0.5, 7.0))
-    assert "| 1.0 | 8.0 | 2 | 1–2 | +3.50 ± 0.71 | 0.50 | 7.0 | yes | +3.00 / +4.00 |" in report["markdown"]
+    # t = 7 is fourteen standard errors... of two pairs: one degree of freedom puts the 95% bar at t = 12.71.
+    assert warm8["df"] == 1 and warm8["ci"] == pytest.approx([3.5 - 12.7062 * 0.5, 3.5 + 12.7062 * 0.5], abs=1e-3)
+    assert not warm8["shown"]
+    assert "| 1.0 | 8.0 | 2 | 1–2 | +3.50 | 0.50 | [-2.85, +9.85] | 0.090 | no | +3.00 / +4.00 |" in report["markdown"]
 
 
-def test_a_pair_from_different_machines_is_flagged(report):
+def test_a_pair_from_different_machines_or_commits_is_flagged(report):
     to_four, to_eight = report["paired"]
     warm = row_of(to_four["rows"], 1.0, 4.0)
     assert warm["machines"] == {"same": False, "differ_seeds": [1], "differ_keys": ["cpu", "torch_cpu_capability"],
-                                "unknown_seeds": []}
-    assert row_of(to_four["rows"], 0.0, 8.0)["machines"]["same"] is True
+                                "unknown_seeds": [], "unknown_keys": []}
+    # baseline 8 epochs seed 1 ran at another commit: the same machine, not the same code
+    longer = row_of(to_four["rows"], 0.0, 8.0)["machines"]
+    assert (longer["same"], longer["differ_seeds"], longer["differ_keys"]) == (False, [1], ["source"])
     assert row_of(to_eight["rows"], 1.0, 8.0)["machines"]["unknown_seeds"] == [2]
     markdown = report["markdown"]
     assert "| +6.00 / +4.00 / +5.00 / +5.00 / +0.00 | differ† (seeds 1: cpu, torch_cpu_capability) |" in markdown
-    assert "| +3.00 / +4.00 | not recorded‡ (seeds 2) |" in markdown
-    assert "| +10.00 / +10.00 / +10.00 | same |" in markdown
+    assert "| +10.00 / +10.00 / +10.00 | differ† (seeds 1: source) |" in markdown
+    assert "| +3.00 / +4.00 | differ† (seeds 1: source); not recorded‡ (seeds 2: machine, source) |" in markdown
     assert "† the two runs of these seeds recorded different environments" in markdown
-    assert "‡ machine not recorded" in markdown
+    assert "‡ not recorded (the fields listed)" in markdown
     # The data-equivalence estimate of warm-up 4 used seed 1's runs from two machines as well.
     assert row_of(report["data_equivalence"], 1.0, 4.0)["machines"]["differ_seeds"] == [1]
 

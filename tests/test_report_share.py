@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from vitwarm.analysis.report import build_report
+from vitwarm.analysis.results import group_cells, load_results
 from vitwarm.sweeps.grid import plan_sweep, write_sweep
-from vitwarm.sweeps.report import build_report
-from vitwarm.sweeps.results import group_cells, load_results
 
 from helpers import write_finished
 
@@ -92,8 +92,11 @@ def test_the_compute_matched_line_runs_through_the_control_and_the_longer_baseli
 
 
 def test_the_table_and_the_figure(report, tmp_path):
-    assert "| 0.5 | additive | 4.0 | 1,000 | 10.00% | 0–2 | +2.00 ± 0.58 | yes | +1.33 |" in report["markdown"]
-    assert "| 0.5 | additive | 8.0 | 2,000 | 5.00% | 0–1 | +2.00 ± 1.00 | no | - |" in report["markdown"]
+    # +2.00 over three seeds with se 0.58 (t = 3.46) is not shown: the 95% bar at two degrees of freedom is 4.30
+    assert ("| 0.5 | additive | 4.0 | 1,000 | 10.00% | 3 | 0–2 | +2.00 | 0.58 | [-0.48, +4.48] | 0.074 | no "
+            "| +1.33 |") in report["markdown"]
+    assert ("| 0.5 | additive | 8.0 | 2,000 | 5.00% | 2 | 0–1 | +2.00 | 1.00 | [-10.71, +14.71] | 0.295 | no "
+            "| - |") in report["markdown"]
     assert "top1_gain_vs_warmup_share.png" in report["plots"]
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from vitwarm.sweeps.equivalence import baseline_curves
+from vitwarm.analysis.equivalence import baseline_curves
+from vitwarm.analysis.results import RunResult, SweepResults, fraction_of
 from vitwarm.sweeps.grid import parse_grid, split_values
 from vitwarm.sweeps.names import legacy_run_name, run_name
-from vitwarm.sweeps.results import RunResult, SweepResults, fraction_of
 
 
 def test_commas_inside_brackets_do_not_split_values():

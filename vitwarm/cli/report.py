@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from vitwarm.analysis.report import build_report
+from vitwarm.analysis.results import METRICS
 from vitwarm.errors import ArgumentParser, one_line_errors
-from vitwarm.sweeps.report import build_report
-from vitwarm.sweeps.results import METRICS
 
 
 @one_line_errors

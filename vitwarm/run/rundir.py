@@ -20,7 +20,6 @@ folder of it (the checkpoints' inner files are vitwarm.run.checkpoints', the exp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .. import __version__
+from .. import __version__, provenance
 from ..atomic import atomic_write_text, file_hash
 from ..config import ADDED, RENAMED, flatten
 from ..errors import ConfigError
@@ -148,18 +147,17 @@ def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:
     """The software and hardware a run's numbers came from, for summary.json.
 
     Identity decides which run a run is; this says where it ran, because the same run moves by tenths of a
-    point between CPUs (another kernel path, another rounding: docs/comparisons.md). A resumed run records
-    the machine that finished it.
+    point between CPUs (another kernel path, another rounding: docs/comparisons.md). ``source`` is the package
+    commit (and whether the tree was modified) and ``machine`` a fingerprint of the host (vitwarm.provenance).
+    A resumed run records the machine and source that finished it.
     """
-    cpu = platform.processor()
-    with contextlib.suppress(OSError, StopIteration):  # Linux names the model here, not in processor()
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    env = {"vitwarm": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "timm": version("timm"), "accelerate": version("accelerate"),  # installed versions, not imported here
-           "os": f"{platform.system()} {platform.machine()}", "cpu": cpu, "cpu_count": os.cpu_count(),
-           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX2, AVX512: the kernel path
-           "torch_threads": torch.get_num_threads(), "device": accelerator_device, "num_processes": num_processes}
+    capability = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512: the kernel path
+    env = {"vitwarm": __version__, "source": provenance.source(), "python": platform.python_version(),
+           "torch": torch.__version__, "timm": version("timm"), "accelerate": version("accelerate"),
+           "os": f"{platform.system()} {platform.machine()}", "machine": provenance.machine(capability),
+           "cpu": provenance.machine(capability)["cpu"], "cpu_count": os.cpu_count(),
+           "torch_cpu_capability": capability, "torch_threads": torch.get_num_threads(),
+           "device": accelerator_device, "num_processes": num_processes}
     if accelerator_device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(accelerator_device))
         env["cuda"] = torch.version.cuda

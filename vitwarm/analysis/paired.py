@@ -7,7 +7,8 @@ and must pick exactly one cell.
 
 The same run moves by tenths of a point on another CPU or kernel path, and a mimetic init could start from
 another draw there (docs/comparisons.md), so every pair also says whether its two runs recorded the same
-environment in summary.json; the report flags the pairs that did not, or whose machine is not recorded.
+environment, source commit and machine in summary.json; the report flags the pairs that did not, or whose
+commit or machine is not recorded (vitwarm.provenance). The statistics are vitwarm.analysis.stats'.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import re
 import numpy as np
 import yaml
 
-from vitwarm.sweeps.results import Cell, RunResult, seed_stats
+from vitwarm.analysis.results import Cell, RunResult
+from vitwarm.analysis.stats import paired
 
 # A selection is key=value pairs joined by commas; a comma inside a value (a mapping's) is not a separator.
 _PAIR_SPLIT = re.compile(r",(?=\s*[\w.]+=)")
@@ -77,25 +79,35 @@ def seed_mean(runs: list[RunResult], metric: str) -> float:
     return float(np.mean([r.summary[metric] for r in runs]))
 
 
-def environment_gap(runs: list[RunResult]) -> list[str] | None:
-    """The environment keys (vitwarm.run.rundir.environment: library versions, CPU, kernel level, device,
-    threads) whose values differ among ``runs``: [] when all ran alike, None when any run did not record
-    one (runs of versions before summary.json had ``environment``: an unknown machine)."""
-    envs = [r.summary.get("environment") for r in runs]
-    if not all(envs):
-        return None
-    return sorted(k for k in set().union(*envs) if len({repr(e.get(k)) for e in envs}) > 1)
+# The provenance fields (vitwarm.provenance) without which two runs cannot be known to match.
+PROVENANCE = ("source", "machine")
 
 
-def machines(gaps: dict[int, list[str] | None]) -> dict:
-    """Per-seed environment gaps (seed -> :func:`environment_gap`) summed up for a table row: ``same`` (True
-    when every pair ran alike), the seeds with another machine or library versions and the keys that differ,
-    and the seeds whose machine is not recorded."""
-    differ = {s: g for s, g in gaps.items() if g}
-    unknown = [s for s, g in gaps.items() if g is None]
-    keys = sorted({k for g in differ.values() for k in g})
-    return {"same": not differ and not unknown, "differ_seeds": sorted(differ), "differ_keys": keys,
-            "unknown_seeds": unknown}
+def environment_gap(runs: list[RunResult]) -> dict:
+    """What is known of where ``runs`` ran (summary.json's ``environment``, vitwarm.run.rundir.environment):
+    ``differ``, the environment keys whose values differ among them (library versions, CPU, the package
+    source, the machine's fingerprint...), and ``unknown``, the provenance fields some run does not record
+    (runs of earlier versions have no commit and no machine fingerprint, or no environment at all). A source
+    with a modified tree is unknown too: its commit does not say what ran."""
+    envs = [r.summary.get("environment") or {} for r in runs]
+    unknown = sorted({k for e in envs for k in PROVENANCE if not e.get(k)})
+    if any(e.get("source") and (e["source"].get("commit") is None or e["source"].get("modified")) for e in envs):
+        unknown = sorted(set(unknown) | {"source"})
+    recorded = [e for e in envs if e]
+    keys = set().union(*recorded) if recorded else set()
+    differ = sorted(k for k in keys if len({repr(e.get(k)) for e in recorded}) > 1)
+    return {"differ": differ, "unknown": unknown}
+
+
+def machines(gaps: dict[int, dict]) -> dict:
+    """Per-seed gaps (seed -> :func:`environment_gap`) summed up for a table row: ``same`` (True only when every
+    pair is known to have run the same source on the same machine), the seeds whose runs differ and the keys
+    that differ, and the seeds with unrecorded provenance and the fields missing."""
+    differ = {s: g["differ"] for s, g in gaps.items() if g["differ"]}
+    unknown = {s: g["unknown"] for s, g in gaps.items() if g["unknown"]}
+    return {"same": not differ and not unknown, "differ_seeds": sorted(differ),
+            "differ_keys": sorted({k for keys in differ.values() for k in keys}), "unknown_seeds": sorted(unknown),
+            "unknown_keys": sorted({k for keys in unknown.values() for k in keys})}
 
 
 def seed_list(seeds: list[int]) -> str:
@@ -110,34 +122,26 @@ def seed_list(seeds: list[int]) -> str:
 
 
 def seed_differences(cell: Cell, reference: Cell, metric: str) -> dict | None:
-    """``cell - reference`` seed by seed on the seeds both have: ``seeds``, ``differences`` and their
-    :func:`seed_stats`; None when they share no seed."""
+    """``cell - reference`` seed by seed on the seeds both have: ``seeds``, ``differences`` and their paired
+    statistics (vitwarm.analysis.stats.paired: mean, se, n, 95% interval, p, shown); None when they share no
+    seed."""
     ours, theirs = runs_by_seed(cell.runs, metric), runs_by_seed(reference.runs, metric)
     seeds = sorted(set(ours) & set(theirs))
     if not seeds:
         return None
     diffs = [seed_mean(ours[s], metric) - seed_mean(theirs[s], metric) for s in seeds]
-    return {**seed_stats(diffs), "seeds": seeds, "differences": diffs}
+    return {**paired(diffs), "seeds": seeds, "differences": diffs}
 
 
 def paired_differences(reference: Cell, cells: list[Cell], metric: str) -> list[dict]:
-    """For every other cell sharing seeds with ``reference``: its values, the per-seed differences on the
-    seeds both cells have (:func:`seed_differences`), and whether each pair ran alike (:func:`machines`).
-
-    ``t`` is mean / sem (None when the differences do not vary or there is one pair).
-    """
+    """For every other cell sharing seeds with ``reference``: its values, the paired comparison on the seeds both
+    cells have (:func:`seed_differences`), and what is known of where each pair ran (:func:`machines`)."""
     ref = runs_by_seed(reference.runs, metric)
     rows = []
     for cell in cells:
         if cell is reference or not (pair := seed_differences(cell, reference, metric)):
             continue
         runs = runs_by_seed(cell.runs, metric)
-        t = pair["mean"] / pair["sem"] if pair["sem"] else None
         gaps = {s: environment_gap(runs[s] + ref[s]) for s in pair["seeds"]}
-        rows.append({**cell.values, **pair, "t": t, "machines": machines(gaps)})
+        rows.append({**cell.values, **pair, "machines": machines(gaps)})
     return rows
-
-
-def significant(row: dict) -> bool:
-    """The reading fixed for studies: the mean difference lies more than twice its standard error from zero."""
-    return bool(row["sem"]) and abs(row["mean"]) > 2 * row["sem"]

@@ -6,7 +6,7 @@ For each warm-up cell (warm-up fraction > 0):
 - share: the warm-up phase's FLOPs (``phases.warmup.used_flops``: what an adaptive stop used, not what was
   planned) over the image phase's FLOPs, mean over the cell's runs;
 - gain: its metric minus the baseline cell (no warm-up) of its context with the same image samples, paired by
-  seed on the seeds both have (mean ± sem), as in the report's paired tables.
+  seed on the seeds both have (mean, se, 95% t-interval), as in the report's paired tables.
 
 The compute-matched line from that baseline cell (S image samples): every baseline cell of the context with
 more images (a compute-matched control, a longer baseline) sits at share ``S'/S - 1`` (one model at one
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitwarm.sweeps.paired import runs_by_seed, seed_differences
-from vitwarm.sweeps.results import Cell, mean_of, split_keys
+from vitwarm.analysis.paired import runs_by_seed, seed_differences
+from vitwarm.analysis.results import Cell, mean_of, split_keys
 
 
 def warmup_share(summary: dict) -> float | None:
@@ -41,7 +41,7 @@ def images_line(baselines: list[tuple[Cell, dict]], base: tuple[Cell, dict], met
     """The compute-matched line from baseline cell ``base``: (share 0, gain 0), then every baseline cell of its
     context with more images at share ``S'/S - 1`` (mean image samples) with its gain over ``base``."""
     base_cell, base_row = base
-    line = [{"share": 0.0, "mean": 0.0, "sem": None, "seeds": sorted(runs_by_seed(base_cell.runs, metric))}]
+    line = [{"share": 0.0, "mean": 0.0, "sem": None, "ci": None, "seeds": sorted(runs_by_seed(base_cell.runs, metric))}]
     for cell, row in baselines:
         if row["image_samples"] > base_row["image_samples"] and (gain := seed_differences(cell, base_cell, metric)):
             line.append({"share": row["image_samples"] / base_row["image_samples"] - 1.0, **gain})
@@ -61,7 +61,7 @@ def gain_vs_share(
     """Rows (one per warm-up cell: its keys, ``share``, the paired ``gain`` stats, ``images_gain``: the line at its
     share), lines (one per baseline cell that rows are measured from: its context keys, image samples and
     points) and notes
-    on the warm-up cells left out. ``stats`` are the cells' rows (vitwarm.sweeps.results.cell_stats)."""
+    on the warm-up cells left out. ``stats`` are the cells' rows (vitwarm.analysis.results.cell_stats)."""
     context_keys, _ = split_keys(cell_keys)
     rows, lines, notes = [], {}, []
     for cell, row in zip(cells, stats):

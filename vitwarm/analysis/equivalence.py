@@ -11,10 +11,12 @@ seeds 0-2 averaged a point below its seeds 0-4).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from vitwarm.sweeps.paired import environment_gap, machines, runs_by_seed, seed_mean
-from vitwarm.sweeps.results import (
+from vitwarm.analysis.paired import environment_gap, machines, runs_by_seed, seed_mean
+from vitwarm.analysis.results import (
     FRACTION_KEY,
     Cell,
     RunResult,
@@ -24,9 +26,9 @@ from vitwarm.sweeps.results import (
     is_amount,
     is_control,
     mean_of,
-    seed_stats,
     split_keys,
 )
+from vitwarm.analysis.stats import bootstrap_interval, spread
 
 
 def invert_curve(xs: list[float], ys: list[float], target: float, log_x: bool = False) -> tuple[float, str]:
@@ -60,7 +62,7 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
     them, and grouped by what sets their images: the amount keys and, for a compute-matched control, the
     warm-up fraction it is matched to. Each point has the mean image samples (a control matched to each
     seed's own warm-up run sees a few more or fewer images per seed, and is still one point), the metric's
-    :func:`seed_stats` over all its runs (what the plot draws) and its runs by seed (``by_seed``). Runs
+    :func:`spread` over all its runs (what the plot draws) and its runs by seed (``by_seed``). Runs
     without a metric or with no image samples (nothing to put on the x axis) are left out.
     """
     context_keys, _ = split_keys(results.cell_keys)
@@ -80,7 +82,7 @@ def baseline_curves(results: SweepResults, metric: str) -> dict[tuple, list[dict
         points = [
             {
                 "image_samples": mean_of([r.summary["image_samples"] for r in runs]),
-                **seed_stats([r.summary[metric] for r in runs]),
+                **spread([r.summary[metric] for r in runs]),
                 "by_seed": runs_by_seed(runs, metric),
             }
             for runs in by_amount.values()
@@ -99,6 +101,12 @@ def _equivalence(s_w: float, s_star: float, relation: str) -> dict:
     }
 
 
+def _s_star(rows: np.ndarray, xs: list[float], log_x: bool) -> tuple[float, str]:
+    """S* for a table of seeds' rows (warm-up accuracy, then the baseline points' accuracies)."""
+    means = rows.mean(axis=0)
+    return invert_curve(xs, [float(m) for m in means[1:]], float(means[0]), log_x)
+
+
 def data_equivalence(
     cell_keys: list[str], cells: list[Cell], stats: list[dict], curves: dict[tuple, list[dict]], metric: str,
     log_x: bool = False,
@@ -106,10 +114,13 @@ def data_equivalence(
     """Data-equivalence estimate of every warm-up cell against its context's baseline curve (from
     :func:`baseline_curves`), on matched seeds: the warm-up cell's seeds that every point of the curve has
     (``seeds``); the curve's points and a_w are means over those seeds only. ``stats`` are the cells' rows
-    (vitwarm.sweeps.results.cell_stats), in the order of ``cells``.
+    (vitwarm.analysis.results.cell_stats), in the order of ``cells``.
 
-    The interval comes from the matched seeds of the warm-up cell: S* is also found at a_w - sem and
-    a_w + sem. ``machines`` says whether all the runs used ran alike (vitwarm.sweeps.paired.machines).
+    The interval (``low``, ``high``) is a 95% percentile bootstrap over the matched seeds
+    (vitwarm.analysis.stats.bootstrap_interval): a seed's warm-up run and its baseline points are drawn
+    together and S* found again for each resample, so the curve's own seed noise counts as well as the
+    warm-up's. With 3-5 seeds such an interval is too narrow; the pages say so. ``machines`` says whether
+    all the runs used ran alike (vitwarm.analysis.paired.machines).
     Returns the estimates and notes on the cells that could not be estimated.
     """
     context_keys, _ = split_keys(cell_keys)
@@ -128,20 +139,24 @@ def data_equivalence(
             notes.append(f"{label}: no data equivalence, no seed of it is in every baseline point")
             continue
         xs = [p["image_samples"] for p in points]
-        ys = [float(np.mean([seed_mean(p["by_seed"][s], metric) for s in seeds])) for p in points]
-        matched = seed_stats([seed_mean(warm[s], metric) for s in seeds])
-        s_w, a_w, sem = row["image_samples"], matched["mean"], matched["sem"] or 0.0
+        # (seeds, 1 + points): each matched seed's warm-up accuracy and its baseline points, resampled together
+        table = np.array([[seed_mean(warm[s], metric)] + [seed_mean(p["by_seed"][s], metric) for p in points]
+                          for s in seeds])
+        s_w, (a_w, *ys) = row["image_samples"], table.mean(axis=0)
+        low, high = bootstrap_interval(table, functools.partial(_s_star, xs=xs, log_x=log_x))
         used = {s: warm[s] + [r for p in points for r in p["by_seed"][s]] for s in seeds}
         estimates.append({
             **{k: row[k] for k in cell_keys},
-            "metric": a_w,
-            "sem": matched["sem"],
+            "metric": float(a_w),
+            "sem": spread(list(table[:, 0]))["sem"],
             "seeds": seeds,
-            "baseline": [{"image_samples": x, "mean": y} for x, y in zip(xs, ys)],
+            "baseline": [{"image_samples": x, "mean": float(y)} for x, y in zip(xs, ys)],
             "image_samples": s_w,
-            "point": _equivalence(s_w, *invert_curve(xs, ys, a_w, log_x)),
-            "low": _equivalence(s_w, *invert_curve(xs, ys, a_w - sem, log_x)),
-            "high": _equivalence(s_w, *invert_curve(xs, ys, a_w + sem, log_x)),
+            "point": _equivalence(s_w, *invert_curve(xs, [float(y) for y in ys], float(a_w), log_x)),
+            # a 95% percentile bootstrap over the matched seeds (warm-up run and baseline points of a seed
+            # drawn together); with 3-5 seeds it is too narrow, and a bound where a resample leaves the curve
+            "low": _equivalence(s_w, *low),
+            "high": _equivalence(s_w, *high),
             # seed by seed, as in a paired table: the warm-up run against the baseline runs of its seed
             "machines": machines({s: environment_gap(runs) for s, runs in used.items()}),
         })

@@ -1,7 +1,7 @@
 """Write a sweep's report: report.md, report.csv, report.json and the plots (see docs/sweeps.md).
 
-The numbers come from :mod:`vitwarm.sweeps.results` and :mod:`vitwarm.sweeps.equivalence`, the figures from
-:mod:`vitwarm.sweeps.plots`.
+The numbers come from :mod:`vitwarm.analysis.results` and :mod:`vitwarm.analysis.equivalence`, the figures from
+:mod:`vitwarm.analysis.plots`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,21 @@ import csv
 import json
 from pathlib import Path
 
-from vitwarm.sweeps import plots
-from vitwarm.sweeps.equivalence import baseline_curves, data_equivalence
-from vitwarm.sweeps.paired import paired_differences, seed_list, select_cell, significant
-from vitwarm.sweeps.results import FRACTION_KEY, METRICS, cell_stats, check_comparable, group_cells, load_results
-from vitwarm.sweeps.share import gain_vs_share
+from vitwarm.analysis import plots
+from vitwarm.analysis.equivalence import baseline_curves, data_equivalence
+from vitwarm.analysis.paired import paired_differences, seed_list, select_cell
+from vitwarm.analysis.results import FRACTION_KEY, METRICS, cell_stats, check_comparable, group_cells, load_results
+from vitwarm.analysis.share import gain_vs_share
+from vitwarm.analysis.stats import RULE
 
 DIFFER, UNKNOWN = "†", "‡"
 MACHINE_NOTES = {
     DIFFER: f"{DIFFER} the two runs of these seeds recorded different environments (summary.json's `environment`; "
-    "the keys that differ are listed): the same run moves by tenths of a point on another CPU or kernel path, "
-    "and a difference across them carries that too.",
-    UNKNOWN: f"{UNKNOWN} machine not recorded (a run of a version before summary.json had `environment`): the "
-    "pair may come from two machines.",
+    "the keys that differ are listed: `source` is the package commit, `machine` the host's fingerprint): the "
+    "same run moves by tenths of a point on another CPU or kernel path, and a difference across them carries "
+    "that too.",
+    UNKNOWN: f"{UNKNOWN} not recorded (the fields listed): a run of a version before summary.json had them, or "
+    "of a modified source tree. The pair is not known to come from one commit and one machine.",
 }
 
 
@@ -50,7 +52,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def cells_table(cell_keys: list[str], stats: list[dict], metric: str) -> str:
-    header = [*cell_keys, "n", f"{metric} mean ± std", "image samples", "warm-up samples", "masked acc", "probe acc",
+    header = [*cell_keys, "n", f"{metric} mean ± sd", "image samples", "warm-up samples", "masked acc", "probe acc",
               "qk / vo score", "train s"]
     rows = [
         [
@@ -78,7 +80,8 @@ def machines_cell(machines: dict) -> str:
         keys = ", ".join(machines["differ_keys"])
         parts.append(f"differ{DIFFER} (seeds {seed_list(machines['differ_seeds'])}: {keys})")
     if machines["unknown_seeds"]:
-        parts.append(f"not recorded{UNKNOWN} (seeds {seed_list(machines['unknown_seeds'])})")
+        keys = ", ".join(machines["unknown_keys"])
+        parts.append(f"not recorded{UNKNOWN} (seeds {seed_list(machines['unknown_seeds'])}: {keys})")
     return "; ".join(parts)
 
 
@@ -96,7 +99,7 @@ def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) 
         "images S_w",
         "baseline images S*",
         "saved 1 - S_w/S*",
-        "saved ±1 sem",
+        "saved, 95% bootstrap",
         "worth S*/S_w - 1",
         "machines",
     ]
@@ -119,17 +122,27 @@ def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) 
     return markdown_table(header, rows)
 
 
+def _interval(row: dict) -> str:
+    return "-" if row["ci"] is None else f"[{row['ci'][0]:+.2f}, {row['ci'][1]:+.2f}]"
+
+
+def _p(row: dict) -> str:
+    return "-" if row["p"] is None else f"{row['p']:.3f}"
+
+
 def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
-    header = [*cell_keys, "pairs", "seeds", "difference mean ± std", "sem", "t", "beyond 2 sem", "per seed", "machines"]
+    header = [*cell_keys, "n", "seeds", "mean difference", "se", "95% interval", "p", "shown", "per seed",
+              "machines"]
     body = [
         [
             *(str(row[k]) for k in cell_keys),
             str(row["n"]),
             seed_list(row["seeds"]),
-            f"{row['mean']:+.2f} ± {_fmt(row['std'])}",
+            f"{row['mean']:+.2f}",
             _fmt(row["sem"]),
-            _fmt(row["t"], 1),
-            "yes" if significant(row) else "no",
+            _interval(row),
+            _p(row),
+            "yes" if row["shown"] else "no",
             " / ".join(f"{d:+.2f}" for d in row["differences"]),
             machines_cell(row["machines"]),
         ]
@@ -139,16 +152,20 @@ def paired_table(cell_keys: list[str], rows: list[dict]) -> str:
 
 
 def share_table(cell_keys: list[str], rows: list[dict]) -> str:
-    header = [*cell_keys, "image samples", "warm-up share", "seeds", "gain mean ± sem", "beyond 2 sem",
-              "more images at that share"]
+    header = [*cell_keys, "image samples", "warm-up share", "n", "seeds", "gain mean", "se", "95% interval", "p",
+              "shown", "more images at that share"]
     body = [
         [
             *(str(row[k]) for k in cell_keys),
             _fmt_count(row["image_samples"]),
             f"{100 * row['share']:.2f}%",
+            str(row["gain"]["n"]),
             seed_list(row["gain"]["seeds"]),
-            f"{row['gain']['mean']:+.2f} ± {_fmt(row['gain']['sem'])}",
-            "yes" if significant(row["gain"]) else "no",
+            f"{row['gain']['mean']:+.2f}",
+            _fmt(row["gain"]["sem"]),
+            _interval(row["gain"]),
+            _p(row["gain"]),
+            "yes" if row["gain"]["shown"] else "no",
             "-" if row["images_gain"] is None else f"{row['images_gain']:+.2f}",
         ]
         for row in rows
@@ -176,7 +193,7 @@ def build_report(
     """Write report.md, report.csv, report.json and the plots into ``out`` (default: the sweep directory).
 
     ``paired_to``: selections of reference cells (``"warmup.fraction=0,budget.epochs=4"``); for each, the
-    report adds every other cell's differences from it, paired by seed (vitwarm.sweeps.paired).
+    report adds every other cell's differences from it, paired by seed (vitwarm.analysis.paired).
 
     Every comparison uses the seeds both sides have and names them; a pair whose runs recorded different
     environments, or none, is flagged, not refused (archived runs record none). An empty selection, or one
@@ -215,14 +232,17 @@ def build_report(
                                            out, log_x)
     notes += plot_notes
 
-    text = f"{len(results.runs)} finished run(s) in {len(stats)} cell(s).\n\n"
-    text += f"## Cells (mean ± std over seeds, {metric} in %)\n\n{cells_table(keys, stats, metric)}\n"
+    text = f"{len(results.runs)} finished run(s) in {len(stats)} cell(s). The rule: {RULE}; ± is a standard " \
+           "deviation (sd) over seeds, se a standard error.\n\n"
+    text += f"## Cells (mean ± sd over n seeds, {metric} in %)\n\n{cells_table(keys, stats, metric)}\n"
     if estimates:
         interp = "log image samples" if log_x else "image samples"
         text += (
             f"\n## Data equivalence (baseline = {FRACTION_KEY} 0, piecewise-linear in {interp})\n\n"
             "On matched seeds: each warm-up cell's seeds that every baseline point has (column seeds); the "
-            "baseline points and a_w are means over those seeds only.\n\n"
+            "baseline points and a_w are means over those seeds only. The interval is a 95% percentile bootstrap "
+            "over those seeds (a seed's warm-up run and baseline points drawn together); with 3-5 seeds it is too "
+            "narrow.\n\n"
             f"{equivalence_table(keys, estimates, metric)}\n{machine_notes(estimates)}\n"
             "saved: share of the baseline's images the warm-up run did without for the same accuracy; "
             "worth: extra images the warm-up is worth. '>' / '<': the accuracy lies outside the baseline's "
@@ -232,8 +252,9 @@ def build_report(
         text += (
             f"\n## What the warm-up's compute buys ({metric}, points)\n\n"
             "warm-up share: the warm-up's FLOPs (what its stop used) over the image phase's; gain: paired by seed "
-            "against the baseline cell with the same image samples; more images at that share: the baseline "
-            "cells' gain for that many more images (the compute-matched line, straight between its points; "
+            "against the baseline cell with the same image samples (mean, se, 95% t-interval, p); more images at "
+            "that share: the baseline cells' gain for that many more images (the compute-matched line, straight "
+            "between its points; "
             "'-' beyond its last point).\n\n"
             f"{share_table(keys, share_rows)}\n"
         )
@@ -255,6 +276,7 @@ def build_report(
     write_csv(out / "report.csv", keys, stats)
     report = {
         "metric": metric,
+        "rule": RULE,
         "cell_keys": keys,
         "cells": stats,
         "data_equivalence": estimates,

@@ -2,7 +2,7 @@
 
 (a) final metric vs warm-up fraction, (b) evaluation curves vs image samples seen, (c) metric vs image samples
 for the baseline and the warm-up cells with the data-equivalence construction drawn in, (d) the gain of each
-warm-up against its share of the compute, beside the compute-matched line (vitwarm.sweeps.share).
+warm-up against its share of the compute, beside the compute-matched line (vitwarm.analysis.share).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ try:
 except ImportError as err:
     raise ImportError("the sweep report draws its plots with matplotlib: pip install 'vitwarm[report]'") from err
 
+from vitwarm.analysis.results import FRACTION_KEY, Cell, split_keys
 from vitwarm.sweeps.names import short_value
-from vitwarm.sweeps.results import FRACTION_KEY, Cell, split_keys
 
 
 def line_colours() -> list[tuple]:
@@ -34,7 +34,7 @@ def line_axes(fig: Figure):
 
 
 def _mean_std(ax, rows: list[dict], x_key: str, **style) -> None:
-    """One line of cell means against ``x_key`` with ± std error bars (std 0 for single-seed cells)."""
+    """One line of cell means against ``x_key`` with ± sd error bars (sd 0 for single-seed cells)."""
     ax.errorbar([r[x_key] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] or 0.0 for r in rows],
                 capsize=3, **style)
 
@@ -59,7 +59,7 @@ def _finish(fig: Figure, ax, out: Path, name: str, *, xlabel: str, ylabel: str, 
 
 
 def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: Path) -> str:
-    """Final metric vs warm-up fraction, one line per setting of the other cell keys; bars = std over seeds.
+    """Final metric vs warm-up fraction, one line per setting of the other cell keys; bars = sd over seeds.
 
     The x axis is symlog, linear below the smallest non-zero fraction, so fraction 0 (the baseline) sits on
     the axis next to fractions spread over decades.
@@ -79,7 +79,7 @@ def plot_vs_fraction(cell_keys: list[str], stats: list[dict], metric: str, out: 
     ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     return _finish(fig, ax, out, f"{metric}_vs_warmup_fraction.png", xlabel=f"{FRACTION_KEY} (symlog)",
-                   ylabel=f"final {metric} (%)", title=f"final {metric} vs warm-up fraction (mean ± std over seeds)")
+                   ylabel=f"final {metric} (%)", title=f"final {metric} vs warm-up fraction (mean ± sd over seeds)")
 
 
 def _curve(cell: Cell, metric: str) -> tuple[list[float], list[float]]:
@@ -160,12 +160,19 @@ def plot_equivalence(
                    title="data equivalence (dotted: baseline images S* reaching the same accuracy)")
 
 
+def _interval_bars(rows: list[dict]) -> list[list[float]]:
+    """Error bars (below, above) from each row's 95% interval ``ci``; none for a row without one."""
+    below = [r["mean"] - r["ci"][0] if r.get("ci") else 0.0 for r in rows]
+    above = [r["ci"][1] - r["mean"] if r.get("ci") else 0.0 for r in rows]
+    return [below, above]
+
+
 def plot_gain_vs_share(
     cell_keys: list[str], rows: list[dict], lines: list[dict], metric: str, out: Path
 ) -> str | None:
-    """Each warm-up cell's paired gain (± sem) against its warm-up FLOPs as a share of the image phase, and per
-    baseline point the compute-matched line: the gain of spending that share on more images instead
-    (vitwarm.sweeps.share). Log x: the shares a user chooses between span decades (0.3% to 300%); the line's
+    """Each warm-up cell's paired gain (with its 95% interval) against its warm-up FLOPs as a share of the image
+    phase, and per baseline point the compute-matched line: the gain of spending that share on more images instead
+    (vitwarm.analysis.share). Log x: the shares a user chooses between span decades (0.3% to 300%); the line's
     segments are drawn straight on that axis, while the report's table reads it linearly in the share."""
     if not rows:
         return None
@@ -173,20 +180,20 @@ def plot_gain_vs_share(
     ax = line_axes(fig)
     for line in lines:
         points = [p for p in line["points"] if p["share"] > 0]  # share 0 has no place on a log axis
-        ax.errorbar([p["share"] for p in points], [p["mean"] for p in points], yerr=[p["sem"] or 0.0 for p in points],
+        ax.errorbar([p["share"] for p in points], [p["mean"] for p in points], yerr=_interval_bars(points),
                     linestyle="--", marker="o", capsize=3,
                     label=f"more images instead (compute-matched line from {line['image_samples']:,.0f} images)")
     # In the legend, the keys that tell the warm-ups apart (all their keys when they are one cell)
     shown = [k for k in cell_keys if len({str(r[k]) for r in rows}) > 1] or split_keys(cell_keys)[1]
     for row in rows:
         gain = row["gain"]
-        ax.errorbar([row["share"]], [gain["mean"]], yerr=[gain["sem"] or 0.0], marker="s", capsize=3, linestyle="none",
-                    label=f"{_label(row, shown)} ({row['image_samples']:,.0f} images)")
+        ax.errorbar([row["share"]], [gain["mean"]], yerr=_interval_bars([gain]), marker="s", capsize=3,
+                    linestyle="none", label=f"{_label(row, shown)} ({row['image_samples']:,.0f} images)")
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set_xscale("log")
     return _finish(fig, ax, out, f"{metric}_gain_vs_warmup_share.png",
                    xlabel="warm-up FLOPs / image-phase FLOPs (log)", ylabel=f"{metric} gain over no warm-up (points)",
-                   title="what a warm-up buys for its compute (paired by seed, ± sem)")
+                   title="what a warm-up buys for its compute (paired by seed, 95% t-intervals)")
 
 
 def make_plots(

@@ -2,19 +2,19 @@
 
 Runs are grouped into *cells* by their swept keys minus ``seed``; a cell's numbers are means over its seeds.
 Cell keys are of three kinds: *amounts* (how many image samples a run sees), *treatments* (the warm-up's own
-settings) and the *context* (everything else); vitwarm.sweeps.equivalence compares cells along them.
+settings) and the *context* (everything else); vitwarm.analysis.equivalence compares cells along them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from vitwarm.analysis.stats import spread
 from vitwarm.run import rundir
 from vitwarm.run.rundir import (
     CONFIG,
@@ -227,25 +227,13 @@ def attention_mean(summary: dict, key: str) -> float | None:
     return float(np.mean(scores)) if scores else None
 
 
-def seed_stats(scores: list[float]) -> dict:
-    """n, mean, std (ddof 1) and standard error of the mean over seeds; spreads are None for n < 2."""
-    n = len(scores)
-    std = float(np.std(scores, ddof=1)) if n > 1 else None
-    return {
-        "n": n,
-        "mean": float(np.mean(scores)) if n else None,
-        "std": std,
-        "sem": std / math.sqrt(n) if std is not None else None,
-    }
-
-
 def cell_stats(cell: Cell, metric: str) -> dict:
     """The cell's key values, its metric over seeds, and its mean samples, masked acc and training seconds."""
     scores = [r.summary.get(metric) for r in cell.runs if r.summary.get(metric) is not None]
     return {
         **cell.values,
         "warmup_fraction": fraction_of(cell.runs[0].config),
-        **seed_stats(scores),
+        **spread(scores),
         "image_samples": mean_of([r.summary.get("image_samples") for r in cell.runs]),
         "warmup_samples": mean_of([r.summary.get("warmup_samples") for r in cell.runs]),
         "masked_acc": mean_of([r.summary.get("masked_acc") for r in cell.runs]),
