@@ -1,8 +1,8 @@
 """Steps and FLOPs to the warm-up's learning transition and to its plateau, over a small grid of settings.
 
-Each cell runs a warm-up only (no image phase), built by the trainer's own warm-up kind (model, optimizer,
-warm-up-stable-decay schedule, token stream, probe and stop rule: vitwarm.run.phases.warmup), for at most
-``--max-steps`` steps, with the probe every ``warmup.probe.every_steps``. It stops at the plateau decision.
+Each cell runs a warm-up only (no image phase; vitwarm.sweeps.transition, which a study's transition stage
+runs one cell at a time), for at most ``--max-steps`` steps, with the probe every ``warmup.probe.every_steps``.
+It stops at the plateau decision.
 Per cell it reports the step (and training FLOPs, 3 x forward) at which the probe first rose
 ``warmup.stop_rise`` points above its step-0 level (the transition) and at which ``warmup.stop=plateau``
 decided to stop (the plateau), with the probe accuracy there. Output: a markdown table and a JSON file
@@ -23,61 +23,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
 from vitwarm.atomic import atomic_write_text
-from vitwarm.config import load_config
-from vitwarm.run.checkpoints import RunState
-from vitwarm.run.phases import KINDS
-from vitwarm.run.plan import Phase, to_steps, vit_flops_per_sample
-from vitwarm.run.rundir import environment
-from vitwarm.run.stop import transition_index
-from vitwarm.seeds import seed_step
-
-
-def warmup_phase(cfg, max_steps: int) -> Phase:
-    """A warm-up of ``max_steps`` steps of the config's batch, one process, probed at its own cadence."""
-    batch = cfg.warmup.batch_size
-    return Phase(name="warmup", init="fresh", final=False, steps=max_steps, global_batch=batch, micro_batch=batch,
-                 grad_accum=1, lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=max_steps),
-                 eval_every=0, log_every=1, save_every=max_steps, grad_clip=cfg.warmup.grad_clip, flops=0.0)
-
-
-def run_cell(cfg, max_steps: int, accelerator: Accelerator) -> dict:
-    """One warm-up until the plateau decision or ``max_steps``; its transition, plateau and probe curve."""
-    phase = warmup_phase(cfg, max_steps)
-    training = KINDS["warmup"].setup(cfg, phase, accelerator, None, 0)
-    model, watch, state = training.model, training.watch, RunState(phase="warmup")
-    seq_len = watch.batches[0]["tokens"].shape[1]
-    seq_flops = 3 * vit_flops_per_sample(model.vit, seq_len)  # per training sequence
-    watch.begin(model, state)
-    started = time.perf_counter()
-    while state.step < max_steps and state.stop_step is None:
-        batch = next(training.batches)
-        seed_step(cfg.seed, phase.name, state.step, 0)
-        training.scheduler.step_update(state.step)
-        loss, _ = training.loss(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), phase.grad_clip)
-        training.optimizer.step()
-        training.optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        if watch.due(state.step, 1, done=state.step == max_steps):
-            watch.probe(model, state)
-    accs = [acc for _, acc in state.probe]
-    rise = transition_index(accs, cfg.warmup.stop_rise)
-    transition = None if rise is None else state.probe[rise][0]
-    flops_per_step = seq_flops * phase.global_batch
-    return {"seq_len": seq_len, "transition_step": transition, "plateau_step": state.stop_step,
-            "transition_flops": None if transition is None else transition * flops_per_step,
-            "plateau_flops": None if state.stop_step is None else state.stop_step * flops_per_step,
-            "start_acc": accs[0], "plateau_acc": accs[-1] if state.stop_step is not None else None,
-            "last_acc": accs[-1], "steps_run": state.step, "wall_s": time.perf_counter() - started,
-            "curve": state.probe, "flops_per_step": flops_per_step}
+from vitwarm.sweeps.rules import CellResults, cheapest_plateau
+from vitwarm.sweeps.transition import measure
 
 
 def setting(row: dict) -> tuple:
@@ -88,12 +41,12 @@ def setting(row: dict) -> tuple:
 def cheapest(rows: list[dict], n: int) -> list[tuple]:
     """The ``n`` settings with the fewest FLOPs to the plateau, mean over their seeds, among those whose every
     seed reached a plateau (so crossed the transition): the study's choice of a warm-up (docs/study2.md)."""
-    cells: dict[tuple, list[dict]] = {}
+    cells: dict[tuple, CellResults] = {}
     for row in rows:
-        cells.setdefault(setting(row), []).append(row)
-    learned = {key: sum(r["plateau_flops"] for r in runs) / len(runs) for key, runs in cells.items()
-               if all(r["plateau_step"] is not None for r in runs)}
-    return sorted(learned, key=learned.get)[:n]
+        cells.setdefault(setting(row), CellResults(overrides={}, results=[])).results.append(row)
+    by_name = {str(key): cell for key, cell in cells.items()}
+    keys = {str(key): key for key in cells}
+    return [keys[name] for name in cheapest_plateau(by_name, n).values()]
 
 
 def collect(folder: Path) -> list[dict]:
@@ -175,27 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rows = []
     for batch, seq_len, lr, k, seed in itertools.product(args.batch, args.seq_len, args.lr, args.k, args.seeds):
-        overrides = [f"warmup.batch_size={batch}", f"warmup.seq_len={seq_len}", f"seed={seed}", "warmup.stop=plateau"]
+        overrides = [f"warmup.batch_size={batch}", f"warmup.seq_len={seq_len}", f"seed={seed}"]
         overrides += [f"warmup.lr={lr}"] if lr is not None else []
         overrides += [f"procedural.params.k={k}"] if k is not None else []
-        cfg = load_config(args.config, overrides + ["warmup.num_workers=0", *args.overrides])
-        row = {"batch": batch, "lr": cfg.warmup.lr, "k": cfg.procedural.params.get("k"),
-               "model": core_name(cfg), "seed": seed} | run_cell(cfg, args.max_steps, accelerator)
-        row["environment"] = environment(str(accelerator.device), 1)
+        row = measure(args.config, [*overrides, *args.overrides], args.max_steps, accelerator)
         rows.append(row)
         print(f"batch {batch} seq_len {row['seq_len']} lr {row['lr']:g} k {row['k']} seed {seed}: transition at "
               f"{row['transition_step']}, plateau at {row['plateau_step']} ({row['wall_s']:.0f} s)", flush=True)
         atomic_write_text(args.out / "transition.json", json.dumps(rows, indent=1))  # whole, or absent: a finished cell
     return write_outputs(rows, args.out)
-
-
-def core_name(cfg) -> str:
-    """'' for a warm-up of the image model itself, else the warm-up model's kwargs (a grown core)."""
-    w = cfg.warmup.model
-    if not w.name and not w.kwargs:
-        return ""
-    kwargs = ",".join(f"{k}={v}" for k, v in sorted(w.kwargs.items()))
-    return f"{w.name or cfg.model.name}({kwargs}{',shared_middle' if w.shared_middle else ''})"
 
 
 def write_outputs(rows: list[dict], out: Path, cheapest_n: int = 0) -> int:

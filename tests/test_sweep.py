@@ -129,20 +129,26 @@ def test_names_are_short_and_safe():
     assert run_name({}) == "run"
 
 
-def test_a_grid_of_many_keys_is_named_although_its_old_long_name_could_not_be(tmp_path, recipe):
-    # docs/study2.md's thirteen keys: the short name fits a file name; the name earlier versions gave it (every
-    # key in full) is over 255 bytes, so no earlier sweep can hold it, and looking for it must not fail.
+def test_runs_are_named_by_the_keys_that_vary_and_numbered_when_a_name_would_be_long(tmp_path, recipe):
+    # docs/study2.md's thirteen keys, one value each: the keys that vary name the runs, here only the seed.
     grids = {"budget.epochs": ["4"], "budget.regime": ["compute_matched"], "model.init": ["default"],
              "warmup.fraction": ["1.0"], "warmup.batch_size": ["8"], "warmup.seq_len": ["16"], "warmup.lr": ["0.001"],
              "procedural.params": ["{k: 32}"], "warmup.model.name": ["''"], "warmup.model.shared_middle": ["false"],
-             "transfer.grow_depth": ["stretch"], "budget.matched_to": ["${run.dir}/../w1_seed=${seed}"], "seed": ["0"]}
+             "transfer.grow_depth": ["stretch"], "budget.matched_to": ["${run.dir}/../w1_seed=${seed}"],
+             "seed": ["0", "1"]}
     assert len(legacy_run_name({k: v[0] for k, v in grids.items()}).encode()) > 255
-    sweep = plan_sweep(str(recipe), grids, {}, tmp_path)
-    assert len(sweep.runs) == 1 and len(sweep.runs[0].name.encode()) <= 255
-    # A name that cannot be a file name at all is refused before anything is written, naming the limit.
-    with pytest.raises(ValueError, match="more than a file name can hold"):
-        plan_sweep(str(recipe), {f"warmup.a_rather_long_key_{i}": ["1"] for i in range(12)}, {}, tmp_path / "b")
-    assert not (tmp_path / "b").exists()
+    assert [r.name for r in plan_sweep(str(recipe), grids, {}, tmp_path / "a").runs] == ["seed=0", "seed=1"]
+    # Names that would be long number the sweep's runs; each run's overrides file says what it is.
+    long = {f"warmup.a_rather_long_key_{i}": ["1", "2"] for i in range(3)}
+    sweep = plan_sweep(str(recipe), long, {}, tmp_path / "b")
+    assert [r.name for r in sweep.runs] == [f"run{i}" for i in range(1, 9)]
+    write_sweep(sweep)
+    assert read_overrides(tmp_path / "b" / "run8") == {k: "2" for k in long}
+    # Planned again with a value more, every run already planned keeps its directory.
+    long["warmup.a_rather_long_key_0"] = ["3", "1", "2"]
+    again = {r.overrides["warmup.a_rather_long_key_0"] + r.name for r in plan_sweep(str(recipe), long, {},
+                                                                                      tmp_path / "b").runs}
+    assert {f"{r.overrides['warmup.a_rather_long_key_0']}{r.name}" for r in sweep.runs} < again
 
 
 def test_names_that_come_out_alike_are_told_apart_by_their_directories(tmp_path, recipe):
@@ -151,14 +157,15 @@ def test_names_that_come_out_alike_are_told_apart_by_their_directories(tmp_path,
     assert [r.name for r in sweep.runs] == ["source=a-b", "source=a-b-2", "source=ab"]
     write_sweep(sweep)
     assert read_overrides(tmp_path / "source=a-b-2") == {"seed": "1", "data.source": "a/b"}
-    # Planned again in another order, each run finds the directory its overrides.json names.
+    # Planned again in another order, each run finds the directory its overrides file names.
     again = plan_sweep(str(recipe), {"data.source": ["a/b", "a:b", "a b"]}, {"seed": "1"}, tmp_path)
     assert {r.name: r.overrides["data.source"] for r in again.runs} == {
         "source=a-b": "a:b", "source=a-b-2": "a/b", "source=ab": "a b"}
     # A directory holding a run of other overrides is never taken over.
     (tmp_path / "name=other").mkdir()
     (tmp_path / "name=other" / "config.yaml").write_text("seed: 2\n")
-    assert plan_sweep(str(recipe), {"run.name": ["other"]}, {}, tmp_path).runs[0].name == "name=other-2"
+    names = [r.name for r in plan_sweep(str(recipe), {"run.name": ["other", "x"]}, {}, tmp_path).runs]
+    assert names == ["name=other-2", "name=x"]
 
 
 def test_a_sweep_of_long_names_resumes_under_them(tmp_path, recipe, trainer):

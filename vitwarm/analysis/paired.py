@@ -18,7 +18,7 @@ import re
 import numpy as np
 import yaml
 
-from vitwarm.analysis.results import Cell, RunResult
+from vitwarm.analysis.results import CELL_KEY, Cell, RunResult
 from vitwarm.analysis.stats import paired
 
 # A selection is key=value pairs joined by commas; a comma inside a value (a mapping's) is not a separator.
@@ -145,3 +145,17 @@ def paired_differences(reference: Cell, cells: list[Cell], metric: str) -> list[
         gaps = {s: environment_gap(runs[s] + ref[s]) for s in pair["seeds"]}
         rows.append({**cell.values, **pair, "machines": machines(gaps)})
     return rows
+
+
+def named_pairs(pairs: list[tuple[str, str]], cells: list[Cell]) -> tuple[list[tuple], list[str]]:
+    """A study's comparisons (cell, reference), by reference: ``(selection, reference cell, compared cells)``
+    for each reference, and a note for each pair left out because a side has no finished run yet."""
+    named = {c.values.get(CELL_KEY): c for c in cells}
+    found, notes = [], []
+    for a, b in pairs:
+        if a not in named or b not in named:
+            notes.append(f"{a} - {b}: left out, {a if a not in named else b} has no finished run")
+    for reference in dict.fromkeys(b for a, b in pairs if a in named and b in named):
+        compared = [named[a] for a, b in pairs if b == reference and a in named]
+        found.append((f"{CELL_KEY}={reference}", named[reference], compared))
+    return found, notes

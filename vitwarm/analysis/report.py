@@ -12,8 +12,16 @@ from pathlib import Path
 
 from vitwarm.analysis import plots
 from vitwarm.analysis.equivalence import baseline_curves, data_equivalence
-from vitwarm.analysis.paired import paired_differences, seed_list, select_cell
-from vitwarm.analysis.results import FRACTION_KEY, METRICS, cell_stats, check_comparable, group_cells, load_results
+from vitwarm.analysis.paired import named_pairs, paired_differences, seed_list, select_cell
+from vitwarm.analysis.results import (
+    FRACTION_KEY,
+    METRICS,
+    SweepResults,
+    cell_stats,
+    check_comparable,
+    group_cells,
+    load_results,
+)
 from vitwarm.analysis.share import gain_vs_share
 from vitwarm.analysis.stats import RULE
 
@@ -183,13 +191,9 @@ def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
             writer.writerow([("" if row[c] is None else row[c]) for c in columns] + [";".join(row["runs"])])
 
 
-def build_report(
-    sweep_dir: str | Path,
-    out: str | Path | None = None,
-    metric: str = "top1",
-    log_x: bool = False,
-    paired_to: list[str] = (),
-) -> dict:
+def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: str = "top1", log_x: bool = False,
+                 paired_to: list[str] = (), results: SweepResults | None = None, pairs: list[tuple[str, str]] = (),
+                 title: str | None = None) -> dict:
     """Write report.md, report.csv, report.json and the plots into ``out`` (default: the sweep directory).
 
     ``paired_to``: selections of reference cells (``"warmup.fraction=0,budget.epochs=4"``); for each, the
@@ -200,29 +204,34 @@ def build_report(
     whose cells mix runs that are not seeds of one setting (results.check_comparable), is refused in one
     line before anything is written.
 
+    A study passes its named cells as ``results`` (results.load_named_cells) and its comparisons as ``pairs``
+    (cell, reference): one paired table per reference, of the cells compared with it (paired.named_pairs).
+
     Returns the report.json content, with ``markdown`` added: report.md without its title and figures.
     """
     if metric not in METRICS:
         raise ValueError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     sweep_dir = Path(sweep_dir)
-    results = load_results(sweep_dir)
+    results = results or load_results(sweep_dir)
     if not results.runs:
         states = ", ".join(f"{name} ({state})" for name, state in results.unfinished) or "no run directories"
         raise ValueError(f"{sweep_dir} has no finished runs to report: {states}")
     keys = results.cell_keys
     cells = group_cells(results)
     check_comparable(cells, keys)
-    references = [(text, select_cell(text, cells, keys)) for text in paired_to]  # refused before any file
+    references = [(text, select_cell(text, cells, keys), cells) for text in paired_to]  # refused before any file
+    pairs_found, pair_notes = named_pairs(pairs, cells)
+    references += pairs_found
     out = Path(out) if out else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     stats = [cell_stats(cell, metric) for cell in cells]
     paired = [
-        {"reference": ref.values, "selection": text, "rows": paired_differences(ref, cells, metric)}
-        for text, ref in references
+        {"reference": ref.values, "selection": text, "rows": paired_differences(ref, compared, metric)}
+        for text, ref, compared in references
     ]
     curves = baseline_curves(results, metric)
     estimates, de_notes = data_equivalence(keys, cells, stats, curves, metric, log_x)
-    notes = results.notes + de_notes
+    notes = results.notes + de_notes + pair_notes
     if any(row["n"] < len(row["runs"]) for row in stats):
         notes.append(f"some finished runs have no {metric} in summary.json and are left out of the means")
 
@@ -271,7 +280,8 @@ def build_report(
     if notes:
         text += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes)
 
-    body = f"# Sweep report: {sweep_dir.name}\n\n{text}" + "".join(f"\n![{name}]({name})\n" for name in figures)
+    title = title or f"Sweep report: {sweep_dir.name}"
+    body = f"# {title}\n\n{text}" + "".join(f"\n![{name}]({name})\n" for name in figures)
     (out / "report.md").write_text(body)
     write_csv(out / "report.csv", keys, stats)
     report = {

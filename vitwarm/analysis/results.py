@@ -165,6 +165,36 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     return SweepResults(cell_keys=cell_keys, runs=runs, unfinished=unfinished, notes=notes)
 
 
+CELL_KEY = "cell"
+
+
+def load_named_cells(cells: dict[str, list[tuple[Path, dict | None]]], matched: dict[str, str]) -> SweepResults:
+    """The runs of a study's named cells (vitwarm.sweeps.study): each cell's run directories, each with the identity
+    it was planned under (None: not checked, e.g. an archived run). The one cell key is ``cell``, the name.
+
+    A control's ``budget.matched_to`` names its matched run of the same seed, so it differs seed by seed: it is
+    read as the name of the cell it is matched to (``matched``: control -> cell), in its config and identity.
+    """
+    runs, unfinished, notes = [], [], []
+    states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
+    for cell, dirs in cells.items():
+        for run_dir, planned in dirs:
+            name = f"{cell}/{run_dir.name}"
+            state = run_state(run_dir, planned)
+            if state != "finished":
+                unfinished.append((name, states[state]))
+                continue
+            evals, bad = read_evals(run_dir / rundir.METRICS)
+            if bad:
+                notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
+            summary = asdict(read_summary(run_dir))
+            if cell in matched:
+                summary["identity"] = {**summary["identity"], "budget.matched_to": matched[cell]}
+            config = {**summary["identity"], CELL_KEY: cell}
+            runs.append(RunResult(name=name, config=config, summary=summary, evals=evals))
+    return SweepResults(cell_keys=[CELL_KEY], runs=runs, unfinished=unfinished, notes=notes)
+
+
 def _select(tree: dict, key: str):
     """The node at dotted ``key`` of a nested dict, or None."""
     for part in key.split("."):

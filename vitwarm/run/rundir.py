@@ -7,7 +7,8 @@
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
-      overrides.json       a sweep's run only: the overrides the sweep gave it (vitwarm.sweeps.names)
+      overrides.yaml       a sweep's or study's run only: the overrides it was given, as typed (runs of
+                           earlier versions have overrides.json, which is read as well)
       .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
       <log.project>/       TensorBoard's output when log.trackers names it
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .. import __version__, provenance
@@ -39,7 +41,8 @@ from ..errors import ConfigError
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-OVERRIDES = "overrides.json"
+OVERRIDES = "overrides.yaml"
+OLD_OVERRIDES = "overrides.json"  # the same mapping, as earlier versions wrote it
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
 WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up backbone, the final model
@@ -180,15 +183,20 @@ def read_summary(run_dir: str | Path) -> Summary | None:
 
 
 def write_overrides(run_dir: str | Path, overrides: dict[str, str]) -> Path:
-    """Record the ``key: value`` overrides (as typed) a sweep runs ``run_dir`` with."""
-    return atomic_write_text(Path(run_dir) / OVERRIDES, json.dumps(overrides, indent=1) + "\n")
+    """Record the ``key: value`` overrides (as typed: strings) a sweep or study runs ``run_dir`` with."""
+    text = yaml.safe_dump(dict(overrides), sort_keys=False, allow_unicode=True)  # strings stay quoted strings
+    return atomic_write_text(Path(run_dir) / OVERRIDES, text)
 
 
 def read_overrides(run_dir: str | Path) -> dict[str, str] | None:
-    """The overrides a sweep recorded for ``run_dir``, or None when it recorded none (or they do not parse)."""
+    """The overrides recorded for ``run_dir``, or None when none were (or they do not parse)."""
+    run_dir = Path(run_dir)
     try:
-        overrides = json.loads((Path(run_dir) / OVERRIDES).read_text())
-    except (OSError, ValueError):
+        if (run_dir / OVERRIDES).exists():
+            overrides = yaml.safe_load((run_dir / OVERRIDES).read_text())
+        else:
+            overrides = json.loads((run_dir / OLD_OVERRIDES).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
         return None
     return overrides if isinstance(overrides, dict) else None
 

@@ -2,7 +2,7 @@
 
 A sweep is a base recipe, fixed ``--set`` overrides and grids ``KEY=V1,V2,...``; its runs are the cartesian
 product of the grids (first grid outermost). Each run lives in ``SWEEP_DIR/NAME``, where NAME is made of the
-run's grid values (``fraction=0.01__seed=1``, vitwarm.sweeps.names) and ``NAME/overrides.json`` holds its full
+run's varying grid values (``fraction=0.01__seed=1``, vitwarm.sweeps.names) and ``NAME/overrides.yaml`` holds its full
 overrides. The plan is written to ``SWEEP_DIR/sweep.json`` so that launchers and ``tools/report.py`` agree on
 the run list.
 
@@ -142,6 +142,12 @@ def planned_identity(base: str, overrides: dict[str, str], run_dir: str | Path) 
     return identity(load_config(base, [*(f"{k}={v}" for k, v in overrides.items()), _run_dir_override(run_dir)]))
 
 
+def train_command(prefix: list[str], base: str, overrides: dict[str, str], run_dir: Path) -> list[str]:
+    """The command that trains ``base`` with ``overrides`` in ``run_dir``, resuming whatever it finds there."""
+    return [*prefix, "--config", base, *(f"{k}={v}" for k, v in overrides.items()), _run_dir_override(run_dir),
+            "resume=auto"]
+
+
 def plan_sweep(
     base: str,
     grids: dict[str, list[str]],
@@ -173,20 +179,13 @@ def plan_sweep(
             raise ValueError(f"--port-base {port_base} leaves no free port for run {i}: lower it")
         overrides = {**sets, **grid_values}
         prefix = entry if entry is not None else accelerate_prefix(nproc, port, accelerate_config)
-        command = [
-            *prefix,
-            "--config",
-            base,
-            *(f"{k}={v}" for k, v in overrides.items()),
-            _run_dir_override(out / name),
-            "resume=auto",
-        ]
+        command = train_command(prefix, base, overrides, out / name)
         runs.append(Run(name=name, overrides=overrides, command=command))
     return Sweep(out=out, base=base, grids=grids, sets=sets, runs=runs)
 
 
 def write_sweep(sweep: Sweep) -> Path:
-    """Write ``sweep.json`` and each run's ``overrides.json``, refusing to reuse a sweep directory planned with
+    """Write ``sweep.json`` and each run's ``overrides.yaml``, refusing to reuse a sweep directory planned with
     another base or ``--set``.
 
     Grids may change between invocations (adding seeds or fractions extends a sweep); the base and the fixed

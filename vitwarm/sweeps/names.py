@@ -1,18 +1,19 @@
 """The directory name of each run of a sweep.
 
-A run is named after its grid values in the order the grids were given, each after the last part of its key
-(the shortest tail of the key that no other grid key shares), joined by ``__`` (a comma would split a
-``--grid`` value that names a run): ``warmup.fraction=0.05`` and ``seed=1`` give ``fraction=0.05__seed=1``.
-A value is shown without YAML's brackets, quotes and spaces, its commas as ``+`` (``{k: 32}`` -> ``k-32``,
+A run is named after the grid values that vary between the sweep's runs, in the order the grids were given,
+each after the last part of its key (the shortest tail of the key that no other grid key shares), joined by
+``__``: ``warmup.fraction=0.05`` and ``seed=1`` give ``fraction=0.05__seed=1``; a grid of one value names no
+run. A value is shown without YAML's brackets, quotes and spaces, its commas as ``+`` (``{k: 32}`` -> ``k-32``,
 ``[attn, mlp]`` -> ``attn+mlp``); any other character but letters, digits and ``_ . + -`` becomes ``-``
 (``k_dyck:3+ww:1`` -> ``k_dyck-3+ww-1``); a value longer than ``_MAX_VALUE`` characters is cut and tagged
-with a CRC-32 of the whole; an empty one is ``none``. The run's full overrides are in its
-``overrides.json`` (vitwarm.run.rundir): that file, not the name, is what the report reads.
+with a CRC-32 of the whole; an empty one is ``none``. When a name would be longer than ``MAX_NAME``
+characters, the sweep's runs are numbered instead (``run01``, ``run02``, ...). The run's full overrides are in
+its ``overrides.yaml`` (vitwarm.run.rundir): that file, not the name, is what the report reads.
 
-Two runs whose names come out alike (values that differ only in what the name leaves out) are told apart on
-disk: a run takes the first of NAME, NAME-2, NAME-3, ... that no earlier run of the plan took and that is
-free (no directory, or one holding neither a config nor another run's overrides.json). A sweep planned again
-finds each run under the name it was given, whatever else the sweep directory holds.
+A sweep planned again finds each run in the directory whose overrides file records its overrides, whatever
+it was named then (a grid that gained a value changes which keys vary). Two runs whose names come out alike
+are told apart on disk: a new run takes the first of NAME, NAME-2, NAME-3, ... that no earlier run of the
+plan took and that is free (no directory, or one holding neither a config nor another run's overrides).
 
 Sweeps planned by earlier versions named runs after every key and value in full
 (``warmup.fraction=0.05__seed=1``); a run whose directory of that name exists is found there, so such a
@@ -21,6 +22,7 @@ sweep resumes, skips its finished runs and reports as before.
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from pathlib import Path
@@ -31,6 +33,7 @@ from vitwarm.run.rundir import CONFIG, read_overrides
 _DROPPED = str.maketrans({c: None for c in "{}[]'\" "} | {",": "+"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]+")
 _MAX_VALUE = 24  # characters of a value in a name, before it is cut and hashed
+MAX_NAME = 48  # characters of a run's name; a sweep with a longer one numbers its runs
 
 # Names of earlier versions: every key=value in full, joined by "__"; other characters became "-".
 _LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9_.=+\-]")
@@ -87,19 +90,35 @@ def _free_for(run_dir: Path, overrides: dict[str, str]) -> bool:
     return not (run_dir / CONFIG).exists()
 
 
+def _recorded(out: Path) -> dict[str, str]:
+    """The run directories under ``out`` by the overrides they record (frozen as sorted JSON)."""
+    found = {}
+    if out.is_dir():
+        for run_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+            own = read_overrides(run_dir)
+            if own is not None:
+                found.setdefault(json.dumps(own, sort_keys=True), run_dir.name)
+    return found
+
+
 def assign_names(out: Path, points: list[dict[str, str]], overrides: list[dict[str, str]]) -> list[str]:
     """The directory name under ``out`` of each grid point (``overrides``: each run's full overrides)."""
+    varying = [k for k in (points[0] if points else {}) if len({p[k] for p in points}) > 1]
+    bases = [run_name({k: p[k] for k in varying}) for p in points]
+    if any(len(b) > MAX_NAME for b in bases):  # the overrides file says what a numbered run is
+        bases = [f"run{i:0{len(str(len(points)))}d}" for i in range(1, len(points) + 1)]
+    recorded = _recorded(out)
     names: list[str] = []
-    for grid_values, own in zip(points, overrides):
+    for grid_values, own, base in zip(points, overrides, bases):
         legacy = legacy_run_name(grid_values)
         # A long name of many keys may exceed the file system's 255 bytes: then no earlier version made it.
         if grid_values and len(legacy.encode()) <= 255 and (out / legacy).is_dir():
             names.append(legacy)
             continue
-        base = run_name(grid_values)
-        if len(base.encode()) > 250:  # 255 bytes per file name, less room for a "-N" suffix
-            raise ValueError(f"the run name {base[:60]}... is {len(base.encode())} bytes, more than a file name can "
-                             "hold (250): sweep fewer keys, or shorter values")
+        found = recorded.get(json.dumps(own, sort_keys=True))
+        if found is not None and found not in names:  # planned before, under whatever name it had then
+            names.append(found)
+            continue
         name, n = base, 1
         while name in names or not _free_for(out / name, own):
             n += 1

@@ -1,0 +1,69 @@
+"""A study's archive: the small, script-readable files of its finished runs, and an index of its cells.
+
+    ARCHIVE/
+      study.yaml                   the study file the runs were made from
+      index.json                   cell -> stage, overrides, seeds, n, machines and commits of its runs
+      runs/<cell>/s<seed>/         overrides.yaml, summary.json, metrics.jsonl (a transition run: transition.json)
+
+The study's own folder is written out of every file (a control's matched run is named relative to the
+study), so an archive holds no path of the machine that made it. Archiving again adds the runs finished
+since and rewrites the index.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from vitwarm.atomic import atomic_write_text
+from vitwarm.run.rundir import METRICS, OVERRIDES, SUMMARY
+from vitwarm.sweeps import transition
+from vitwarm.sweeps.stages import choices_before, plan_stage
+from vitwarm.sweeps.study import Study
+
+RUNS = "runs"
+INDEX = "index.json"
+FILES = {"train": (OVERRIDES, SUMMARY, METRICS), "transition": (OVERRIDES, transition.RESULT)}
+
+
+def _provenance(result: dict) -> tuple[str | None, str | None]:
+    env = result.get("environment") or {}
+    return (env.get("machine") or {}).get("fingerprint"), (env.get("source") or {}).get("commit")
+
+
+def archive_study(study: Study, echo=print) -> Path:
+    """Copy every finished run of the study into its archive and write the index; the archive's folder."""
+    index, copied = {}, 0
+    for stage in study.stages:
+        choices = choices_before(study, stage)
+        try:
+            sweeps = plan_stage(study, stage, choices)
+        except ValueError:  # its cells wait for an earlier stage's choice: nothing of it has run
+            continue
+        for sweep in sweeps:
+            for run in sweep.runs:
+                cell = run.name.split("/")[0]
+                entry = index.setdefault(cell, {"stage": stage.name, "kind": stage.kind,
+                                                "overrides": study.overrides(cell, choices), "seeds": [],
+                                                "machines": [], "commits": []})
+                if sweep.state(run) != "finished":
+                    continue
+                source, dest = sweep.run_dir(run), study.archive / RUNS / run.name
+                dest.mkdir(parents=True, exist_ok=True)
+                for name in FILES[stage.kind]:
+                    text = (source / name).read_text().replace(f"{study.out}/", "")
+                    atomic_write_text(dest / name, text)
+                result = json.loads((dest / FILES[stage.kind][1]).read_text())
+                machine, commit = _provenance(result[0] if isinstance(result, list) else result)
+                entry["seeds"].append(int(run.overrides["seed"]))
+                entry["machines"] = sorted({*entry["machines"], machine or "not recorded"})
+                entry["commits"] = sorted({*entry["commits"], commit or "not recorded"})
+                copied += 1
+    for entry in index.values():
+        entry["n"] = len(entry["seeds"])
+    study.archive.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(study.path, study.archive / "study.yaml")
+    atomic_write_text(study.archive / INDEX, json.dumps(index, indent=1) + "\n")
+    echo(f"archived {copied} finished run(s) of {len(index)} cell(s) in {study.archive}")
+    return study.archive
