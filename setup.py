@@ -58,6 +58,7 @@ setup(
             "vitwarm-shards = vitwarm.cli.make_shards:main",
             "vitwarm-sweep = vitwarm.cli.sweep:main",
             "vitwarm-report = vitwarm.cli.report:main",
+            "vitwarm-study = vitwarm.cli.study:main",
             "vitwarm-recipes = vitwarm.cli.recipes:main",
             "vitwarm-grammars = vitwarm.cli.grammars:main",
         ],
