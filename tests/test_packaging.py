@@ -82,7 +82,8 @@ def test_console_scripts_and_packaged_recipes(venv, tmp_path):
     assert installed["scripts"] == {
         "vitwarm-train": "vitwarm.cli.train", "vitwarm-shards": "vitwarm.cli.make_shards",
         "vitwarm-sweep": "vitwarm.cli.sweep", "vitwarm-report": "vitwarm.cli.report",
-        "vitwarm-study": "vitwarm.cli.study", "vitwarm-recipes": "vitwarm.cli.recipes", "vitwarm-grammars": "vitwarm.cli.grammars"}
+        "vitwarm-study": "vitwarm.cli.study", "vitwarm-recipes": "vitwarm.cli.recipes",
+        "vitwarm-grammars": "vitwarm.cli.grammars"}
     assert installed["license"]
     cpu_ddp = Path(installed["cpu_ddp"])
     assert cpu_ddp.is_relative_to(venv)

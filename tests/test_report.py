@@ -42,7 +42,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def write_run(run_dir: Path, fraction: str, train_fraction: str, seed: str, identity: dict | None = None) -> None:
     """A run directory as the trainer leaves it; finished (under ``identity``) unless that is None."""
-    run_dir.mkdir(parents=True, exist_ok=True)  # the sweep made it for its overrides.json
+    run_dir.mkdir(parents=True, exist_ok=True)  # the sweep made it for its overrides file
     config = {
         "seed": int(seed),
         "model": {"name": "vit_tiny_patch16_224"},
@@ -222,7 +222,7 @@ def test_each_runs_overrides_are_read_from_its_directory(sweep_dir, tmp_path):
     name = "fraction=0.01__train_fraction=0.5__seed=1"
     assert read_overrides(sweep / name) == {"warmup.fraction": "0.01", "data.train_fraction": "0.5", "seed": "1"}
     assert len(load_results(sweep).runs) == 12
-    # The run's identity is checked against what its overrides.json says it was planned with.
+    # The run's identity is checked against what its overrides file says it was planned with.
     write_overrides(sweep / name, {"warmup.fraction": "0.01", "data.train_fraction": "0.5", "seed": "2"})
     results = load_results(sweep)
     assert len(results.runs) == 11 and (name, "finished under another config") in results.unfinished

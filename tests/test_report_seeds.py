@@ -59,7 +59,7 @@ def sweep_dir(tmp_path_factory) -> Path:
         if int(seed) >= len(scores) or scores[int(seed)] is None:
             continue  # planned, never run
         run_dir = sweep.run_dir(run)
-        run_dir.mkdir(parents=True, exist_ok=True)  # write_sweep made it (with overrides.json)
+        run_dir.mkdir(parents=True, exist_ok=True)  # write_sweep made it (with its overrides file)
         config = {"seed": int(seed), "warmup": {"fraction": float(fraction)}, "budget": {"epochs": float(epochs)}}
         OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
         write_finished(run_dir, sweep.identity(run), top1=scores[int(seed)], image_samples=250 * int(epochs),

@@ -110,10 +110,26 @@ class SweepResults:
     notes: list[str]
 
 
+_STATES = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
+
+
+def _read_finished(run_dir: Path, name: str, planned: dict | None, unfinished: list, notes: list) -> tuple | None:
+    """(summary, eval records) of a run finished under ``planned`` (None: any identity); an unfinished run is
+    added to ``unfinished`` instead, and unreadable metrics lines to ``notes``."""
+    state = run_state(run_dir, planned)
+    if state != "finished":
+        unfinished.append((name, _STATES[state]))
+        return None
+    evals, bad = read_evals(run_dir / rundir.METRICS)
+    if bad:
+        notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
+    return asdict(read_summary(run_dir)), evals
+
+
 def load_results(sweep_dir: str | Path) -> SweepResults:
     """Read every run of a sweep: those listed in sweep.json, plus any run directory found beside them.
 
-    A run's overrides are those its directory's overrides.json records, else (sweeps of earlier versions)
+    A run's overrides are those its directory's overrides file records, else (sweeps of earlier versions)
     those sweep.json lists for it. Cell keys are the swept keys of sweep.json minus ``seed``; without
     sweep.json, they are the config keys whose values differ between runs (minus seed and per-run
     bookkeeping such as ``run.dir``).
@@ -125,26 +141,19 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     names = listed + [n for n in found if n not in listed]
     overrides = {r["name"]: r["overrides"] for r in spec["runs"]} if spec else {}
     overrides |= {name: own for name in names if (own := read_overrides(sweep_dir / name)) is not None}
-    states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
-
     runs, unfinished, notes, configs, trees = [], [], [], {}, {}
     for name in names:
         run_dir = sweep_dir / name
         # A listed run counts only when it finished under the config its sweep planned for it.
         planned = planned_identity(spec["base"], overrides[name], run_dir) if spec and name in overrides else None
-        state = run_state(run_dir, planned)
         if (run_dir / CONFIG).exists():
             trees[name] = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=True)
             configs[name] = _flatten(trees[name])
         else:
             configs[name] = {}
-        if state != "finished":
-            unfinished.append((name, states[state]))
+        if not (found := _read_finished(run_dir, name, planned, unfinished, notes)):
             continue
-        evals, bad = read_evals(run_dir / rundir.METRICS)
-        if bad:
-            notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
-        summary = asdict(read_summary(run_dir))
+        summary, evals = found
         # Values typed by the trainer's config win; the sweep's override strings fill in keys it lacks. An
         # override written with an interpolation (a control's `budget.matched_to=.../..._seed=${seed}`) is one
         # setting for every seed: it keeps its written form, which its resolved value (naming the seed) is not.
@@ -176,18 +185,12 @@ def load_named_cells(cells: dict[str, list[tuple[Path, dict | None]]], matched: 
     read as the name of the cell it is matched to (``matched``: control -> cell), in its config and identity.
     """
     runs, unfinished, notes = [], [], []
-    states = {"interrupted": "interrupted", "new": "not started", "other config": "finished under another config"}
     for cell, dirs in cells.items():
         for run_dir, planned in dirs:
             name = f"{cell}/{run_dir.name}"
-            state = run_state(run_dir, planned)
-            if state != "finished":
-                unfinished.append((name, states[state]))
+            if not (found := _read_finished(run_dir, name, planned, unfinished, notes)):
                 continue
-            evals, bad = read_evals(run_dir / rundir.METRICS)
-            if bad:
-                notes.append(f"{name}: skipped {bad} unreadable line(s) of metrics.jsonl")
-            summary = asdict(read_summary(run_dir))
+            summary, evals = found
             if cell in matched:
                 summary["identity"] = {**summary["identity"], "budget.matched_to": matched[cell]}
             config = {**summary["identity"], CELL_KEY: cell}

@@ -9,6 +9,7 @@ new one starts from scratch: relaunching a whole sweep is always safe.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import shlex
@@ -155,17 +156,18 @@ class SlurmJob:
     command; its ``resume=auto`` continues from that step.
     """
 
-    def __init__(self, command: list[str], run_dir: Path, identity: dict):
+    def __init__(self, command: list[str], run_dir: Path, identity: dict, state: Callable[[], str] | None = None):
         self.command = command
         self.run_dir = Path(run_dir)
         self.identity = identity  # what the finished run's summary must say
+        self.state = state or functools.partial(run_state, self.run_dir, identity)  # or a study transition run's own
         self.process: subprocess.Popen | None = None  # the trainer, while it runs
 
     def __call__(self) -> str:
         command = [*self.command, f"run.stop_signal={PREEMPT_SIGNAL.name}"]
         code = run_command(command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal,
                            started=self._started)
-        if code != 0 or run_state(self.run_dir, self.identity) != "finished":
+        if code != 0 or self.state() != "finished":
             raise RuntimeError(f"run {self.run_dir} failed (exit {code}), see {self.run_dir / LOG_FILE}")
         return str(self.run_dir)
 
@@ -236,7 +238,8 @@ def launch_slurm(
         if extra:
             params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
-    jobs = executor.submit_array([SlurmJob(run.command, sweep.run_dir(run), sweep.identity(run)) for run in todo])
+    jobs = executor.submit_array([SlurmJob(run.command, sweep.run_dir(run), sweep.identity(run),
+                                           functools.partial(sweep.state, run)) for run in todo])
     for run, job in zip(todo, jobs):
         echo(f"submitted {job.job_id}: {run.name}")
     return jobs

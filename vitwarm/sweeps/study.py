@@ -33,7 +33,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vitwarm.catalog import resolve_recipe
+from vitwarm.catalog import resolve_accelerate_config, resolve_recipe
 from vitwarm.errors import ConfigError
 from vitwarm.sweeps.grid import MANAGED_KEYS
 from vitwarm.sweeps.rules import check_rule
@@ -249,6 +249,16 @@ def _base(value, path: Path) -> str:
         raise ConfigError(f"{_where(path, 'base')}: {err}") from None
 
 
+def _launch(value, path: Path) -> dict:
+    launch = dict(_mapping(value, path, "launch", LAUNCH_KEYS))
+    if launch.get("accelerate_config"):
+        try:
+            launch["accelerate_config"] = str(resolve_accelerate_config(str(launch["accelerate_config"])).absolute())
+        except ValueError as err:
+            raise ConfigError(f"{_where(path, 'launch.accelerate_config')}: {err}") from None
+    return launch
+
+
 def read_study(path: str | Path) -> Study:
     """Read and check a study file; any mistake is a ConfigError naming the file and the key."""
     path = Path(path)
@@ -264,7 +274,7 @@ def read_study(path: str | Path) -> Study:
     study = Study(name=name, path=path, base=_base(spec.get("base"), path),
                   out=Path(spec.get("out") or f"runs/{name}").absolute(),
                   archive=Path(spec.get("archive") or f"results/{name}").absolute(),
-                  launch=_mapping(spec.get("launch"), path, "launch", LAUNCH_KEYS),
+                  launch=_launch(spec.get("launch"), path),
                   set=_overrides(spec.get("set"), path, "set"), cells=cells,
                   stages=_stages(spec.get("stages"), cells, path), compare=_compare(spec.get("compare"), path))
     _check_links(study)
