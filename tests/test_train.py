@@ -6,6 +6,7 @@ Every run is a real subprocess (`python -m vitwarm.train` or `accelerate launch`
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -54,6 +55,12 @@ def test_run_completes_both_phases(reference):
     assert (env["torch"], env["timm"], env["device"], env["num_processes"]) == (
         torch.__version__, timm.__version__, "cpu", 1)
     assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu"]
+    # ...and which code on which machine: this checkout's commit (git's own answer) and a host fingerprint
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout (CI clones one); an unpacked source tree records the version only
+        assert env["source"]["commit"] == head.stdout.strip() and isinstance(env["source"]["modified"], bool)
+    assert re.fullmatch(r"[0-9a-f]{16}", env["machine"]["fingerprint"])
+    assert env["machine"]["cpu"] == env["cpu"] and env["machine"]["memory_bytes"] > 2**30
 
 
 @pytest.mark.parametrize("kill_at", ["during warm-up", "at the phase boundary", "during the image phase"])
