@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from vitwarm.cli.study import main as study_main
+from vitwarm.run.rundir import read_overrides
+from vitwarm.sweeps.grid import planned_identity
 from vitwarm.sweeps.rules import CellResults, cheapest_plateau, converged
 
-from helpers import ENV, ROOT, TINY, Mistake, call_main, check_mistake
+from helpers import ENV, ROOT, TINY, Mistake, call_main, check_mistake, write_finished
 
 GOOD = """
 base: {tiny}
@@ -79,6 +81,44 @@ def test_rules_choose_from_results():
     # b8 is cheapest in one seed but never reached its plateau in the other: not a choice.
     warmups = {"b8": rows(10, None), "b16": rows(50, 70), "b32": rows(40, 60)}
     assert cheapest_plateau(warmups, n=2) == {"1": "b32", "2": "b16"}
+
+
+PILOT = """
+base: {tiny}
+out: {tmp}/runs
+seeds: [0, 1]
+cells:
+  e1: {{set: {{budget.epochs: 1}}, seeds: [0]}}
+  e2: {{set: {{budget.epochs: 2}}, seeds: [0]}}
+  e4: {{set: {{budget.epochs: 4}}, seeds: [0]}}
+  none: {{from: pilot.{label}, set: {{warmup.fraction: 0}}}}
+stages:
+  - {{name: pilot, cells: [e1, e2, e4], choose: {{rule: converged, gain: 0.5}}}}
+  - {{name: main, cells: [none]}}
+"""
+
+
+def test_a_stage_takes_its_cells_settings_from_an_earlier_stages_choice(tmp_path, capsys):
+    path = tmp_path / "pilot.yaml"
+    path.write_text(PILOT.format(tiny=TINY, tmp=tmp_path, label="all"))
+    assert study_main([str(path), "main", "--launcher", "print"]) == 1
+    assert "cell none takes pilot.all, chosen when stage pilot has finished" in capsys.readouterr().err
+    # The pilot's runs finished (summaries written, not trained): 1 -> 2 epochs gains 3 points, 2 -> 4 gains 0.2.
+    for cell, top1 in (("e1", 60.0), ("e2", 63.0), ("e4", 63.2)):
+        run_dir = tmp_path / "runs" / cell / "s0"
+        epochs = cell[1:]
+        write_finished(run_dir, planned_identity(str(TINY), {"budget.epochs": epochs, "seed": "0"}, run_dir), top1=top1)
+    assert study_main([str(path), "main", "--launcher", "print"]) == 0
+    printed = capsys.readouterr().out
+    assert "stage pilot chose: all = e2" in printed
+    commands = [line for line in printed.splitlines() if "vitwarm.train" in line]
+    assert len(commands) == 2 and all("budget.epochs=2 warmup.fraction=0" in c for c in commands)
+    assert read_overrides(tmp_path / "runs" / "none" / "s1") == {"budget.epochs": "2", "warmup.fraction": "0",
+                                                                 "seed": "1"}
+    # A label the rule did not give is refused in one line, naming the labels it gave.
+    path.write_text(PILOT.format(tiny=TINY, tmp=tmp_path, label="0.1"))
+    assert study_main([str(path), "--dry-run"]) == 1
+    assert "stage pilot's rule chose only all" in capsys.readouterr().err
 
 
 TINY_STUDY = """

@@ -9,7 +9,8 @@
   and :mod:`vitwarm.sweeps.archive` the archive.
 
 What the finished runs say is vitwarm.analysis's (cells, paired comparisons, reports). The command-line
-front ends are ``tools/sweep.py``, ``tools/report.py`` and ``vitwarm-study``; docs/sweeps.md and docs/studies.md explain them.
+front ends are ``tools/sweep.py``, ``tools/report.py`` and ``vitwarm-study``; docs/sweeps.md and
+docs/studies.md explain them.
 """
 
 from vitwarm.sweeps.grid import Run, Sweep, parse_spec, plan_sweep, read_sweep, write_sweep

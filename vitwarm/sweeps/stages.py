@@ -76,8 +76,12 @@ def plan_stage(study: Study, stage: Stage, choices: Choices) -> list[StageSweep]
     for name in stage.cells:
         cell = study.cells[name]
         if cell.chosen_from and cell.chosen_from not in choices:
-            source = cell.chosen_from[0]
-            raise NotChosen(f"stage {stage.name}: cell {name} takes {'.'.join(cell.chosen_from)}, chosen when stage "
+            source, label = cell.chosen_from
+            made = [other for stage_name, other in choices if stage_name == source]  # its labels
+            if made:  # the stage has finished, and its rule gave other labels
+                raise ValueError(f"stage {stage.name}: cell {name} takes {source}.{label}, but stage {source}'s rule "
+                                 f"chose only {', '.join(made)}")
+            raise NotChosen(f"stage {stage.name}: cell {name} takes {source}.{label}, chosen when stage "
                             f"{source} has finished: run stage {source} first")
         for seed in cell.seeds:
             overrides = run_overrides(study, name, seed, choices)
