@@ -174,16 +174,14 @@ def load_results(sweep_dir: str | Path) -> SweepResults:
     return SweepResults(cell_keys=cell_keys, runs=runs, unfinished=unfinished, notes=notes)
 
 
-CELL_KEY = "cell"
+CELL_KEY = "cell"  # a study's one cell key: the cell's name
 
 
 def load_named_cells(cells: dict[str, list[tuple[Path, dict | None]]], matched: dict[str, str]) -> SweepResults:
     """The runs of a study's named cells (vitwarm.sweeps.study): each cell's run directories, each with the identity
-    it was planned under (None: not checked, e.g. an archived run). The one cell key is ``cell``, the name.
-
-    A control's ``budget.matched_to`` names its matched run of the same seed, so it differs seed by seed: it is
-    read as the name of the cell it is matched to (``matched``: control -> cell), in its config and identity.
-    """
+    it was planned under (None: not checked, e.g. an archived run). A control's ``budget.matched_to`` names its
+    matched run of the same seed, so it differs seed by seed: it is read as the name of the cell it is matched
+    to (``matched``: control -> cell), in its config and identity."""
     runs, unfinished, notes = [], [], []
     for cell, dirs in cells.items():
         for run_dir, planned in dirs:
@@ -208,11 +206,14 @@ def _select(tree: dict, key: str):
 
 
 def group_cells(results: SweepResults) -> list[Cell]:
-    """Group finished runs by the values of the cell keys, cells sorted by those values."""
+    """Group finished runs by the values of the cell keys, cells sorted by those values (a study's named cells:
+    in the study's order)."""
     cells: dict[tuple, Cell] = {}
     for run in results.runs:
         values = {k: hashable(run.config.get(k)) for k in results.cell_keys}
         cells.setdefault(tuple(values.values()), Cell(values=values)).runs.append(run)
+    if results.cell_keys == [CELL_KEY]:
+        return list(cells.values())
     return [cells[k] for k in sorted(cells, key=lambda t: tuple(_sort_key(v) for v in t))]
 
 
