@@ -74,3 +74,47 @@ def test_no_module_over_300_lines_but_the_config_schema():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > LONGEST and p != PACKAGE / "config.py"}
     assert long == {}
+
+
+# Data sets are chosen by name in vitwarm/data/prepare.py (its registry) and written by their converter modules.
+CONVERTERS = ("vitwarm.data.fmnist", "vitwarm.data.folder", "vitwarm.data.convert_torchvision",
+              "vitwarm.data.synthetic")
+DATA_SETS = ("fashion", "mnist", "imagenet", "cifar")
+
+
+def named_data_sets(source: str, package: list[str]) -> list[str]:
+    """Where code (not its docstrings) names a data set: an import of a converter, a string holding a name
+    of the registry or of a data set, an identifier holding a data set's name; ``package``: the module's."""
+    from vitwarm.data import PREPARATIONS
+
+    tree = ast.parse(source)
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            found += [f"{node.lineno}: imports {m}" for m in (base, *(f"{base}.{a.name}" for a in node.names))
+                      if m.startswith(CONVERTERS)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found += [f"{node.lineno}: says {n!r}" for n in (*PREPARATIONS, *DATA_SETS) if n in node.value.lower()]
+        else:
+            name = getattr(node, "id", None) or getattr(node, "attr", None) or getattr(node, "name", None)
+            found += [f"{node.lineno}: names {n!r}" for n in DATA_SETS if isinstance(name, str) and n in name.lower()]
+    return found
+
+
+def test_the_run_names_no_data_set():
+    # The run reaches data sets through the registry's functions only, never by a name of its own.
+    offenders = [f"{path.relative_to(ROOT)}:{where}" for path in sorted((PACKAGE / "run").rglob("*.py"))
+                 for where in named_data_sets(path.read_text(), module_name(path).split(".")[:-1])]
+    assert offenders == []
+
+
+def test_the_data_set_check_finds_what_the_run_said_before_the_registry():
+    before = ('from ..data.fmnist import load_fmnist\n'
+              'if cfg.data.prepare == "fmnist":\n    FMNIST_CLASSES = load_fmnist()\n')
+    found = named_data_sets(before, ["vitwarm", "run"])
+    assert {"1: imports vitwarm.data.fmnist", "2: says 'fmnist'", "3: names 'mnist'"} <= set(found)
+    assert named_data_sets('"""Reads fmnist shards."""\nfrom ..data import prepare_data\n', ["vitwarm", "run"]) == []

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from .catalog import resolve_recipe
+from .data import WRITTEN
 from .errors import ConfigError
 from .models import GROW_DEPTHS, PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
@@ -265,11 +266,30 @@ class AugConfig:
 
 
 @dataclass
+class SyntheticConfig:
+    samples: int = checked(512, Range(1))
+    """Training images of data.source=synthetic (one epoch of it; the budget counts such epochs), >= 1."""
+    eval_samples: int = checked(128, Range(1))
+    """Images of each evaluation split of data.source=synthetic, >= 1."""
+    shape: list[int] = checked(lambda: [64, 64], Range(1))
+    """[height, width] of each synthetic image in pixels (the transforms resize it to the model's input)."""
+    channels: int = checked(3, OneOf((1, 3)))
+    """Channels of each synthetic image: 1 (gray) or 3 (RGB)."""
+    classes: int = checked(10, Range(2))
+    """Classes of the synthetic images (labels 0 .. classes - 1, balanced), >= 2."""
+    seed: int = checked(0, Range(0, 2**32 - 1))
+    """Seed of the synthetic images, apart from the run's: every run of a sweep reads the same images."""
+
+
+@dataclass
 class DataConfig:
     source: str = "data/fashion_mnist"
-    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
-    prepare: str | None = checked(None, OneOf((None, "fmnist")))
-    """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` when they are missing."""
+    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path
+    or URL; or 'synthetic': generated images (data.synthetic), no data needed."""
+    prepare: str | None = checked(None, OneOf((None, *WRITTEN)))
+    """A data set written to `source` when its shards are missing ('fmnist': Debian's dataset-fashion-mnist)."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The generated images of data.source=synthetic."""
     train_fraction: float = checked(1.0, Range(0, 1, low_open=True))
     """Class-balanced fraction of the train split written by `prepare`; recipes name `source` after it."""
     train_split: str = "train"
@@ -597,6 +617,8 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.warmup.cooldown} exceed 1: the LR cool-down would start inside the LR warm-up")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
+    if len(cfg.data.synthetic.shape) != 2:
+        raise ConfigError(f"data.synthetic.shape={_select(cfg, 'data.synthetic.shape')} must be [height, width]")
     for key in ("data.aug.scale", "data.aug.ratio"):
         bounds = _select(cfg, key)
         if len(bounds) != 2 or bounds[0] > bounds[1]:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..atomic import check_hashes
+from ..data import images_are_synthetic
 from ..seeds import seed_step
 from .checkpoints import RunState, Start, load_checkpoint, where_to_start
 from .export import export_run
@@ -233,6 +234,7 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         environment=environment(str(accelerator.device), accelerator.num_processes),
         probe=probe_summary(state, cfg),
         attention=state.attention,
+        synthetic_images=images_are_synthetic(cfg.data),
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from ..config import flatten
-from ..data import ensure_fmnist_shards, read_splits
+from ..data import prepare_data, read_splits
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
@@ -61,9 +61,9 @@ class Launch:
 
 
 def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
-    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
-        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    """Make the data ready (vitwarm.data.prepare), find the splits, record the config, open the loaders."""
+    if accelerator.is_main_process:
+        prepare_data(cfg.data)
     accelerator.wait_for_everyone()
     splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
     if accelerator.is_main_process:

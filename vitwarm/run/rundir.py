@@ -142,6 +142,8 @@ class Summary:
     """The warm-up's probe (vitwarm.run.probe.probe_summary): start, last and best accuracy, transition, stop."""
     attention: dict[str, list] = field(default_factory=dict)
     """The warmed-up ViT's attention-structure scores per layer and head (vitwarm.models.attention_scores)."""
+    synthetic_images: bool = False
+    """The images were generated (data.source=synthetic): a smoke test, its accuracies those of no data set."""
 
 
 def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
 from ...config import grows
-from ...data import ImageTransform, make_mixup, read_splits
+from ...data import ImageTransform, make_mixup, preparation, read_splits
 from ...errors import ConfigError
 from ...models import compose, load_export_without_head
 from ...models.registry import stock_architecture
@@ -106,7 +106,7 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
     try:
         splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
     except FileNotFoundError:
-        if cfg.data.prepare is None:
+        if preparation(cfg.data) is None:
             raise  # an evaluation source that is missing (the training one was found by preflight)
         return  # data.prepare writes the shards later; their splits were checked by preflight
     with blame(f"data (source {cfg.data.source!r}, {world_size} process(es), data.num_workers="
