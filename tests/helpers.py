@@ -148,7 +148,7 @@ def write_finished(run_dir: Path, identity: dict, **numbers) -> None:
 #
 # A row is ``Mistake(name, argv, names, status=1, launch="inproc", files={})``:
 #
-# - ``argv``: the command after ``python``: ``["-m", "vitwarm.train", ...]``, ``["-m", "vitwarm.procedural", ...]``
+# - ``argv``: the command after ``python``: ``["-m", "vitwarm.train", ...]``, ``["-m", "vitwarm", "grammars", ...]``
 #   or ``["tools/<tool>.py", ...]``. Placeholders: ``{tiny}`` tests/tiny.yaml, ``{shards}`` the session's
 #   Fashion-MNIST shard set, ``{tmp}`` an empty directory of the row. ``vitwarm.train`` rows get
 #   ``data.source={shards}`` and ``run.dir={tmp}/run`` appended (a row's own ``data.source=`` comes later and wins).
@@ -189,7 +189,7 @@ def _argv(row: Mistake, tmp: Path, shards: Path) -> list[str]:
 def _main(argv: list[str]):
     """The entry point of a command: ``-m module`` or ``tools/<tool>.py``, and the arguments it gets."""
     if argv[0] == "-m":
-        module = importlib.import_module(argv[1] if argv[1] != "vitwarm.procedural" else "vitwarm.procedural.__main__")
+        module = importlib.import_module(argv[1] if argv[1] != "vitwarm" else "vitwarm.__main__")
         return module.main, argv[2:]
     spec = importlib.util.spec_from_file_location(Path(argv[0]).stem, ROOT / argv[0])
     module = importlib.util.module_from_spec(spec)

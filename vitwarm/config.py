@@ -151,7 +151,7 @@ class ModelConfig:
 @dataclass
 class ProceduralConfig:
     grammar: str = checked("k_dyck", Parses(parse_mixture))
-    """Grammar name or weighted mixture such as 'k_dyck:3+ww:1' (see `python -m vitwarm.procedural list`)."""
+    """Grammar name or weighted mixture such as 'k_dyck:3+ww:1' (see `vitwarm grammars list`)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Grammar parameters such as k, p_open, rule; empty means defaults; checked against the token grid."""
     mask_ratio: float = checked(0.5, Range(0, 1, low_open=True))
