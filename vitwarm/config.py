@@ -222,6 +222,8 @@ class WarmupConfig:
     """warmup.stop=plateau: LR decay to min_lr after the stop, as a fraction of the planned warm-up steps, in (0, 1)."""
     model: WarmupModelConfig = field(default_factory=WarmupModelConfig)
     """The warm-up's own smaller ViT, grown into the image model; all defaults: the image model itself."""
+    alone: bool = False
+    """Run the warm-up phase alone (`vitwarm warmup`): the run ends with its backbone RUN_DIR/warmup/."""
 
 
 @dataclass
@@ -450,6 +452,7 @@ ADDED = {
     "warmup.stop_min_gain": 1.0, "warmup.stop_patience": 5, "warmup.probe.size": 512, "warmup.probe.every_steps": 20,
     "warmup.model.name": "", "warmup.model.shared_middle": False, "transfer.grow_depth": "stretch",
     "transfer.grow_noise": 0.01, "budget.matched_to": "None",  # as flatten records None
+    "warmup.alone": False,
 }
 
 
@@ -608,6 +611,11 @@ def validate(cfg: DictConfig) -> None:
         if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
             raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
                               "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
+    if cfg.warmup.alone and (cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched"
+                             or cfg.transfer.sources):
+        raise ConfigError(f"warmup.alone runs this run's own warm-up: it needs warmup.fraction > 0 (got "
+                          f"{cfg.warmup.fraction}), budget.regime additive or substitutive (got {cfg.budget.regime}) "
+                          "and no transfer.sources")
     probe = cfg.warmup.probe
     if cfg.warmup.stop == "plateau" and cfg.warmup.fraction > 0 and not (probe.size and probe.every_steps):
         raise ConfigError(f"warmup.stop=plateau decides on the probe, but it is off (warmup.probe.size={probe.size}, "

@@ -17,6 +17,7 @@ import sys
 # quick verb does not pay for torch.
 VERBS = {
     "train": ("train", "one whole run of a recipe: warm-up, transfer, image training, evaluation"),
+    "warmup": ("warmup", "a recipe's warm-up alone: a warmed-up backbone in timm's hub format for another trainer"),
     "shards": ("make_shards", "write webdataset shards (Fashion-MNIST, image folders, torchvision sets), verify them"),
     "sweep": ("sweep", "a grid of runs over config overrides (local, print or Slurm launchers)"),
     "report": ("report", "paired comparisons, data equivalence and plots of a sweep's finished runs"),

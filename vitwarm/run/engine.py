@@ -37,6 +37,7 @@ from .probe import probe_summary
 from .rundir import (
     MODEL_EXPORT,
     SUMMARY,
+    WARMUP_EXPORT,
     Summary,
     environment,
     eval_record,
@@ -74,8 +75,7 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
-        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
-                          f"{start.summary.top1:.2f}%); nothing to do")
+        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({result_line(start.summary)}); nothing to do")
         return asdict(start.summary)
     launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
                     stop, started)
@@ -211,19 +211,22 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
 
 
 def finish(launch: Launch, training: Training, state: RunState) -> dict:
-    """Final evaluation, the exported model and, last, summary.json."""
+    """Final evaluation, the exported model and, last, summary.json. A warm-up run alone (``warmup.alone``)
+    has no image model to evaluate: its result is the export its end action wrote (RUN_DIR/warmup/)."""
     cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
     model = accelerator.unwrap_model(training.model)
     final = plan.final
     used = {p.name: p.used(state.used_steps.get(p.name, p.steps)) for p in plan.phases}
-    val = evaluate(model, images.val, accelerator)
-    launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
-    test = evaluate(model, images.test, accelerator) if images.test is not None else {}
-    if test:
-        launch.log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
-    ema = evaluate(training.ema.module, images.val, accelerator) if training.ema is not None else {}
+    val = test = ema = {}
+    if final.counts_images:
+        val = evaluate(model, images.val, accelerator)
+        launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
+        test = evaluate(model, images.test, accelerator) if images.test is not None else {}
+        if test:
+            launch.log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
+        ema = evaluate(training.ema.module, images.val, accelerator) if training.ema is not None else {}
     summary = Summary(
-        top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
+        top1=val.get("top1"), top5=val.get("top5"), split=cfg.data.val_split,
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
         image_samples=sum(used[p.name]["used_samples"] for p in plan.phases if p.counts_images),
         warmup_samples=sum(used[p.name]["used_samples"] for p in plan.phases if not p.counts_images),
@@ -239,10 +242,21 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:
         launch.log.sync()
-        export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        if final.counts_images:
+            export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
-    test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
-    accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "
-                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {run_dir / SUMMARY}")
+    accelerator.print(f"vitwarm: done. {result_line(summary, test_split=cfg.data.test_split)}; "
+                      f"summary in {run_dir / SUMMARY}")
     return asdict(summary)
+
+
+def result_line(summary: Summary, test_split: str | None = None) -> str:
+    """What a finished run gave, in a few words: its accuracies, or the warm-up's export and its stop."""
+    if summary.top1 is None:
+        used = summary.phases["warmup"]
+        probe = f", probe {summary.probe['last_acc']:.1f}%" if summary.probe else ""
+        return (f"warm-up alone: {used['used_steps']} of {used['planned_steps']} steps{probe}, "
+                f"~{used['used_flops']:.2e} FLOP; backbone in {WARMUP_EXPORT}/")
+    test = f", {test_split} top-1 {summary.test_top1:.2f}%" if test_split and summary.test_top1 is not None else ""
+    return f"{summary.split} top-1 {summary.top1:.2f}% (top-5 {summary.top5:.2f}%){test}"

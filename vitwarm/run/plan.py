@@ -38,7 +38,8 @@ class Phase:
     """Where the model starts: 'fresh' (seeded init), 'warmup' (this run's warm-up export), 'sources' (the
     composed transfer of transfer.sources) or 'finetune' (model.finetune)."""
     final: bool
-    """The phase whose model the run evaluates, exports and summarises at its end (the last one)."""
+    """The phase the run ends with (the last one): the image phase, whose model the run evaluates, exports
+    and summarises, or the warm-up when it runs alone (``warmup.alone``), whose end export is the result."""
     steps: int
     """Optimizer steps of the phase."""
     global_batch: int
@@ -207,6 +208,8 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
               eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
               flops=3 * flops_per_sample * image_steps * image_batch, **cadences),
     ]
+    if cfg.warmup.alone:  # `vitwarm warmup`: the warm-up's budget, stop and export, and nothing after it
+        return [replace(phases[0], final=True)]
     return [phase for phase in phases if phase.steps > 0]
 
 
@@ -241,5 +244,5 @@ class Plan:
 
     @property
     def final(self) -> Phase:
-        """The phase the run ends with: it trains on the image shards, and its model is evaluated and exported."""
+        """The phase the run ends with (see ``Phase.final``)."""
         return next(phase for phase in self.phases if phase.final)

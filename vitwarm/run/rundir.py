@@ -118,8 +118,9 @@ def check_identity(cfg: DictConfig, recorded: dict[str, Any], source: Path) -> d
 class Summary:
     """summary.json: the final numbers of a run and the identity of the config that produced them."""
 
-    top1: float
-    top5: float
+    top1: float | None
+    """Validation top-1 (percent) of the final model; None when the warm-up ran alone (no image phase)."""
+    top5: float | None
     split: str
     test_top1: float | None
     test_top5: float | None
