@@ -42,9 +42,10 @@ from vitwarm.seeds import seed_step
 def warmup_phase(cfg, max_steps: int) -> Phase:
     """A warm-up of ``max_steps`` steps of the config's batch, one process, probed at its own cadence."""
     batch = cfg.warmup.batch_size
-    return Phase(name="warmup", init="fresh", final=False, steps=max_steps, global_batch=batch, micro_batch=batch,
-                 grad_accum=1, lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=max_steps),
-                 eval_every=0, log_every=1, save_every=max_steps, grad_clip=cfg.warmup.grad_clip, flops=0.0)
+    return Phase(name="warmup", kind="warmup", init="fresh", final=False, steps=max_steps, global_batch=batch,
+                 micro_batch=batch, grad_accum=1,
+                 lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=max_steps), eval_every=0,
+                 log_every=1, save_every=max_steps, grad_clip=cfg.warmup.grad_clip, flops=0.0)
 
 
 def run_cell(cfg, max_steps: int, accelerator: Accelerator) -> dict:

@@ -38,7 +38,7 @@ TINY = ROOT / "tests" / "tiny.yaml"
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # A record per step, so that records of a resumed run average over the same steps as the reference's.
 PER_STEP_LOGS = ("log.every_steps=1",)
-# tests/tiny.yaml on generated images at its own 28 px gray shape: 256 training images (16 shards), 64 per
+# tests/tiny.yaml on generated images at its own 28 px gray shape: 256 training images, 64 per
 # evaluation split; read in the training process (no loader workers to start), the run takes seconds.
 SYNTHETIC = ("data.source=synthetic", "data.synthetic.samples=256", "data.synthetic.eval_samples=64",
              "data.synthetic.shape=[28,28]", "data.synthetic.channels=1", "data.num_workers=0")

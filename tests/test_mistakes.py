@@ -1,4 +1,5 @@
-"""Every mistake is caught before the first step, in one line that names it (row format: tests/mistakes.py).
+"""Every mistake is caught before the first step, in one line that names it (row format: ``Mistake`` in
+tests/helpers.py).
 
 Config keys, recipes and command-line arguments of every tool, in this interpreter, in a real process and
 under a 2-process ``accelerate launch``; each row must fail with exactly one ``vitwarm: error:`` line that
@@ -8,6 +9,8 @@ names the mistake, no traceback and no run directory.
 from __future__ import annotations
 
 import pytest
+
+from vitwarm.cli.main import VERBS
 
 from helpers import Mistake, check_mistake
 
@@ -175,8 +178,23 @@ PROCESSES = [pytest.param(row, marks=pytest.mark.slow) for row in [
 ROWS = CONFIG_KEYS + RECIPES + TOOLS + PROCESSES
 
 
-def test_the_table_is_long_enough():
-    assert len(ROWS) >= 45
+def command_of(row) -> str:
+    """The command a row runs, as a verb of ``vitwarm`` (``-m vitwarm.train`` and ``tools/sweep.py`` too)."""
+    argv = (row.values[0] if hasattr(row, "values") else row).argv  # a row, or a pytest.param of one
+    if argv[:2] == ["-m", "vitwarm"]:
+        return argv[2] if len(argv) > 2 else "vitwarm"
+    if argv[0] == "-m":
+        return argv[1].removeprefix("vitwarm.")
+    tool = argv[0].removeprefix("tools/").removesuffix(".py")
+    return {"make_shards": "shards"}.get(tool, tool)
+
+
+def test_every_command_that_reads_user_input_has_its_mistakes():
+    # Each verb that reads a recipe, files or arguments (all but the recipe listing) has rows, and the
+    # dispatcher itself; rows run in this interpreter, in a process of their own and under accelerate.
+    assert {command_of(row) for row in ROWS} >= {"vitwarm", *VERBS} - {"recipes"}
+    assert {(row.values[0] if hasattr(row, "values") else row).launch for row in ROWS} == {
+        "inproc", "subprocess", "accelerate2"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=str)

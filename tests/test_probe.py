@@ -30,7 +30,7 @@ def tiny_model(task: ProceduralTask) -> WarmupViT:
 
 
 def phase(steps: int = 100, micro_batch: int = 7) -> Phase:
-    return Phase(name="warmup", init="fresh", final=False, steps=steps, global_batch=micro_batch,
+    return Phase(name="warmup", kind="warmup", init="fresh", final=False, steps=steps, global_batch=micro_batch,
                  micro_batch=micro_batch, grad_accum=1, lr_warmup_steps=5, eval_every=0, log_every=2, save_every=4,
                  grad_clip=1.0, flops=1.0)
 

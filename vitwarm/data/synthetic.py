@@ -25,16 +25,18 @@ from .reader import encode
 from .sources import DatasetInfo
 
 SYNTHETIC = "synthetic"
-# Samples per synthetic shard: small, so that a few hundred samples still make enough shards for
-# world_size x num_workers readers (every reader needs a shard of its own).
-SHARD_SAMPLES = 16
+# Shards of a synthetic split: one per sample up to this many, so that even a few dozen samples make a
+# shard for each of world_size x num_workers readers (every reader needs one of its own); beyond it, the
+# samples are spread evenly (a list of a million locations would cost memory in every loader worker).
+MAX_SHARDS = 1024
 
 
 def split_info(options: DictConfig, split: str, num_samples: int) -> DatasetInfo:
     """Split ``split`` of ``num_samples`` synthetic images; ``options``: the config's ``data.synthetic``."""
     height, width = options.shape
-    starts = range(0, num_samples, SHARD_SAMPLES)
-    lengths = [min(SHARD_SAMPLES, num_samples - start) for start in starts]
+    num_shards = min(num_samples, MAX_SHARDS)
+    bounds = [i * num_samples // num_shards for i in range(num_shards + 1)]
+    starts, lengths = bounds[:-1], [b - a for a, b in zip(bounds[:-1], bounds[1:])]
     query = dict(seed=options.seed, height=height, width=width, channels=options.channels, classes=options.classes)
     urls = [f"{SYNTHETIC}://{split}/{i:04d}?" + urlencode(query | {"first": start, "count": n})
             for i, (start, n) in enumerate(zip(starts, lengths))]

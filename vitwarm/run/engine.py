@@ -97,17 +97,16 @@ def run_phases(launch: Launch, start: Start) -> Training:
     cfg, accelerator, state = launch.cfg, launch.accelerator, start.state
     run_dir = Path(cfg.run.dir)
     offset = 0
-    for index in range(len(launch.plan.phases)):
+    for index, planned in enumerate(launch.plan.phases):
         # Sized by what the phases before it used (vitwarm.run.plan.Plan.after): the same on every resume.
-        planned = launch.plan.phases[index]
-        launch.plan = launch.plan.after(state.used_steps, cfg.budget.regime)
-        phase = launch.plan.phases[index]
+        phase = launch.plan.after(state.used_steps, cfg.budget.regime).phases[index]
         if phase != planned:
-            accelerator.print(f"vitwarm: the warm-up used {state.used_steps['warmup']} of its planned steps; "
-                              f"{phase.name} now {phase.steps} steps x {phase.global_batch} = {phase.samples} samples")
+            used = ", ".join(f"{name} {steps} steps" for name, steps in state.used_steps.items())
+            accelerator.print(f"vitwarm: the phases before it used {used}; {phase.name} now {phase.steps} steps x "
+                              f"{phase.global_batch} = {phase.samples} samples")
         launch.log.step_offset[phase.name] = offset
         offset += phase.steps
-        kind = KINDS[phase.name]
+        kind = KINDS[phase.kind]
         if phase.name in state.finished and not phase.final:
             # Done, unless the next phase has yet to read this one's export and the export is damaged.
             damaged = state.phase == phase.name and state.exports and check_hashes(run_dir, state.exports)
@@ -156,8 +155,9 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
         if watch:
             for record in watch.begin(accelerator.unwrap_model(model), state):
                 launch.log.write(record)
-        while state.step < (watch.end() if watch else phase.steps):
-            step, end = state.step, watch.end() if watch else phase.steps
+        # The last step: the planned one, or the warm-up's stop decision once its watch has made it.
+        while state.step < (end := watch.end() if watch else phase.steps):
+            step = state.step
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
@@ -188,10 +188,13 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
-            sync_now = log_now or eval_now or save_now or launch.stop.sync_now
+            stop_agreed = False
+            if log_now or eval_now or save_now or launch.stop.sync_now:
+                # The one host sync of the window (vitwarm.run.step); it also agrees on a stop request.
+                stop_agreed = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
+                                          stop=launch.stop.received)
             # A stop agreed at this sync (vitwarm.run.signals) saves this step; at a phase's end the phase ends.
-            stop_now = sync_now and sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
-                                                stop=launch.stop.received) and not done
+            stop_now = stop_agreed and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,
                                        lr=training.optimizer.param_groups[0]["lr"])
@@ -207,13 +210,14 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             if save_now or stop_now:
                 launch.save(phase, training, state)
             if stop_now:
-                raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, state.step)
+                raise launch.stop.stopped(cfg.run.dir, launch.plan.position(phase), phase.name, state.step)
 
 
 def finish(launch: Launch, training: Training, state: RunState) -> dict:
     """Final evaluation, the exported model and, last, summary.json. A warm-up run alone (``warmup.alone``)
     has no image model to evaluate: its result is the export its end action wrote (RUN_DIR/warmup/)."""
-    cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
+    cfg, accelerator, images = launch.cfg, launch.accelerator, launch.images
+    plan = launch.plan.after(state.used_steps, cfg.budget.regime)  # as the phases ran
     model = accelerator.unwrap_model(training.model)
     final = plan.final
     used = {p.name: p.used(state.used_steps.get(p.name, p.steps)) for p in plan.phases}

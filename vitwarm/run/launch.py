@@ -54,7 +54,7 @@ class Launch:
             self.log.sync()
             state.records = self.log.count
             state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
+            save_checkpoint(run_dir, checkpoint_name(self.plan.position(phase), phase.name, state.step), state,
                             self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
                             self.cfg.checkpoint.keep)
         self.accelerator.wait_for_everyone()

@@ -18,8 +18,7 @@ from ..data import describe_train
 from ..errors import ConfigError
 from .phases import KINDS
 from .phases.common import blame, build_vit
-from .phases.warmup import warmup_flops_per_sample
-from .plan import Plan, plan_phases, vit_flops_per_sample
+from .plan import Plan, plan_phases, vit_flops_per_sample, warmup_kind
 from .rundir import read_summary
 
 
@@ -46,10 +45,10 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
             image_vit(image_in)  # (1, classes)
     phases = plan_phases(cfg, train_samples=train_samples, world_size=world_size,
                          flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches),
-                         warmup_flops_per_sample=warmup_flops_per_sample(cfg, image_vit),
+                         warmup_flops_per_sample=KINDS[warmup_kind(cfg)].flops_per_sample(cfg),
                          matched_flops=matched_flops(cfg.budget.matched_to))
     plan = Plan(phases=phases, train_samples=train_samples, num_classes=num_classes,
                 img_size=image_vit.patch_embed.img_size[0])
     for phase in plan.phases:
-        KINDS[phase.name].check(cfg, phase, plan, image_vit, world_size)
+        KINDS[phase.kind].check(cfg, phase, plan, image_vit, world_size)
     return plan
