@@ -34,8 +34,8 @@ from vitwarm.config import load_config
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.phases import KINDS
 from vitwarm.run.plan import Phase, to_steps, vit_flops_per_sample
+from vitwarm.run.plateau import transition_index
 from vitwarm.run.rundir import environment
-from vitwarm.run.stop import transition_index
 from vitwarm.seeds import seed_step
 
 

@@ -14,8 +14,8 @@ from vitwarm.procedural import ProceduralTask
 from vitwarm.procedural.probe import probe_share
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.plan import Phase
+from vitwarm.run.plateau import WSD, decay_start, plateau_decision
 from vitwarm.run.probe import Watch
-from vitwarm.run.stop import WSD, decay_start, plateau_decision
 from vitwarm.seeds import derive_seed
 
 from helpers import TINY

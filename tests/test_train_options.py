@@ -18,8 +18,8 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from vitwarm.config import load_config
+from vitwarm.run.context import open_data
 from vitwarm.run.engine import accelerate_precision
-from vitwarm.run.launch import open_data
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import optimizer_implementation
 from vitwarm.run.preflight import preflight

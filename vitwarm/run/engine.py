@@ -25,13 +25,14 @@ from ..atomic import check_hashes
 from ..data import images_are_synthetic
 from ..seeds import seed_step
 from .checkpoints import RunState, Start, load_checkpoint, where_to_start
+from .context import Launch, open_data, open_log
 from .export import export_run
 from .images import evaluate
-from .launch import Launch, open_data, open_log
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
+from .preemption import StopRequest
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
@@ -43,7 +44,6 @@ from .rundir import (
     eval_record,
     write_summary,
 )
-from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
 

@@ -20,7 +20,7 @@ from ..procedural.probe import probe_counts, probe_metrics, probe_share
 from ..seeds import derive_seed
 from .checkpoints import RunState
 from .plan import Phase, to_steps
-from .stop import decay_start, plateau_decision, transition_index
+from .plateau import decay_start, plateau_decision, transition_index
 
 
 class Watch:

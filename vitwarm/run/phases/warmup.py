@@ -34,8 +34,8 @@ from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan, vit_flops_per_sample
+from ..plateau import WSD
 from ..probe import Watch
-from ..stop import WSD
 from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are

@@ -16,8 +16,8 @@ from .images import ImageData, evaluate
 from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
+from .preemption import StopRequest
 from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
-from .signals import StopRequest
 
 
 @dataclass
