@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict:
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
-    # signal only noted until a step boundary (vitwarm.run.signals).
+    # signal only noted until a step boundary (vitwarm.run.preemption).
     with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
@@ -193,7 +193,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
                 # The one host sync of the window (vitwarm.run.step); it also agrees on a stop request.
                 stop_agreed = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
                                           stop=launch.stop.received)
-            # A stop agreed at this sync (vitwarm.run.signals) saves this step; at a phase's end the phase ends.
+            # A stop agreed at this sync (vitwarm.run.preemption) saves this step; at a phase's end the phase ends.
             stop_now = stop_agreed and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,

@@ -90,7 +90,7 @@ def warmup_kind(trained: WarmupModel) -> PhaseKind:
         optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED,
                                               device=accelerator.device)
         watch = Watch(cfg, phase, task, accelerator)
-        if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
+        if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.plateau)
             scheduler = WSD(optimizer, lr=cfg.warmup.lr, min_lr=cfg.warmup.min_lr, warmup=phase.lr_warmup_steps,
                             cooldown=watch.cooldown, start=watch.decay_start)
         model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
