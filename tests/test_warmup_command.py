@@ -11,6 +11,8 @@ below is what that script does with ``--model local-dir:RUN_DIR/warmup --pretrai
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -26,7 +28,7 @@ from vitwarm.data import read_splits
 from vitwarm.data.reader import Faults, decode
 from vitwarm.data.synthetic import synthetic_shard
 
-from helpers import SYNTHETIC, TINY, call_main, train_records
+from helpers import ENV, ROOT, SYNTHETIC, TINY, call_main, free_port, train_records
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +91,23 @@ def test_timm_fine_tunes_the_backbone_from_local_dir(warmed):
         optimizer.step()
         losses.append(loss.item())
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.slow  # two trainer processes under accelerate launch
+def test_the_warmup_alone_runs_under_accelerate_launch(tmp_path, warmed):
+    run_dir = tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), "--main_process_port", str(free_port())]
+    command = ["-m", "vitwarm", "warmup", "--config", str(TINY), *SYNTHETIC, f"run.dir={run_dir}"]
+    result = subprocess.run([*launch, *command], cwd=ROOT, env=ENV | {"PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["environment"]["num_processes"] == 2 and list(summary["phases"]) == ["warmup"]
+    # the same warm-up as in one process (its budget and batches), split over two
+    one = json.loads((warmed[0] / "summary.json").read_text())["phases"]["warmup"]
+    two = summary["phases"]["warmup"]
+    assert [two[k] for k in ("global_batch", "planned_steps", "used_steps", "used_flops")] == [
+        one[k] for k in ("global_batch", "planned_steps", "used_steps", "used_flops")]
+    assert two["micro_batch"] * 2 == one["micro_batch"]
+    assert (run_dir / "warmup" / "model.safetensors").is_file()
