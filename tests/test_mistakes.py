@@ -58,6 +58,8 @@ CONFIG_KEYS = [
           names="warmup.probe.every_steps=0"),
     train("warm-up alone without a warm-up", "warmup.alone=true", "warmup.fraction=0",
           names="warmup.alone runs this run's own warm-up: it needs warmup.fraction > 0 (got 0.0)"),
+    train("synthetic images with a source of evaluation shards", "data.source=synthetic", "data.val_source={tmp}",
+          names="data.source=synthetic generates every split; data.val_source="),
     Mistake("synthetic images of two channels", ["-m", "vitwarm", "warmup", "--config", "{tiny}",
                                                  "data.source=synthetic", "data.synthetic.channels=2"],
             names="data.synthetic.channels=2 is not valid; choose one of [1, 3]"),

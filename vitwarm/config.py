@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from .catalog import resolve_recipe
-from .data import WRITTEN
+from .data import SYNTHETIC, WRITTEN
 from .errors import ConfigError
 from .models import GROW_DEPTHS, PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
@@ -625,6 +625,12 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.warmup.cooldown} exceed 1: the LR cool-down would start inside the LR warm-up")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
+    if cfg.data.source == SYNTHETIC:
+        set_too = [f"data.{key}={cfg.data[key]!r}" for key in ("prepare", "val_source", "test_source", "info")
+                   if cfg.data[key] is not None]
+        if set_too:
+            raise ConfigError(f"data.source=synthetic generates every split; {', '.join(set_too)} would be "
+                              "ignored: unset it, or give shards as data.source")
     if len(cfg.data.synthetic.shape) != 2:
         raise ConfigError(f"data.synthetic.shape={_select(cfg, 'data.synthetic.shape')} must be [height, width]")
     for key in ("data.aug.scale", "data.aug.ratio"):
