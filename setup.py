@@ -54,6 +54,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "vitwarm = vitwarm.cli.main:main",
             "vitwarm-train = vitwarm.cli.train:main",
             "vitwarm-shards = vitwarm.cli.make_shards:main",
             "vitwarm-sweep = vitwarm.cli.sweep:main",

@@ -5,6 +5,8 @@
 - ``train``, ``train_command``, ``train_records``, ``kill_once``, ``trained``: real ``python -m vitwarm.train``
   runs; ``assert_same_weights_and_records``: the check of a resumed run against its reference;
   ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1.
+- ``SYNTHETIC``, ``train_here``: the tiny recipe on generated images (no data needed) and a whole run of it in
+  the test's process (``vitwarm.run.engine.train``), for the fast lane.
 - ``free_port``: a free TCP port on 127.0.0.1 for a process group's rendezvous.
 - ``write_finished``: a summary.json exactly as the trainer writes it, for run directories not trained.
 - ``Mistake``, ``check_mistake``: mistake tables (below).
@@ -36,6 +38,10 @@ TINY = ROOT / "tests" / "tiny.yaml"
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 # A record per step, so that records of a resumed run average over the same steps as the reference's.
 PER_STEP_LOGS = ("log.every_steps=1",)
+# tests/tiny.yaml on generated images at its own 28 px gray shape: 256 training images, 64 per
+# evaluation split; read in the training process (no loader workers to start), the run takes seconds.
+SYNTHETIC = ("data.source=synthetic", "data.synthetic.samples=256", "data.synthetic.eval_samples=64",
+             "data.synthetic.shape=[28,28]", "data.synthetic.channels=1", "data.num_workers=0")
 
 
 def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
@@ -72,6 +78,24 @@ def train_in_process(run_dir: Path, shards: Path, *overrides: str) -> tuple[int,
     from vitwarm.train import main
 
     return call_main(main, ["--config", str(TINY), f"data.source={shards}", f"run.dir={run_dir}", *overrides])
+
+
+def train_here(run_dir: Path, *overrides: str) -> dict:
+    """A whole run of the tiny recipe on ``SYNTHETIC`` images in this process, on one thread (the same
+    arithmetic in every run, as ``ENV`` gives subprocesses); returns its summary."""
+    import torch
+    from accelerate.state import AcceleratorState
+
+    from vitwarm.config import load_config
+    from vitwarm.run.engine import train as run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(load_config(TINY, [*SYNTHETIC, f"run.dir={run_dir}", *overrides]))
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(reset_partial_state=True)  # the next run may ask for other settings
 
 
 def call_main(main, args: list[str]) -> tuple[int, str]:
@@ -124,7 +148,7 @@ def write_finished(run_dir: Path, identity: dict, **numbers) -> None:
 #
 # A row is ``Mistake(name, argv, names, status=1, launch="inproc", files={})``:
 #
-# - ``argv``: the command after ``python``: ``["-m", "vitwarm.train", ...]``, ``["-m", "vitwarm.procedural", ...]``
+# - ``argv``: the command after ``python``: ``["-m", "vitwarm.train", ...]``, ``["-m", "vitwarm", "grammars", ...]``
 #   or ``["tools/<tool>.py", ...]``. Placeholders: ``{tiny}`` tests/tiny.yaml, ``{shards}`` the session's
 #   Fashion-MNIST shard set, ``{tmp}`` an empty directory of the row. ``vitwarm.train`` rows get
 #   ``data.source={shards}`` and ``run.dir={tmp}/run`` appended (a row's own ``data.source=`` comes later and wins).
@@ -165,7 +189,7 @@ def _argv(row: Mistake, tmp: Path, shards: Path) -> list[str]:
 def _main(argv: list[str]):
     """The entry point of a command: ``-m module`` or ``tools/<tool>.py``, and the arguments it gets."""
     if argv[0] == "-m":
-        module = importlib.import_module(argv[1] if argv[1] != "vitwarm.procedural" else "vitwarm.procedural.__main__")
+        module = importlib.import_module(argv[1] if argv[1] != "vitwarm" else "vitwarm.__main__")
         return module.main, argv[2:]
     spec = importlib.util.spec_from_file_location(Path(argv[0]).stem, ROOT / argv[0])
     module = importlib.util.module_from_spec(spec)

@@ -142,12 +142,13 @@ def test_compute_matched_needs_the_matched_fraction():
 def test_each_phase_carries_its_role(overrides, image_init):
     phases = plan(["budget.epochs=4", "log.every_steps=7", "checkpoint.every_steps=11", *overrides])
     image = phases["image"]
-    assert (image.init, image.final, image.counts_images, KINDS[image.name].end) == (image_init, True, True, None)
+    assert (image.kind, image.init, image.final, image.counts_images) == ("image", image_init, True, True)
+    assert KINDS[image.kind].end is None
     assert (image.log_every, image.save_every) == (7, 11)
     if "warmup" in phases:
         warm = phases["warmup"]
-        assert (warm.init, warm.final, warm.counts_images) == ("fresh", False, False)
-        assert KINDS[warm.name].end is warmup.end  # the warm-up's end: its export and the transfer
+        assert (warm.kind, warm.init, warm.final, warm.counts_images) == ("warmup", "fresh", False, False)
+        assert KINDS[warm.kind] is warmup.KIND  # its end: the transfer and the export
         assert (warm.log_every, warm.save_every) == (7, 11)
     # The roles stay out of summary.json's per-phase records, which keep their lengths and batches.
     assert set(image.as_dict()) == {"name", "steps", "global_batch", "micro_batch", "grad_accum", "lr_warmup_steps",

@@ -104,18 +104,18 @@ def test_usage_error_is_usage_then_one_line_and_status_2(capsys):
     assert len(error_lines("\n".join(err))) == 1
 
 
-@pytest.mark.parametrize("script,module", [("vitwarm-train", "vitwarm.train"),
-                                           ("vitwarm-grammars", "vitwarm.procedural")])
-def test_console_scripts_name_themselves_in_their_usage(script, module):
+@pytest.mark.parametrize("script,verb", [("vitwarm-train", "train"), ("vitwarm-grammars", "grammars")])
+def test_console_scripts_and_verbs_name_themselves_in_their_usage(script, verb):
     # The console script the environment installed (it imports the vitwarm that PYTHONPATH selects).
+    by_verb = subprocess.run([sys.executable, "-m", "vitwarm", verb, "--help"], capture_output=True, text=True)
+    assert by_verb.returncode == 0, by_verb.stderr
+    assert by_verb.stdout.startswith(f"usage: python -m vitwarm {verb} ")
     path = Path(sys.executable).with_name(script)
     if not path.is_file():
         pytest.skip(f"{script} is not installed beside this Python")
     by_script = subprocess.run([str(path), "--help"], capture_output=True, text=True, env=os.environ)
     assert by_script.returncode == 0, by_script.stderr
     assert by_script.stdout.startswith(f"usage: {script} ")
-    by_module = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
-    assert by_module.stdout.startswith(f"usage: python -m {module} ")
 
 
 @pytest.mark.parametrize("rank,error,printed,told", [

@@ -1,4 +1,4 @@
-"""The exports describe the data the run evaluated on (vitwarm.export)."""
+"""The exports describe the data the run evaluated on (vitwarm.run.export)."""
 
 from __future__ import annotations
 

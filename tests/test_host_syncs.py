@@ -23,8 +23,8 @@ import pytest
 import torch
 from torch.optim.optimizer import _get_value
 
+import vitwarm.run.context
 import vitwarm.run.engine
-import vitwarm.run.launch
 import vitwarm.run.step
 from vitwarm.config import load_config
 from vitwarm.run.phases import KINDS
@@ -80,7 +80,7 @@ class StepPath:
     def __init__(self, monkeypatch, arm, disarm, around_sync=None, around_save=None):
         self.steps = self.syncs = 0
         seed_step, sync_window = vitwarm.run.engine.seed_step, vitwarm.run.engine.sync_window
-        save = vitwarm.run.launch.Launch.save
+        save = vitwarm.run.context.Launch.save
 
         def step_starts(*args, **kwargs):
             self.steps += 1
@@ -107,7 +107,7 @@ class StepPath:
 
         monkeypatch.setattr(vitwarm.run.engine, "seed_step", step_starts)
         monkeypatch.setattr(vitwarm.run.engine, "sync_window", sync)
-        monkeypatch.setattr(vitwarm.run.launch.Launch, "save", saving)
+        monkeypatch.setattr(vitwarm.run.context.Launch, "save", saving)
         for name, kind in KINDS.items():
             monkeypatch.setitem(KINDS, name, dataclasses.replace(kind, setup=unarmed_batches(kind.setup)))
 

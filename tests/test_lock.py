@@ -1,6 +1,6 @@
 """One writer per run directory: the lock itself (vitwarm.run.lock), in this process. A second ``flock`` of the
 same file through another open file is refused even within one process, as it is across processes;
-tests/test_stop.py refuses a second real launch."""
+tests/test_preemption.py refuses a second real launch."""
 
 from __future__ import annotations
 

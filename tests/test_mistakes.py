@@ -1,4 +1,5 @@
-"""Every mistake is caught before the first step, in one line that names it (row format: tests/mistakes.py).
+"""Every mistake is caught before the first step, in one line that names it (row format: ``Mistake`` in
+tests/helpers.py).
 
 Config keys, recipes and command-line arguments of every tool, in this interpreter, in a real process and
 under a 2-process ``accelerate launch``; each row must fail with exactly one ``vitwarm: error:`` line that
@@ -8,6 +9,8 @@ names the mistake, no traceback and no run directory.
 from __future__ import annotations
 
 import pytest
+
+from vitwarm.cli.main import VERBS
 
 from helpers import Mistake, check_mistake
 
@@ -53,6 +56,13 @@ CONFIG_KEYS = [
           names="warmup.stop=plateau decides on the probe"),
     train("plateau without probe cadence", "warmup.stop=plateau", "warmup.probe.every_steps=0",
           names="warmup.probe.every_steps=0"),
+    train("warm-up alone without a warm-up", "warmup.alone=true", "warmup.fraction=0",
+          names="warmup.alone runs this run's own warm-up: it needs warmup.fraction > 0 (got 0.0)"),
+    train("synthetic images with a source of evaluation shards", "data.source=synthetic", "data.val_source={tmp}",
+          names="data.source=synthetic generates every split; data.val_source="),
+    Mistake("synthetic images of two channels", ["-m", "vitwarm", "warmup", "--config", "{tiny}",
+                                                 "data.source=synthetic", "data.synthetic.channels=2"],
+            names="data.synthetic.channels=2 is not valid; choose one of [1, 3]"),
     train("matched_to without compute_matched", "budget.matched_to={tmp}", names="budget.matched_to="),
     train("matched_to an unfinished run", "budget.regime=compute_matched", "budget.matched_to={tmp}",
           names="is no finished run"),
@@ -136,13 +146,16 @@ TOOLS = [
     Mistake("report of a missing directory", ["tools/report.py", "{tmp}/nosuch"], names="nosuch", status=2),
     Mistake("report of an unknown metric", ["tools/report.py", "{tmp}", "--metric", "bogus"], names="bogus",
             status=2),
-    Mistake("procedural viewer without a command", ["-m", "vitwarm.procedural"], names="command", status=2),
-    Mistake("procedural viewer of an unknown grammar", ["-m", "vitwarm.procedural", "show", "k_dyk"],
+    Mistake("vitwarm without a verb", ["-m", "vitwarm"], names="no verb given; choose one of train", status=2),
+    Mistake("vitwarm with a misspelled verb", ["-m", "vitwarm", "trian"], names="'trian' (did you mean train?)",
+            status=2),
+    Mistake("procedural viewer without a command", ["-m", "vitwarm", "grammars"], names="command", status=2),
+    Mistake("procedural viewer of an unknown grammar", ["-m", "vitwarm", "grammars", "show", "k_dyk"],
             names="k_dyk", status=2),
-    Mistake("procedural viewer with an odd length", ["-m", "vitwarm.procedural", "show", "k_dyck", "--seq-len", "7"],
-            names="seq_len", status=2),
-    Mistake("procedural viewer parameter without =", ["-m", "vitwarm.procedural", "show", "k_dyck", "--param", "k"],
-            names="--param", status=2),
+    Mistake("procedural viewer with an odd length",
+            ["-m", "vitwarm", "grammars", "show", "k_dyck", "--seq-len", "7"], names="seq_len", status=2),
+    Mistake("procedural viewer parameter without =",
+            ["-m", "vitwarm", "grammars", "show", "k_dyck", "--param", "k"], names="--param", status=2),
 ]
 
 # Rows run in processes of their own (the first four one process, the rest under accelerate launch): slow.
@@ -154,7 +167,7 @@ PROCESSES = [pytest.param(row, marks=pytest.mark.slow) for row in [
     Mistake("make_shards of a missing folder, own process",
             ["tools/make_shards.py", "folder", "{tmp}/nosuch", "--out", "{tmp}/out", "--name", "x"], names="nosuch",
             launch="subprocess"),
-    Mistake("procedural viewer of an unknown grammar, own process", ["-m", "vitwarm.procedural", "show", "k_dyk"],
+    Mistake("procedural viewer of an unknown grammar, own process", ["-m", "vitwarm", "grammars", "show", "k_dyk"],
             names="k_dyk", status=2, launch="subprocess"),
     train("misspelled model name, 2 processes", "model.name=vit_tiny_patch16_22", names="model.name=",
           launch="accelerate2"),
@@ -167,8 +180,23 @@ PROCESSES = [pytest.param(row, marks=pytest.mark.slow) for row in [
 ROWS = CONFIG_KEYS + RECIPES + TOOLS + PROCESSES
 
 
-def test_the_table_is_long_enough():
-    assert len(ROWS) >= 45
+def command_of(row) -> str:
+    """The command a row runs, as a verb of ``vitwarm`` (``-m vitwarm.train`` and ``tools/sweep.py`` too)."""
+    argv = (row.values[0] if hasattr(row, "values") else row).argv  # a row, or a pytest.param of one
+    if argv[:2] == ["-m", "vitwarm"]:
+        return argv[2] if len(argv) > 2 else "vitwarm"
+    if argv[0] == "-m":
+        return argv[1].removeprefix("vitwarm.")
+    tool = argv[0].removeprefix("tools/").removesuffix(".py")
+    return {"make_shards": "shards"}.get(tool, tool)
+
+
+def test_every_command_that_reads_user_input_has_its_mistakes():
+    # Each verb that reads a recipe, files or arguments (all but the recipe listing) has rows, and the
+    # dispatcher itself; rows run in this interpreter, in a process of their own and under accelerate.
+    assert {command_of(row) for row in ROWS} >= {"vitwarm", *VERBS} - {"recipes"}
+    assert {(row.values[0] if hasattr(row, "values") else row).launch for row in ROWS} == {
+        "inproc", "subprocess", "accelerate2"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=str)

@@ -75,14 +75,17 @@ def test_console_scripts_and_packaged_recipes(venv, tmp_path):
     assert "usage:" in result.stdout and "fmnist_demo" in result.stdout and "imagenet/vit_base_kdyck" in result.stdout
 
     listing = run(venv, "vitwarm-recipes", "list", cwd=tmp_path).stdout.split()
+    verb = run(venv, "vitwarm", "warmup", "--help", cwd=tmp_path)
+    assert verb.returncode == 0 and verb.stdout.startswith("usage: vitwarm warmup "), verb.stderr
     assert {"fmnist_demo", "fmnist_repro", "imagenet/vit_base_kdyck", "cpu", "gpu8"} <= set(listing)
 
     installed = json.loads(run(venv, "python", "-c", CHECK_INSTALL, cwd=tmp_path).stdout)
     assert Path(installed["file"]).is_relative_to(venv)  # the wheel, not the checkout
     assert installed["scripts"] == {
-        "vitwarm-train": "vitwarm.cli.train", "vitwarm-shards": "vitwarm.cli.make_shards",
-        "vitwarm-sweep": "vitwarm.cli.sweep", "vitwarm-report": "vitwarm.cli.report",
-        "vitwarm-study": "vitwarm.cli.study", "vitwarm-recipes": "vitwarm.cli.recipes",
+        "vitwarm": "vitwarm.cli.main", "vitwarm-train": "vitwarm.cli.train",
+        "vitwarm-shards": "vitwarm.cli.make_shards", "vitwarm-sweep": "vitwarm.cli.sweep",
+        "vitwarm-report": "vitwarm.cli.report", "vitwarm-study": "vitwarm.cli.study",
+        "vitwarm-recipes": "vitwarm.cli.recipes",
         "vitwarm-grammars": "vitwarm.cli.grammars"}
     assert installed["license"]
     cpu_ddp = Path(installed["cpu_ddp"])

@@ -14,8 +14,8 @@ from vitwarm.procedural import ProceduralTask
 from vitwarm.procedural.probe import probe_share
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.plan import Phase
+from vitwarm.run.plateau import WSD, decay_start, plateau_decision
 from vitwarm.run.probe import Watch
-from vitwarm.run.stop import WSD, decay_start, plateau_decision
 from vitwarm.seeds import derive_seed
 
 from helpers import TINY
@@ -30,7 +30,7 @@ def tiny_model(task: ProceduralTask) -> WarmupViT:
 
 
 def phase(steps: int = 100, micro_batch: int = 7) -> Phase:
-    return Phase(name="warmup", init="fresh", final=False, steps=steps, global_batch=micro_batch,
+    return Phase(name="warmup", kind="warmup", init="fresh", final=False, steps=steps, global_batch=micro_batch,
                  micro_batch=micro_batch, grad_accum=1, lr_warmup_steps=5, eval_every=0, log_every=2, save_every=4,
                  grad_clip=1.0, flops=1.0)
 

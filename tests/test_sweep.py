@@ -247,12 +247,17 @@ def test_cli_rejects_bad_grid_and_missing_base(tmp_path, recipe, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["sweep", "report"])
-def test_tools_have_help(name, capsys):
+@pytest.mark.parametrize("name, offers", [
+    ("sweep", ["--base", "--grid", "--set", "--out", "{local,print,slurm}"]),
+    ("report", ["--out", "--metric", "{top1,top5,test_top1,test_top5}", "{linear,log}"]),
+])
+def test_tools_offer_their_options_in_their_help(name, offers, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_tool(name).main(["--help"])
     assert exit_info.value.code == 0
-    assert "usage:" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: ")
+    assert [option for option in offers if option not in shown] == []
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Speed and averaging options of a run: torch.compile, the optimizer kernel, mixed precision, EMA.
 
-In-process checks build the real phases of tests/tiny.yaml on real Fashion-MNIST shards; the resume checks
-are real ``python -m vitwarm.train`` subprocesses killed with SIGKILL and resumed.
+In-process checks build the real phases of tests/tiny.yaml on generated images, as a launch builds them
+(preflight, then the data opened); the resume checks are real ``python -m vitwarm.train`` subprocesses on
+real Fashion-MNIST shards, killed with SIGKILL and resumed.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from vitwarm.config import load_config
-from vitwarm.data import read_splits
+from vitwarm.run.context import open_data
 from vitwarm.run.engine import accelerate_precision
-from vitwarm.run.images import ImageData
 from vitwarm.run.phases import KINDS
-from vitwarm.run.phases.common import create_vit, optimizer_implementation
-from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.phases.common import optimizer_implementation
+from vitwarm.run.preflight import preflight
 
-from helpers import TINY, kill_once, train, train_records
+from helpers import SYNTHETIC, TINY, kill_once, train, train_records
 
 PER_STEP_LOGS = ("log.every_steps=1",)
 
@@ -45,22 +45,19 @@ def assert_same_tensors(expected: dict, got: dict) -> None:
 
 
 @pytest.fixture
-def phases_of(fmnist_shards, tmp_path):
-    """Build the phases of tests/tiny.yaml in this process: ``phases_of(*overrides) -> (accelerator, runs)``."""
+def phases_of(tmp_path):
+    """Build the phases of tests/tiny.yaml in this process as a launch does (vitwarm.run.engine.train):
+    ``phases_of(*overrides) -> (accelerator, runs)``."""
 
     def build(*overrides: str):
-        cfg = load_config(TINY, [f"data.source={fmnist_shards}", f"run.dir={tmp_path}", *overrides])
+        cfg = load_config(TINY, [*SYNTHETIC, f"run.dir={tmp_path}", *overrides])
+        plan = preflight(cfg, world_size=1)
         accelerator = Accelerator(cpu=True, mixed_precision=accelerate_precision(cfg.precision))
-        splits = read_splits(cfg.data)
-        with torch.device("meta"):
-            probe = create_vit(cfg, "probe")
-        phases = plan_phases(cfg, train_samples=splits["train"].num_samples, world_size=1,
-                             flops_per_sample=vit_flops_per_sample(probe, probe.patch_embed.num_patches))
-        images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0],
-                                micro_batch=phases[-1].micro_batch, rank=0, world_size=1)
-        warmup = KINDS["warmup"].setup(cfg, phases[0], accelerator, images, start_step=0)
+        images = open_data(cfg, plan, accelerator)
+        warmup_phase, image_phase = plan.phases
+        warmup = KINDS["warmup"].setup(cfg, warmup_phase, accelerator, images, start_step=0)
         KINDS["warmup"].end(cfg, warmup, accelerator, images)  # the export the image phase starts from
-        return accelerator, {"warmup": warmup, "image": KINDS["image"].setup(cfg, phases[1], accelerator, images, 0)}
+        return accelerator, {"warmup": warmup, "image": KINDS["image"].setup(cfg, image_phase, accelerator, images, 0)}
 
     yield build
     AcceleratorState._reset_state(reset_partial_state=True)  # the next test may ask for another precision

@@ -17,10 +17,15 @@ def tool():
     return module
 
 
-def test_help():
+def test_help_offers_the_grid_and_the_collection(capsys):
     with pytest.raises(SystemExit) as exit_:
         tool().main(["--help"])
     assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    # every option the tests below drive the tool with, and nothing before the usage line
+    assert shown.startswith("usage: ")
+    assert all(flag in shown for flag in ("--config", "--batch", "--seq-len", "--max-steps", "--out", "--collect",
+                                          "--cheapest"))
 
 
 def test_grid_reports_the_transition_and_the_plateau(tmp_path):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from .catalog import resolve_recipe
+from .data import SYNTHETIC, WRITTEN
 from .errors import ConfigError
 from .models import GROW_DEPTHS, PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
@@ -150,7 +151,7 @@ class ModelConfig:
 @dataclass
 class ProceduralConfig:
     grammar: str = checked("k_dyck", Parses(parse_mixture))
-    """Grammar name or weighted mixture such as 'k_dyck:3+ww:1' (see `python -m vitwarm.procedural list`)."""
+    """Grammar name or weighted mixture such as 'k_dyck:3+ww:1' (see `vitwarm grammars list`)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Grammar parameters such as k, p_open, rule; empty means defaults; checked against the token grid."""
     mask_ratio: float = checked(0.5, Range(0, 1, low_open=True))
@@ -221,6 +222,8 @@ class WarmupConfig:
     """warmup.stop=plateau: LR decay to min_lr after the stop, as a fraction of the planned warm-up steps, in (0, 1)."""
     model: WarmupModelConfig = field(default_factory=WarmupModelConfig)
     """The warm-up's own smaller ViT, grown into the image model; all defaults: the image model itself."""
+    alone: bool = False
+    """Run the warm-up phase alone (`vitwarm warmup`): the run ends with its backbone RUN_DIR/warmup/."""
 
 
 @dataclass
@@ -265,11 +268,30 @@ class AugConfig:
 
 
 @dataclass
+class SyntheticConfig:
+    samples: int = checked(512, Range(1))
+    """Training images of data.source=synthetic (one epoch of it; the budget counts such epochs), >= 1."""
+    eval_samples: int = checked(128, Range(1))
+    """Images of each evaluation split of data.source=synthetic, >= 1."""
+    shape: list[int] = checked(lambda: [64, 64], Range(1))
+    """[height, width] of each synthetic image in pixels (the transforms resize it to the model's input)."""
+    channels: int = checked(3, OneOf((1, 3)))
+    """Channels of each synthetic image: 1 (gray) or 3 (RGB)."""
+    classes: int = checked(10, Range(2))
+    """Classes of the synthetic images (labels 0 .. classes - 1, balanced), >= 2."""
+    seed: int = checked(0, Range(0, 2**32 - 1))
+    """Seed of the synthetic images, apart from the run's: every run of a sweep reads the same images."""
+
+
+@dataclass
 class DataConfig:
     source: str = "data/fashion_mnist"
-    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path or URL."""
-    prepare: str | None = checked(None, OneOf((None, "fmnist")))
-    """'fmnist': write Fashion-MNIST shards (Debian dataset-fashion-mnist) to `source` when they are missing."""
+    """Training shards: directory with _info.json, that file, or pattern '.../x-train-{0000..1023}.tar'; path
+    or URL; or 'synthetic': generated images (data.synthetic), no data needed."""
+    prepare: str | None = checked(None, OneOf((None, *WRITTEN)))
+    """A data set written to `source` when its shards are missing ('fmnist': Debian's dataset-fashion-mnist)."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The generated images of data.source=synthetic."""
     train_fraction: float = checked(1.0, Range(0, 1, low_open=True))
     """Class-balanced fraction of the train split written by `prepare`; recipes name `source` after it."""
     train_split: str = "train"
@@ -430,6 +452,7 @@ ADDED = {
     "warmup.stop_min_gain": 1.0, "warmup.stop_patience": 5, "warmup.probe.size": 512, "warmup.probe.every_steps": 20,
     "warmup.model.name": "", "warmup.model.shared_middle": False, "transfer.grow_depth": "stretch",
     "transfer.grow_noise": 0.01, "budget.matched_to": "None",  # as flatten records None
+    "warmup.alone": False,
 }
 
 
@@ -588,6 +611,11 @@ def validate(cfg: DictConfig) -> None:
         if t.shuffle is not None or t.keep_pos_embed or t.keep_cls_token:
             raise ConfigError("transfer.sources copies block parts only; it cannot be combined with "
                               "transfer.shuffle, keep_pos_embed or keep_cls_token (leave them at their defaults)")
+    if cfg.warmup.alone and (cfg.warmup.fraction == 0 or cfg.budget.regime == "compute_matched"
+                             or cfg.transfer.sources):
+        raise ConfigError(f"warmup.alone runs this run's own warm-up: it needs warmup.fraction > 0 (got "
+                          f"{cfg.warmup.fraction}), budget.regime additive or substitutive (got {cfg.budget.regime}) "
+                          "and no transfer.sources")
     probe = cfg.warmup.probe
     if cfg.warmup.stop == "plateau" and cfg.warmup.fraction > 0 and not (probe.size and probe.every_steps):
         raise ConfigError(f"warmup.stop=plateau decides on the probe, but it is off (warmup.probe.size={probe.size}, "
@@ -597,6 +625,14 @@ def validate(cfg: DictConfig) -> None:
                           f"{cfg.warmup.cooldown} exceed 1: the LR cool-down would start inside the LR warm-up")
     if cfg.warmup.fraction >= 1.0 and cfg.budget.regime == "substitutive":
         raise ConfigError("warmup.fraction must be < 1 in the substitutive regime (no images would be left)")
+    if cfg.data.source == SYNTHETIC:
+        set_too = [f"data.{key}={cfg.data[key]!r}" for key in ("prepare", "val_source", "test_source", "info")
+                   if cfg.data[key] is not None]
+        if set_too:
+            raise ConfigError(f"data.source=synthetic generates every split; {', '.join(set_too)} would be "
+                              "ignored: unset it, or give shards as data.source")
+    if len(cfg.data.synthetic.shape) != 2:
+        raise ConfigError(f"data.synthetic.shape={_select(cfg, 'data.synthetic.shape')} must be [height, width]")
     for key in ("data.aug.scale", "data.aug.ratio"):
         bounds = _select(cfg, key)
         if len(bounds) != 2 or bounds[0] > bounds[1]:

@@ -128,10 +128,11 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 
 
 def command_name(module_form: str) -> str:
-    """How the user called the command, for its usage line: a console script (``vitwarm-train``) by its
-    name, anything else as ``module_form`` (``python -m vitwarm.train``)."""
+    """How the user called the command, for its usage line: a console script (``vitwarm-train``) or a verb of
+    the ``vitwarm`` command (``vitwarm train``, ``python -m vitwarm train``) by its name, anything else as
+    ``module_form`` (``python -m vitwarm.train``)."""
     called = os.path.basename(sys.argv[0])
-    return called if called.startswith("vitwarm-") else module_form
+    return called if called.startswith(("vitwarm-", "vitwarm ", "python -m vitwarm ")) else module_form
 
 
 class ArgumentParser(argparse.ArgumentParser):

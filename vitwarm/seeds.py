@@ -25,6 +25,8 @@ The purposes, with their indices:
 | ``buffer`` | epoch, rank, worker | a loader worker's shuffle buffer |
 | ``pass`` | epoch, rank, worker, pass | a worker's shard order in its second and later passes |
 | ``augment`` | epoch, rank, worker, batch | the global generators while one batch is augmented (``seeded``) |
+| ``synthetic-class`` | class | the pattern every synthetic image of that class shows (``data.synthetic.seed``) |
+| ``synthetic`` | split, sample | one synthetic image's own noise (``data.synthetic.seed``) |
 
 The global generators (Python's ``random``, numpy's legacy global one, torch's) are what dropout, drop-path,
 timm's Mixup and timm's transforms draw from: ``seed_step`` seeds them at every training step, ``seeded``

@@ -1,11 +1,13 @@
-"""Command-line front ends, installed as console scripts (setup.py) and run by the thin ``tools/*.py``:
+"""Command-line front ends: one command, ``vitwarm <verb>`` (vitwarm.cli.main; also ``python -m vitwarm``),
+whose verbs are the modules below; each is also a console script of its own (setup.py) and run by the thin
+``tools/*.py``:
 
-| console script | module | also |
+| verb | module | also |
 |---|---|---|
-| ``vitwarm-train`` | `vitwarm.cli.train` | ``python -m vitwarm.train``, ``accelerate launch -m vitwarm.train`` |
-| ``vitwarm-shards`` | `vitwarm.cli.make_shards` | ``python tools/make_shards.py`` |
-| ``vitwarm-sweep`` | `vitwarm.cli.sweep` | ``python tools/sweep.py`` |
-| ``vitwarm-report`` | `vitwarm.cli.report` | ``python tools/report.py`` |
-| ``vitwarm-recipes`` | `vitwarm.cli.recipes` | ``python -m vitwarm.cli.recipes`` |
-| ``vitwarm-grammars`` | `vitwarm.cli.grammars` | ``python -m vitwarm.procedural`` |
+| ``vitwarm train`` | `vitwarm.cli.train` | ``vitwarm-train``, ``[accelerate launch] -m vitwarm.train`` |
+| ``vitwarm shards`` | `vitwarm.cli.make_shards` | ``vitwarm-shards``, ``python tools/make_shards.py`` |
+| ``vitwarm sweep`` | `vitwarm.cli.sweep` | ``vitwarm-sweep``, ``python tools/sweep.py`` |
+| ``vitwarm report`` | `vitwarm.cli.report` | ``vitwarm-report``, ``python tools/report.py`` |
+| ``vitwarm recipes`` | `vitwarm.cli.recipes` | ``vitwarm-recipes`` |
+| ``vitwarm grammars`` | `vitwarm.cli.grammars` | ``vitwarm-grammars`` |
 """

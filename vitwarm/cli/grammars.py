@@ -1,8 +1,8 @@
-"""``vitwarm-grammars`` / ``python -m vitwarm.procedural``: a viewer for procedural sequences.
+"""``vitwarm-grammars`` / ``vitwarm grammars``: a viewer for procedural sequences.
 
-    python -m vitwarm.procedural list
-    python -m vitwarm.procedural show k_dyck --seq-len 32 -n 4 --param k=4
-    python -m vitwarm.procedural show eca --seq-len 64 --param rule=30
+    vitwarm grammars list
+    vitwarm grammars show k_dyck --seq-len 32 -n 4 --param k=4
+    vitwarm grammars show eca --seq-len 64 --param rule=30
 
 ``show`` prints each sample twice: the full sequence (targets) and the model input, where masked
 positions appear as ``_``.
@@ -74,7 +74,7 @@ def show(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog=command_name("python -m vitwarm.procedural"),
+        prog=command_name("python -m vitwarm.cli.grammars"),
         description="Print procedural warm-up sequences and list the registered grammars.",
         epilog="grammars (name(params=defaults)):\n" + grammar_listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from ..catalog import accelerate_config_names, recipe_names, resolve_accelerate_config, resolve_recipe
+from ..errors import command_name
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vitwarm-recipes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=command_name("vitwarm-recipes"), description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the packaged recipes and accelerate configs")
     path = sub.add_parser("path", help="print the file of a recipe or accelerate config name")

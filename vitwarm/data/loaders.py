@@ -57,7 +57,7 @@ def worker_init(worker_id: int) -> None:
 
     A launcher stops a worker by signalling its process group (torch's elastic launcher sends SIGTERM to
     each worker's group; a terminal sends Ctrl-C to its foreground group); torch's loader workers die of
-    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.signals).
+    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.preemption).
     Out of the group they are stopped by the training process only (directly, with its loaders), and each
     exits when its parent dies.
     """

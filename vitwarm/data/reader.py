@@ -3,7 +3,8 @@ fault counter beside them.
 
 A shard is read as a stream (so URLs and ``pipe:`` commands work as well as local files): consecutive tar
 members with the same key form one sample ``{"__key__", "__url__", ext: bytes, ...}``. A sample decodes to
-a PIL image (the first of ``IMAGE_KEYS`` it holds) and an int label (its ``cls`` entry).
+a PIL image (the first of ``IMAGE_KEYS`` it holds) and an int label (its ``cls`` entry); ``encode`` writes
+an image array and its label as those entries.
 
 Faults: a sample that does not decode or has a bad label, and the unread rest of a truncated or unreadable
 shard, are reported to a ``Faults``: in strict mode it raises ``SampleError``; otherwise it logs and counts
@@ -17,6 +18,7 @@ import logging
 import tarfile
 from collections.abc import Iterator
 
+import numpy as np
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
@@ -89,6 +91,14 @@ def read_shard(url: str, expected: int | None, faults: Faults) -> Iterator[dict]
     if expected is not None and n != expected:
         raise DataError(f"shard {url} holds {n} samples but {INFO_NAME} says {expected}; "
                          f"rewrite the shards or fix {INFO_NAME} (make_shards.py verify checks every shard)")
+
+
+def encode(image: np.ndarray, label: int) -> dict[str, bytes]:
+    """A uint8 image array ((H, W) gray or (H, W, 3) RGB) and its label as a sample's entries, the way a
+    shard holds them (``png``, lossless; ``cls``, the class index as ASCII digits): what ``decode`` reads."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return {"png": buf.getvalue(), "cls": str(int(label)).encode("ascii")}
 
 
 def decode(sample: dict, num_classes: int | None, faults: Faults) -> tuple[Image.Image, int] | None:

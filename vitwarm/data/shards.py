@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .jobs import run_jobs
+from .reader import encode
 from .sources import INFO_NAME, check_name
 from .verify import verify_shards
 
@@ -46,12 +46,6 @@ def shard_filenames(name: str, split: str, num_shards: int) -> list[str]:
     """timm's naming: ``<name>-<split>-0000.tar`` ... (at least 4 digits)."""
     width = max(4, len(str(num_shards - 1)))
     return [f"{name}-{split}-{i:0{width}d}.tar" for i in range(num_shards)]
-
-
-def _encode_png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -71,11 +65,12 @@ def _write_shard(job: tuple[str, list[tuple]]) -> int:
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         for key, image, label in items:
             if isinstance(image, np.ndarray):
-                ext, data = "png", _encode_png(image)
+                entries = encode(image, label)
             else:
-                ext, data = IMAGE_EXTENSIONS[Path(image).suffix.lower()], Path(image).read_bytes()
-            _add_member(tar, f"{key}.{ext}", data)
-            _add_member(tar, f"{key}.cls", str(int(label)).encode("ascii"))
+                entries = {IMAGE_EXTENSIONS[Path(image).suffix.lower()]: Path(image).read_bytes(),
+                           "cls": str(int(label)).encode("ascii")}
+            for ext, data in entries.items():
+                _add_member(tar, f"{key}.{ext}", data)
     return len(items)
 
 

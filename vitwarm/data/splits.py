@@ -10,6 +10,8 @@ training data.
   (a pattern names the training shards only: reading it for evaluation would report training accuracy as
   validation accuracy).
 
+``data.source=synthetic`` gives generated splits instead (vitwarm.data.synthetic), each its own images.
+
 Any evaluation split sharing a shard file (same resolved local path, or same URL) with the training split
 is refused.
 """
@@ -34,6 +36,7 @@ from .sources import (
     read_info,
     split_count,
 )
+from .synthetic import SYNTHETIC, synthetic_splits
 
 # Evaluation roles: (config key of the split name, config key of its own source).
 EVAL_ROLES = {"val": ("val_split", "val_source"), "test": ("test_split", "test_source")}
@@ -70,7 +73,10 @@ def _shard_id(url: str) -> str:
 def read_splits(data: DictConfig) -> dict[str, DatasetInfo]:
     """``{"train": ..., "val": ..., "test": ...}`` (``test`` only when ``data.test_split`` is set) for the
     ``data`` config section; DataError when an evaluation split cannot be found or shares shards with
-    training, FileNotFoundError for missing files (see ``read_dataset_info``)."""
+    training, FileNotFoundError for missing files (see ``read_dataset_info``); for ``data.source=synthetic``,
+    the generated splits (vitwarm.data.synthetic)."""
+    if data.source == SYNTHETIC:
+        return synthetic_splits(data)
     splits = {"train": read_dataset_info(data.source, data.train_split, data.info)}
     train_shards = {_shard_id(u) for u in splits["train"].urls}
     for role, (split_key, source_key) in EVAL_ROLES.items():

@@ -36,6 +36,7 @@ from ..seeds import derive_seed, seeded
 from .reader import Faults, SampleError, decode, read_shard
 from .shuffle import buffer_shuffle
 from .sources import DataError, DatasetInfo
+from .synthetic import is_synthetic, synthetic_shard
 from .transforms import ImageTransform
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -60,7 +61,8 @@ class _ShardStream(IterableDataset):
         """The raw samples of the shards ``order`` (indices into info.urls), read one after the other."""
         lengths = self.info.shard_lengths or [None] * len(self.info.urls)
         for i in order:
-            yield from read_shard(self.info.urls[i], lengths[i], faults)
+            url = self.info.urls[i]
+            yield from synthetic_shard(url) if is_synthetic(url) else read_shard(url, lengths[i], faults)
 
     def _batch(self, samples: Iterator[dict], faults: Faults, seed: int) -> Batch | None:
         """Decode and transform up to batch_size samples (fewer only when ``samples`` runs out)."""

@@ -5,7 +5,7 @@
 ``GRAMMARS`` maps names to registered grammars (k_dyck, k_dyck_shuffle, k_dyck_shuffle_lm, ww, stack, identity, reverse,
 sort, set, union, delete, eca); ``generate`` draws raw sequences; ``ProceduralTask`` turns a grammar (or a
 weighted mixture) into masked-prediction batches addressed by global sample index; ``TokenStream`` is the
-infinite, rank- and worker-sharded torch dataset over a task. ``python -m vitwarm.procedural`` prints
+infinite, rank- and worker-sharded torch dataset over a task. ``vitwarm grammars`` prints
 examples.
 """
 

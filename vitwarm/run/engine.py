@@ -22,26 +22,28 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..atomic import check_hashes
+from ..data import images_are_synthetic
 from ..seeds import seed_step
 from .checkpoints import RunState, Start, load_checkpoint, where_to_start
+from .context import Launch, open_data, open_log
 from .export import export_run
 from .images import evaluate
-from .launch import Launch, open_data, open_log
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
+from .preemption import StopRequest
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
     MODEL_EXPORT,
     SUMMARY,
+    WARMUP_EXPORT,
     Summary,
     environment,
     eval_record,
     write_summary,
 )
-from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
 
@@ -61,7 +63,7 @@ def train(cfg: DictConfig) -> dict:
     accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=accelerate_precision(cfg.precision),
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
-    # signal only noted until a step boundary (vitwarm.run.signals).
+    # signal only noted until a step boundary (vitwarm.run.preemption).
     with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
@@ -73,8 +75,7 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
-        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
-                          f"{start.summary.top1:.2f}%); nothing to do")
+        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({result_line(start.summary)}); nothing to do")
         return asdict(start.summary)
     launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
                     stop, started)
@@ -96,17 +97,16 @@ def run_phases(launch: Launch, start: Start) -> Training:
     cfg, accelerator, state = launch.cfg, launch.accelerator, start.state
     run_dir = Path(cfg.run.dir)
     offset = 0
-    for index in range(len(launch.plan.phases)):
+    for index, planned in enumerate(launch.plan.phases):
         # Sized by what the phases before it used (vitwarm.run.plan.Plan.after): the same on every resume.
-        planned = launch.plan.phases[index]
-        launch.plan = launch.plan.after(state.used_steps, cfg.budget.regime)
-        phase = launch.plan.phases[index]
+        phase = launch.plan.after(state.used_steps, cfg.budget.regime).phases[index]
         if phase != planned:
-            accelerator.print(f"vitwarm: the warm-up used {state.used_steps['warmup']} of its planned steps; "
-                              f"{phase.name} now {phase.steps} steps x {phase.global_batch} = {phase.samples} samples")
+            used = ", ".join(f"{name} {steps} steps" for name, steps in state.used_steps.items())
+            accelerator.print(f"vitwarm: the phases before it used {used}; {phase.name} now {phase.steps} steps x "
+                              f"{phase.global_batch} = {phase.samples} samples")
         launch.log.step_offset[phase.name] = offset
         offset += phase.steps
-        kind = KINDS[phase.name]
+        kind = KINDS[phase.kind]
         if phase.name in state.finished and not phase.final:
             # Done, unless the next phase has yet to read this one's export and the export is damaged.
             damaged = state.phase == phase.name and state.exports and check_hashes(run_dir, state.exports)
@@ -155,8 +155,9 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
         if watch:
             for record in watch.begin(accelerator.unwrap_model(model), state):
                 launch.log.write(record)
-        while state.step < (watch.end() if watch else phase.steps):
-            step, end = state.step, watch.end() if watch else phase.steps
+        # The last step: the planned one, or the warm-up's stop decision once its watch has made it.
+        while state.step < (end := watch.end() if watch else phase.steps):
+            step = state.step
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
@@ -187,10 +188,13 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
-            sync_now = log_now or eval_now or save_now or launch.stop.sync_now
-            # A stop agreed at this sync (vitwarm.run.signals) saves this step; at a phase's end the phase ends.
-            stop_now = sync_now and sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
-                                                stop=launch.stop.received) and not done
+            stop_agreed = False
+            if log_now or eval_now or save_now or launch.stop.sync_now:
+                # The one host sync of the window (vitwarm.run.step); it also agrees on a stop request.
+                stop_agreed = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
+                                          stop=launch.stop.received)
+            # A stop agreed at this sync (vitwarm.run.preemption) saves this step; at a phase's end the phase ends.
+            stop_now = stop_agreed and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,
                                        lr=training.optimizer.param_groups[0]["lr"])
@@ -206,23 +210,27 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             if save_now or stop_now:
                 launch.save(phase, training, state)
             if stop_now:
-                raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, state.step)
+                raise launch.stop.stopped(cfg.run.dir, launch.plan.position(phase), phase.name, state.step)
 
 
 def finish(launch: Launch, training: Training, state: RunState) -> dict:
-    """Final evaluation, the exported model and, last, summary.json."""
-    cfg, plan, accelerator, images = launch.cfg, launch.plan, launch.accelerator, launch.images
+    """Final evaluation, the exported model and, last, summary.json. A warm-up run alone (``warmup.alone``)
+    has no image model to evaluate: its result is the export its end action wrote (RUN_DIR/warmup/)."""
+    cfg, accelerator, images = launch.cfg, launch.accelerator, launch.images
+    plan = launch.plan.after(state.used_steps, cfg.budget.regime)  # as the phases ran
     model = accelerator.unwrap_model(training.model)
     final = plan.final
     used = {p.name: p.used(state.used_steps.get(p.name, p.steps)) for p in plan.phases}
-    val = evaluate(model, images.val, accelerator)
-    launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
-    test = evaluate(model, images.test, accelerator) if images.test is not None else {}
-    if test:
-        launch.log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
-    ema = evaluate(training.ema.module, images.val, accelerator) if training.ema is not None else {}
+    val = test = ema = {}
+    if final.counts_images:
+        val = evaluate(model, images.val, accelerator)
+        launch.log.write(eval_record(final.name, state.step, cfg.data.val_split, final.samples, val))
+        test = evaluate(model, images.test, accelerator) if images.test is not None else {}
+        if test:
+            launch.log.write(eval_record(final.name, state.step, cfg.data.test_split, final.samples, test))
+        ema = evaluate(training.ema.module, images.val, accelerator) if training.ema is not None else {}
     summary = Summary(
-        top1=val["top1"], top5=val["top5"], split=cfg.data.val_split,
+        top1=val.get("top1"), top5=val.get("top5"), split=cfg.data.val_split,
         test_top1=test.get("top1"), test_top5=test.get("top5"), ema_top1=ema.get("top1"),
         image_samples=sum(used[p.name]["used_samples"] for p in plan.phases if p.counts_images),
         warmup_samples=sum(used[p.name]["used_samples"] for p in plan.phases if not p.counts_images),
@@ -233,14 +241,26 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         environment=environment(str(accelerator.device), accelerator.num_processes),
         probe=probe_summary(state, cfg),
         attention=state.attention,
+        synthetic_images=images_are_synthetic(cfg.data),
     )
     run_dir = Path(cfg.run.dir)
     if accelerator.is_main_process:
         launch.log.sync()
-        export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        if final.counts_images:
+            export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
-    test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
-    accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "
-                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {run_dir / SUMMARY}")
+    accelerator.print(f"vitwarm: done. {result_line(summary, test_split=cfg.data.test_split)}; "
+                      f"summary in {run_dir / SUMMARY}")
     return asdict(summary)
+
+
+def result_line(summary: Summary, test_split: str | None = None) -> str:
+    """What a finished run gave, in a few words: its accuracies, or the warm-up's export and its stop."""
+    if summary.top1 is None:
+        used = summary.phases["warmup"]
+        probe = f", probe {summary.probe['last_acc']:.1f}%" if summary.probe else ""
+        return (f"warm-up alone: {used['used_steps']} of {used['planned_steps']} steps{probe}, "
+                f"~{used['used_flops']:.2e} FLOP; backbone in {WARMUP_EXPORT}/")
+    test = f", {test_split} top-1 {summary.test_top1:.2f}%" if test_split and summary.test_top1 is not None else ""
+    return f"{summary.split} top-1 {summary.top1:.2f}% (top-5 {summary.top5:.2f}%){test}"

@@ -9,7 +9,7 @@ A worker started by the launcher therefore dies as soon as its parent is gone, i
 - everywhere, a daemon thread that compares ``os.getppid()`` with the parent seen at start once a second
   (it also covers a parent that died before the prctl call).
 
-SIGKILL, not the polite stop (vitwarm.run.signals): a worker without a launcher has nobody to report to and
+SIGKILL, not the polite stop (vitwarm.run.preemption): a worker without a launcher has nobody to report to and
 its peers die alike; every file of the run directory is written atomically, so nothing is left half-written,
 and the kernel releases the run directory's lock (vitwarm.run.lock) for the re-launch.
 """

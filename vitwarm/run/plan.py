@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 
 from omegaconf import DictConfig
 
+from ..config import grows
 from ..errors import ConfigError
 
 
@@ -32,13 +33,17 @@ class Phase:
     """One phase of a run. Every length is in optimizer steps; every batch counts all processes."""
 
     name: str
-    """'warmup' or 'image': the phase's kind (its module in vitwarm.run.phases, looked up in KINDS) and its
-    name in metrics records, checkpoint names and the summary."""
+    """'warmup' or 'image': the phase's name in metrics records, checkpoint names and the summary."""
+    kind: str
+    """What runs it: its module in vitwarm.run.phases, looked up in KINDS ('warmup', 'growing_warmup' or
+    'image'); decided here, once (``warmup_kind``)."""
     init: str
-    """Where the model starts: 'fresh' (seeded init), 'warmup' (this run's warm-up export), 'sources' (the
-    composed transfer of transfer.sources) or 'finetune' (model.finetune)."""
+    """Where the model starts: 'fresh' (seeded init), 'warmup' (this run's warm-up export), 'grown' (this
+    run's warm-up export of its own smaller ViT, grown), 'sources' (the composed transfer of
+    transfer.sources) or 'finetune' (model.finetune)."""
     final: bool
-    """The phase whose model the run evaluates, exports and summarises at its end (the last one)."""
+    """The phase the run ends with (the last one): the image phase, whose model the run evaluates, exports
+    and summarises, or the warm-up when it runs alone (``warmup.alone``), whose end export is the result."""
     steps: int
     """Optimizer steps of the phase."""
     global_batch: int
@@ -143,11 +148,17 @@ def runs_warmup(cfg: DictConfig) -> bool:
     return cfg.warmup.fraction > 0 and cfg.budget.regime != "compute_matched" and not cfg.transfer.sources
 
 
+def warmup_kind(cfg: DictConfig) -> str:
+    """The warm-up's kind (``Phase.kind``): 'growing_warmup' when it trains a smaller ViT of its own
+    (``warmup.model``, vitwarm.run.phases.growth) that the image phase grows, else 'warmup'."""
+    return "growing_warmup" if grows(cfg) else "warmup"
+
+
 def image_init(cfg: DictConfig) -> str:
-    """Where the image phase's model starts (``Phase.init``): the warm-up wins, then composed sources, then
-    a fine-tuning source."""
+    """Where the image phase's model starts (``Phase.init``): the warm-up wins (its export as it is, or
+    grown), then composed sources, then a fine-tuning source."""
     if runs_warmup(cfg):
-        return "warmup"
+        return "grown" if warmup_kind(cfg) == "growing_warmup" else "warmup"
     return "sources" if cfg.transfer.sources else "finetune" if cfg.model.finetune else "fresh"
 
 
@@ -191,7 +202,7 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
                                global_batch=image_batch)
     cadences = dict(log_every=cfg.log.every_steps, save_every=cfg.checkpoint.every_steps)
     phases = [
-        Phase(name="warmup", init="fresh", final=False,
+        Phase(name="warmup", kind=warmup_kind(cfg), init="fresh", final=False,
               steps=warm_steps, global_batch=warm_batch,
               micro_batch=micro_batch(warm_batch, world_size, cfg.warmup.grad_accum, "warmup.batch_size"),
               grad_accum=cfg.warmup.grad_accum,
@@ -199,7 +210,7 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
               eval_every=0, grad_clip=cfg.warmup.grad_clip,
               flops=3 * warmup_flops_per_sample * warm_steps * warm_batch,
               **cadences),
-        Phase(name="image", init=image_init(cfg), final=True,
+        Phase(name="image", kind="image", init=image_init(cfg), final=True,
               steps=image_steps, global_batch=image_batch,
               micro_batch=micro_batch(image_batch, world_size, cfg.train.grad_accum, "train.batch_size"),
               grad_accum=cfg.train.grad_accum,
@@ -207,6 +218,8 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
               eval_every=to_steps(fraction=cfg.eval.every_epochs, of_steps=epoch_steps), grad_clip=cfg.train.grad_clip,
               flops=3 * flops_per_sample * image_steps * image_batch, **cadences),
     ]
+    if cfg.warmup.alone:  # `vitwarm warmup`: the warm-up's budget, stop and export, and nothing after it
+        return [replace(phases[0], final=True)]
     return [phase for phase in phases if phase.steps > 0]
 
 
@@ -239,7 +252,11 @@ class Plan:
             phases.append(phase)
         return replace(self, phases=phases)
 
+    def position(self, phase: Phase) -> int:
+        """Where ``phase`` stands in the run (by name, however ``after`` sized it): checkpoint names count it."""
+        return [p.name for p in self.phases].index(phase.name)
+
     @property
     def final(self) -> Phase:
-        """The phase the run ends with: it trains on the image shards, and its model is evaluated and exported."""
+        """The phase the run ends with (see ``Phase.final``)."""
         return next(phase for phase in self.phases if phase.final)

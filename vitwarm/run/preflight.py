@@ -1,12 +1,12 @@
 """Everything a run will build, built once without data or memory before anything runs.
 
-``preflight(cfg, world_size)`` runs before shards are prepared, before the run directory exists and before
-any process group is formed. It plans the phases (vitwarm.run.plan: batch sizes against budgets and the
-world size), builds the image model on the meta device, and hands each phase to its kind's ``check``
-(vitwarm.run.phases), which dry-builds it with the very functions the run uses: the warm-up's token path
-and grammar on the model's token grid, the transfer selection, the optimizer and scheduler factories,
-Mixup, the image transforms and, when the shards exist, the loaders over them. A mistake anywhere is a
-``ConfigError`` that names the key, so it surfaces in seconds instead of after an hours-long warm-up.
+``preflight(cfg, world_size)`` runs before shards are prepared (vitwarm.data.prepare), before the run
+directory exists and before any process group is formed. It plans the phases (vitwarm.run.plan: batch sizes
+against budgets and the world size), builds the image model on the meta device, and hands each phase to its
+kind's ``check`` (vitwarm.run.phases), which dry-builds it with the very functions the run uses: the
+warm-up's token path and grammar on the model's token grid, the transfer selection, the optimizer and scheduler
+factories, Mixup, the image transforms and, when the shards exist, the loaders over them. A mistake anywhere
+is a ``ConfigError`` that names the key, so it surfaces in seconds instead of after an hours-long warm-up.
 """
 
 from __future__ import annotations
@@ -14,35 +14,12 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..data import FMNIST_CLASSES, is_remote, read_dataset_info
-from ..data.fmnist import fmnist_split_indices, load_fmnist
+from ..data import describe_train
 from ..errors import ConfigError
 from .phases import KINDS
 from .phases.common import blame, build_vit
-from .phases.warmup import warmup_flops_per_sample
-from .plan import Plan, plan_phases, vit_flops_per_sample
+from .plan import Plan, plan_phases, vit_flops_per_sample, warmup_kind
 from .rundir import read_summary
-
-
-def train_split(data: DictConfig) -> tuple[int, int]:
-    """(train samples, classes) of the config's ``data`` section, read from the shards or, when ``prepare``
-    will write them, from the data set they will be written from."""
-    try:
-        info = read_dataset_info(data.source, data.train_split, data.info)
-        return info.num_samples, info.num_classes
-    except FileNotFoundError as err:
-        if is_remote(data.source):  # data.prepare writes local directories only: no hint applies to a URL
-            raise ConfigError(f"data.source={data.source!r}: {err}") from None
-        if data.prepare != "fmnist":
-            raise ConfigError(f"data.source={data.source!r}: {err}; write shards with tools/make_shards.py or "
-                              "set data.prepare=fmnist") from None
-    fmnist = load_fmnist()
-    splits = fmnist_split_indices({part: labels for part, (_, labels) in fmnist.items()}, fraction=data.train_fraction)
-    for key in ("train_split", "val_split", "test_split"):
-        if data[key] is not None and data[key] not in splits:
-            raise ConfigError(f"data.{key}={data[key]!r} is not a split of the Fashion-MNIST shards that "
-                              f"data.prepare=fmnist writes; valid: {sorted(splits)}")
-    return len(splits[data.train_split][1]), len(FMNIST_CLASSES)
 
 
 def matched_flops(run_dir: str | None) -> float | None:
@@ -60,7 +37,7 @@ def matched_flops(run_dir: str | None) -> float | None:
 def preflight(cfg: DictConfig, world_size: int) -> Plan:
     """Plan the run for ``world_size`` processes and dry-build every phase; raises ConfigError naming the key."""
     with blame(f"data.source={cfg.data.source!r}"):
-        train_samples, num_classes = train_split(cfg.data)
+        train_samples, num_classes = describe_train(cfg.data)
     with torch.device("meta"):  # shapes only, no memory, no initialisation cost
         image_vit = build_vit(cfg.model, num_classes=num_classes, drop_path_rate=cfg.model.drop_path_rate)
         image_in = torch.zeros(1, cfg.model.in_chans, *image_vit.patch_embed.img_size)  # (1, C, H, W)
@@ -68,10 +45,10 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
             image_vit(image_in)  # (1, classes)
     phases = plan_phases(cfg, train_samples=train_samples, world_size=world_size,
                          flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches),
-                         warmup_flops_per_sample=warmup_flops_per_sample(cfg, image_vit),
+                         warmup_flops_per_sample=KINDS[warmup_kind(cfg)].flops_per_sample(cfg),
                          matched_flops=matched_flops(cfg.budget.matched_to))
     plan = Plan(phases=phases, train_samples=train_samples, num_classes=num_classes,
                 img_size=image_vit.patch_embed.img_size[0])
     for phase in plan.phases:
-        KINDS[phase.name].check(cfg, phase, plan, image_vit, world_size)
+        KINDS[phase.kind].check(cfg, phase, plan, image_vit, world_size)
     return plan

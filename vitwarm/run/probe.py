@@ -20,7 +20,7 @@ from ..procedural.probe import probe_counts, probe_metrics, probe_share
 from ..seeds import derive_seed
 from .checkpoints import RunState
 from .plan import Phase, to_steps
-from .stop import decay_start, plateau_decision, transition_index
+from .plateau import decay_start, plateau_decision, transition_index
 
 
 class Watch:
@@ -43,7 +43,7 @@ class Watch:
                              for k, v in share.items()} for i in range(0, size, phase.micro_batch)]
 
     def decay_start(self) -> int:
-        """First step of the plateau schedule's cool-down (vitwarm.run.stop.WSD reads it every step)."""
+        """First step of the plateau schedule's cool-down (vitwarm.run.plateau.WSD reads it every step)."""
         return decay_start(self.phase.steps, self.cooldown, self.decision)
 
     def end(self) -> int:

@@ -120,8 +120,9 @@ def check_identity(cfg: DictConfig, recorded: dict[str, Any], source: Path) -> d
 class Summary:
     """summary.json: the final numbers of a run and the identity of the config that produced them."""
 
-    top1: float
-    top5: float
+    top1: float | None
+    """Validation top-1 (percent) of the final model; None when the warm-up ran alone (no image phase)."""
+    top5: float | None
     split: str
     test_top1: float | None
     test_top5: float | None
@@ -144,6 +145,8 @@ class Summary:
     """The warm-up's probe (vitwarm.run.probe.probe_summary): start, last and best accuracy, transition, stop."""
     attention: dict[str, list] = field(default_factory=dict)
     """The warmed-up ViT's attention-structure scores per layer and head (vitwarm.models.attention_scores)."""
+    synthetic_images: bool = False
+    """The images were generated (data.source=synthetic): a smoke test, its accuracies those of no data set."""
 
 
 def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def sync_window(run_dir: str, phase: Phase, state: RunState, sums: StepSums, ski
 
     ``skipped``: training samples this process's loader skipped as corrupt since the last sync (a host
     count), summed into ``state.skipped_samples`` by the same reduction; ``stop``: whether this process got
-    the stop signal (vitwarm.run.signals), reduced alike. Returns whether any process got it. Raises
+    the stop signal (vitwarm.run.preemption), reduced alike. Returns whether any process got it. Raises
     NonFiniteLoss, naming the first non-finite step, when the window holds one.
     """
     names = list(sums.counts)

@@ -29,8 +29,8 @@ from vitwarm.errors import one_line_errors
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.phases import KINDS
 from vitwarm.run.plan import Phase, to_steps, vit_flops_per_sample
+from vitwarm.run.plateau import transition_index
 from vitwarm.run.rundir import environment, identity
-from vitwarm.run.stop import transition_index
 from vitwarm.seeds import seed_step
 
 RESULT = "transition.json"
@@ -42,8 +42,9 @@ FIXED = ("warmup.stop=plateau", "warmup.num_workers=0")
 def warmup_phase(cfg, max_steps: int) -> Phase:
     """A warm-up of ``max_steps`` steps of the config's batch, one process, probed at its own cadence."""
     batch = cfg.warmup.batch_size
-    return Phase(name="warmup", init="fresh", final=False, steps=max_steps, global_batch=batch, micro_batch=batch,
-                 grad_accum=1, lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=max_steps),
+    return Phase(name="warmup", kind="warmup", init="fresh", final=False, steps=max_steps, global_batch=batch,
+                 micro_batch=batch, grad_accum=1,
+                 lr_warmup_steps=to_steps(fraction=cfg.warmup.lr_warmup_fraction, of_steps=max_steps),
                  eval_every=0, log_every=1, save_every=max_steps, grad_clip=cfg.warmup.grad_clip, flops=0.0)
 
 

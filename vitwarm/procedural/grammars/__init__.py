@@ -12,5 +12,5 @@ A new family is a new module here, imported below: its generators decorated with
 ``@register_grammar(name, vocab_size=...)`` (see registry.py for the contract).
 """
 
-# Registration order is the order `python -m vitwarm.procedural list` shows: brackets first, as before.
+# Registration order is the order `vitwarm grammars list` shows: brackets first, as before.
 from vitwarm.procedural.grammars import dyck, dyck_shuffle, ww, automata, algorithmic  # noqa: F401, I001

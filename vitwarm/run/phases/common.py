@@ -4,7 +4,7 @@
 A phase kind is one module beside this one (``warmup.py``, ``image.py``) that owns three things: its
 ``setup`` (a ``Training`` for the loop), its ``check`` (the dry build preflight runs on the meta device
 before step 1) and, optionally, its ``end`` (what happens once its last step is done, before the phase-end
-checkpoint). vitwarm.run.phases.KINDS maps each ``Phase.name`` to its kind.
+checkpoint). vitwarm.run.phases.KINDS maps each ``Phase.kind`` to its kind.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class PhaseKind:
     end: Callable[..., str] | None = None
     """(cfg, training, accelerator, images) -> a line for the log; runs after the last step, before the
     phase-end checkpoint. None: nothing."""
+    flops_per_sample: Callable[[DictConfig], float] | None = None
+    """cfg -> forward FLOPs of one of its samples, for the plan; None: one image on the image model."""
 
 
 @contextmanager

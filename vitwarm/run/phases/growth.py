@@ -1,6 +1,8 @@
-"""A warm-up model that is not the image model (``warmup.model``), and its growth into the image model.
+"""The growing warm-up phase kind: a warm-up model that is not the image model (``warmup.model``), and its
+growth into the image model.
 
-When ``warmup.model`` is set (vitwarm.config.grows), the warm-up phase trains that smaller ViT (optionally
+When ``warmup.model`` is set, the plan gives the warm-up this kind (``Phase.kind == "growing_warmup"``) and
+the image phase ``init == "grown"`` (vitwarm.run.plan). The warm-up trains that smaller ViT (optionally
 with one shared middle block) and exports *it*, headless, as ``RUN_DIR/warmup/``: a stock timm hub folder
 of the small architecture. The image phase then grows it into its fresh image ViT
 (vitwarm.models.grow: width tiling, ``transfer.grow_depth``, ``transfer.grow_noise``) instead of loading
@@ -15,24 +17,23 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
-from ...config import grows
 from ...models import GrowthReport, check_growth, grow, load_export_without_head, share_middle_blocks, unshared
 from ...seeds import derive_seed
 from ..export import export_dir, export_handover
+from ..images import ImageData
 from ..rundir import WARMUP_EXPORT
 from .common import blame, build_vit, create_vit
+from .warmup import WarmupModel, warmup_kind
 
 SECTION = "warmup.model"
 
 
 def warmup_model(cfg: DictConfig) -> DictConfig:
-    """The model section the warm-up builds: ``cfg.model``, with warmup.model's name and kwargs when it grows.
+    """The model section the warm-up builds: ``cfg.model``, with warmup.model's name and kwargs.
 
     An empty ``warmup.model.name`` keeps ``model.name`` and ``model.kwargs``, which ``warmup.model.kwargs``
     then overrides key by key (e.g. a narrower, shallower copy of the image model).
     """
-    if not grows(cfg):
-        return cfg.model
     m = cfg.warmup.model
     kwargs = OmegaConf.to_container(m.kwargs)
     if not m.name:
@@ -49,13 +50,12 @@ def _shared(cfg: DictConfig, vit: VisionTransformer) -> VisionTransformer:
 
 def create_warmup_vit(cfg: DictConfig) -> VisionTransformer:
     """The warm-up's ViT, seeded (``warmup-init``), headless, its middle blocks shared if configured."""
-    return _shared(cfg, create_vit(cfg, "warmup-init", warmup_model(cfg), SECTION if grows(cfg) else "model",
-                                   num_classes=0))
+    return _shared(cfg, create_vit(cfg, "warmup-init", warmup_model(cfg), SECTION, num_classes=0))
 
 
 def build_warmup_vit(cfg: DictConfig) -> VisionTransformer:
     """The warm-up's ViT without seeding (for the dry build on the meta device)."""
-    return _shared(cfg, build_vit(warmup_model(cfg), SECTION if grows(cfg) else "model", num_classes=0))
+    return _shared(cfg, build_vit(warmup_model(cfg), SECTION, num_classes=0))
 
 
 def _grow(cfg: DictConfig, small: VisionTransformer, big: VisionTransformer, seed: int = 0) -> GrowthReport:
@@ -73,7 +73,7 @@ def check_pair(cfg: DictConfig, small: VisionTransformer, image_vit: VisionTrans
                      keep_pos_embed=t.keep_pos_embed, keep_cls_token=t.keep_cls_token, shuffle=t.shuffle)
 
 
-def export_small(cfg: DictConfig, warm_vit: VisionTransformer, accelerator: Accelerator) -> str:
+def export_small(cfg: DictConfig, warm_vit: VisionTransformer, accelerator: Accelerator, images: ImageData) -> str:
     """The warmed-up small ViT as RUN_DIR/warmup/ (every block its own copy: the stock architecture)."""
     export_handover(cfg, unshared(warm_vit), accelerator, init=cfg.model.init, grown_into=cfg.model.name)
     return (f"vitwarm: exported the warmed-up {SECTION} (dim {warm_vit.embed_dim}, depth {len(warm_vit.blocks)}) "
@@ -91,3 +91,7 @@ def grow_export_into(cfg: DictConfig, image_vit: VisionTransformer) -> GrowthRep
     small = _shared(cfg, small.to_empty(device="cpu"))
     load_export_without_head(small, export_dir(cfg, WARMUP_EXPORT))
     return _grow(cfg, small, image_vit, seed=derive_seed(cfg.seed, "grow"))
+
+
+KIND = warmup_kind(WarmupModel(create=create_warmup_vit, build=build_warmup_vit, check_handover=check_pair,
+                               hand_over=export_small))

@@ -1,6 +1,6 @@
 """The image phase: classification on the webdataset shards, from where ``phase.init`` says.
 
-- setup: an image ViT that starts from this run's warm-up export, the composed transfer of
+- setup: an image ViT that starts from this run's warm-up export (as it is, or grown), the composed transfer of
   ``transfer.sources``, a fine-tuning source or a fresh (seeded) init; timm's optimizer and scheduler,
   Mixup/CutMix and label smoothing; micro-batches from the resume position on.
 - check: the optimizer, Mixup against the per-process batch, the image transforms and, when the shards
@@ -20,8 +20,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 
-from ...config import grows
-from ...data import ImageTransform, make_mixup, read_splits
+from ...data import ImageTransform, make_mixup, preparation, read_splits
 from ...errors import ConfigError
 from ...models import compose, load_export_without_head
 from ...models.registry import stock_architecture
@@ -56,7 +55,7 @@ def image_batches(loader, start_micro: int) -> Iterator:
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
     model = create_vit(cfg, "image-init", num_classes=images.num_classes, drop_path_rate=cfg.model.drop_path_rate)
     if start_step == 0:  # a resumed phase gets its weights from the checkpoint instead
-        if phase.init == "warmup" and grows(cfg):
+        if phase.init == "grown":
             accelerator.print(grow_export_into(cfg, model))  # the warmed-up small model, grown
         elif phase.init == "warmup":
             load_export_without_head(model, export_dir(cfg, WARMUP_EXPORT))  # what the warm-up phase left
@@ -106,7 +105,7 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
     try:
         splits = read_splits(cfg.data)  # every split found; evaluation shards apart from training's
     except FileNotFoundError:
-        if cfg.data.prepare is None:
+        if preparation(cfg.data) is None:
             raise  # an evaluation source that is missing (the training one was found by preflight)
         return  # data.prepare writes the shards later; their splits were checked by preflight
     with blame(f"data (source {cfg.data.source!r}, {world_size} process(es), data.num_workers="

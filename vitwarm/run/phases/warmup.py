@@ -9,11 +9,16 @@
 - end: the selected warmed-up weights move into a fresh image ViT, exported headless as ``RUN_DIR/warmup/``
   (vitwarm.run.export): the image phase starts from it, and it is the user's artefact.
 
-With ``warmup.model`` set, the phase trains that smaller ViT instead, and its end exports the small ViT
-itself; the image phase grows it into the image model (vitwarm.run.phases.growth).
+``warmup_kind`` makes such a kind from what it trains and hands over (``WarmupModel``): this module's
+``KIND`` trains the image model's own architecture and transfers into a fresh image ViT;
+vitwarm.run.phases.growth's trains ``warmup.model``, a smaller ViT, and exports it for the image phase to
+grow. The plan says which one a run has (``Phase.kind``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -21,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
-from ...config import grows
 from ...data.loaders import worker_init
 from ...errors import ConfigError
 from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
@@ -30,10 +34,9 @@ from ...seeds import derive_seed
 from ..export import export_handover
 from ..images import ImageData
 from ..plan import Phase, Plan, vit_flops_per_sample
+from ..plateau import WSD
 from ..probe import Watch
-from ..stop import WSD
-from .common import PhaseKind, Training, blame, check_optimizer, create_vit, make_optimizer, prepare
-from .growth import build_warmup_vit, check_pair, create_warmup_vit, export_small
+from .common import PhaseKind, Training, blame, build_vit, check_optimizer, create_vit, make_optimizer, prepare
 
 # The warm-up's optimizer and schedule (the paper's: AdamW, linear LR warm-up then cosine); its numbers are
 # the config's warmup section.
@@ -45,14 +48,18 @@ def warmup_seq_len(warmup: DictConfig, vit: VisionTransformer) -> int:
     return warmup.seq_len or vit.patch_embed.num_patches
 
 
-def warmup_flops_per_sample(cfg: DictConfig, image_vit: VisionTransformer) -> float:
-    """Forward FLOPs of one warm-up sequence: ``warmup_seq_len`` tokens on the warm-up's model (the image
-    model, or ``warmup.model`` when it grows)."""
-    vit = image_vit
-    if grows(cfg):
-        with torch.device("meta"):
-            vit = build_warmup_vit(cfg)
-    return vit_flops_per_sample(vit, warmup_seq_len(cfg.warmup, vit))
+@dataclass(frozen=True)
+class WarmupModel:
+    """What a warm-up kind trains (a headless ViT) and how it hands it over to the image phase."""
+
+    create: Callable[[DictConfig], VisionTransformer]
+    """cfg -> the ViT to warm up, seeded (``warmup-init``)."""
+    build: Callable[[DictConfig], VisionTransformer]
+    """cfg -> the same ViT without seeding, for the dry build on the meta device."""
+    check_handover: Callable[[DictConfig, VisionTransformer, VisionTransformer], None]
+    """(cfg, warm ViT, image ViT), both on the meta device: the hand-over can be done; ConfigError if not."""
+    hand_over: Callable[[DictConfig, VisionTransformer, Accelerator, ImageData], str]
+    """(cfg, warmed-up ViT, accelerator, images) -> a log line, once the warm-up is done: RUN_DIR/warmup/ written."""
 
 
 def warmup_task(cfg: DictConfig, vit: VisionTransformer) -> ProceduralTask:
@@ -72,35 +79,54 @@ def transfer_into(cfg: DictConfig, warm_vit: VisionTransformer, image_vit: Visio
                     keep_cls_token=t.keep_cls_token, shuffle=t.shuffle, seed=seed)
 
 
-def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
-    vit = create_warmup_vit(cfg)
-    task = warmup_task(cfg, vit)
-    model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
-                      seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
-    optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
-    watch = Watch(cfg, phase, task, accelerator)
-    if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
-        scheduler = WSD(optimizer, lr=cfg.warmup.lr, min_lr=cfg.warmup.min_lr, warmup=phase.lr_warmup_steps,
-                        cooldown=watch.cooldown, start=watch.decay_start)
-    model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
-    stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
-                         start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
-                         world_size=accelerator.num_processes)
-    loader = DataLoader(stream, batch_size=None, num_workers=cfg.warmup.num_workers, worker_init_fn=worker_init)
+def warmup_kind(trained: WarmupModel) -> PhaseKind:
+    """The warm-up phase kind that trains and hands over ``trained`` (see the module docstring)."""
 
-    def loss(model, batch):
-        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
-        logits = model(batch["tokens"])  # (B, N, vocab)
-        value, correct, masked = masked_token_loss(logits, batch["targets"], batch["loss_mask"])
-        return value, {"correct": correct, "masked": masked}
+    def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
+        vit = trained.create(cfg)
+        task = warmup_task(cfg, vit)
+        model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
+                          seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
+        optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED,
+                                              device=accelerator.device)
+        watch = Watch(cfg, phase, task, accelerator)
+        if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.plateau)
+            scheduler = WSD(optimizer, lr=cfg.warmup.lr, min_lr=cfg.warmup.min_lr, warmup=phase.lr_warmup_steps,
+                            cooldown=watch.cooldown, start=watch.decay_start)
+        model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
+        stream = TokenStream(task, phase.micro_batch, seed=derive_seed(cfg.seed, "tokens"),
+                             start_sample=start_step * phase.global_batch, rank=accelerator.process_index,
+                             world_size=accelerator.num_processes)
+        loader = DataLoader(stream, batch_size=None, num_workers=cfg.warmup.num_workers, worker_init_fn=worker_init)
 
-    return Training(model, optimizer, scheduler, iter(loader), loss, watch=watch)
+        def loss(model, batch):
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            logits = model(batch["tokens"])  # (B, N, vocab)
+            value, correct, masked = masked_token_loss(logits, batch["targets"], batch["loss_mask"])
+            return value, {"correct": correct, "masked": masked}
+
+        return Training(model, optimizer, scheduler, iter(loader), loss, watch=watch)
+
+    def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
+        """The grammar on the token grid, the token path, the optimizer and the hand-over (meta device)."""
+        with torch.device("meta"):
+            vit = trained.build(cfg)
+        check_token_path(cfg, vit, phase, world_size)
+        trained.check_handover(cfg, vit, image_vit)
+
+    def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
+        return trained.hand_over(cfg, accelerator.unwrap_model(training.model).vit, accelerator, images)
+
+    def flops_per_sample(cfg: DictConfig) -> float:
+        with torch.device("meta"):
+            vit = trained.build(cfg)
+        return vit_flops_per_sample(vit, warmup_seq_len(cfg.warmup, vit))
+
+    return PhaseKind(setup=setup, check=check, end=end, flops_per_sample=flops_per_sample)
 
 
-def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransformer, world_size: int) -> None:
-    """The grammar on the token grid, the token path, the optimizer and the transfer selection (meta device)."""
-    with torch.device("meta"):
-        vit = build_warmup_vit(cfg)
+def check_token_path(cfg: DictConfig, vit: VisionTransformer, phase: Phase, world_size: int) -> None:
+    """The grammar on ``vit``'s token grid, the token path, the optimizer and the probe (meta device)."""
     H, W = vit.patch_embed.grid_size
     procedural, warmup = cfg.procedural, cfg.warmup
     if warmup.seq_len > H * W:
@@ -120,24 +146,28 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
     if 0 < warmup.probe.size < world_size:
         raise ConfigError(f"warmup.probe.size={warmup.probe.size} cannot be split over {world_size} processes; "
                           f"use at least {world_size} sequences or 0 to turn the probe off")
-    if grows(cfg):
-        check_pair(cfg, vit, image_vit)
-        return
+
+
+def check_transfer(cfg: DictConfig, vit: VisionTransformer, image_vit: VisionTransformer) -> None:
+    """The transfer selection of the config from the warm-up's ViT into the image ViT (meta device)."""
     t = cfg.transfer
     with blame(f"transfer.parts={list(t.parts)}, transfer.blocks={t.blocks!r}, transfer.shuffle={t.shuffle!r} "
                f"on the {len(vit.blocks)} blocks of {cfg.model.name}"):
         transfer_into(cfg, vit, image_vit)
 
 
-def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
+def transfer_and_export(cfg: DictConfig, warm_vit: VisionTransformer, accelerator: Accelerator,
+                        images: ImageData) -> str:
     """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
-    warm_vit = accelerator.unwrap_model(training.model).vit
-    if grows(cfg):
-        return export_small(cfg, warm_vit, accelerator)
     image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
     report = transfer_into(cfg, warm_vit, image_vit, seed=derive_seed(cfg.seed, "transfer-shuffle"))
     export_handover(cfg, image_vit, accelerator, init=cfg.model.init, transferred=report.copied)
     return str(report)
 
 
-KIND = PhaseKind(setup=setup, check=check, end=end)
+KIND = warmup_kind(WarmupModel(
+    create=lambda cfg: create_vit(cfg, "warmup-init", num_classes=0),
+    build=lambda cfg: build_vit(cfg.model, num_classes=0),
+    check_handover=check_transfer,
+    hand_over=transfer_and_export,
+))

@@ -10,14 +10,14 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from ..config import flatten
-from ..data import ensure_fmnist_shards, read_splits
+from ..data import prepare_data, read_splits
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
+from .preemption import StopRequest
 from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
-from .signals import StopRequest
 
 
 @dataclass
@@ -54,16 +54,16 @@ class Launch:
             self.log.sync()
             state.records = self.log.count
             state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
+            save_checkpoint(run_dir, checkpoint_name(self.plan.position(phase), phase.name, state.step), state,
                             self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
                             self.cfg.checkpoint.keep)
         self.accelerator.wait_for_everyone()
 
 
 def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
-    if accelerator.is_main_process and cfg.data.prepare == "fmnist":
-        ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
+    """Make the data ready (vitwarm.data.prepare), find the splits, record the config, open the loaders."""
+    if accelerator.is_main_process:
+        prepare_data(cfg.data)
     accelerator.wait_for_everyone()
     splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
     if accelerator.is_main_process:
