@@ -41,6 +41,7 @@ setup(
         "numpy>=1.24",
         "pillow>=10",
         "tqdm>=4.66",
+        "matplotlib>=3.8",  # every run draws RUN_DIR/curves.png (the sweep report's plots too)
     ],
     extras_require={
         "report": ["matplotlib>=3.8"],

@@ -29,13 +29,13 @@ from .images import evaluate
 from .launch import Launch, open_data, open_log
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
+from .outcome import outcome_lines
 from .phases import KINDS, Training
 from .plan import Phase, Plan
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
     MODEL_EXPORT,
-    SUMMARY,
     Summary,
     environment,
     eval_record,
@@ -73,15 +73,15 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
-        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
-                          f"{start.summary.top1:.2f}%); nothing to do")
+        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished; nothing to do")
+        for line in outcome_lines(start.summary, cfg.run.dir):
+            accelerator.print(line)
         return asdict(start.summary)
     launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
                     stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
-    for phase in plan.phases:
-        accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
-                          f"samples, ~{phase.flops:.2e} FLOP")
+    for line in plan.lines():
+        accelerator.print(line)
     if start.checkpoint:
         accelerator.print(f"vitwarm: resuming from {start.checkpoint} ({start.state.phase} step {start.state.step})")
     final = run_phases(launch, start)
@@ -238,9 +238,9 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
     if accelerator.is_main_process:
         launch.log.sync()
         export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        launch.draw()
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
-    test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""
-    accelerator.print(f"vitwarm: done. {cfg.data.val_split} top-1 {val['top1']:.2f}% "
-                      f"(top-5 {val['top5']:.2f}%){test_line}; summary in {run_dir / SUMMARY}")
+    for line in outcome_lines(summary, run_dir):
+        accelerator.print(line)
     return asdict(summary)

@@ -239,6 +239,11 @@ class Plan:
             phases.append(phase)
         return replace(self, phases=phases)
 
+    def lines(self) -> list[str]:
+        """One line per phase: its steps, batch, samples and estimated training FLOPs."""
+        return [f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} samples, "
+                f"~{phase.flops:.2e} FLOP" for phase in self.phases]
+
     @property
     def final(self) -> Phase:
         """The phase the run ends with: it trains on the image shards, and its model is evaluated and exported."""

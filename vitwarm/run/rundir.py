@@ -6,6 +6,7 @@
       checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.run.checkpoints)
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
+      curves.png           the warm-up's and the image phase's curves, redrawn at each evaluation (vitwarm.run.curves)
       summary.json         written last: the run is finished when it parses and its identity matches
       overrides.json       a sweep's run only: the overrides the sweep gave it (vitwarm.sweeps.names)
       .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
@@ -40,6 +41,7 @@ from ..errors import ConfigError
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+CURVES = "curves.png"
 OVERRIDES = "overrides.json"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
