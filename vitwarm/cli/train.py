@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Procedural warm-up then image training of a timm ViT. Run under `accelerate launch "
                     "[flags] -m vitwarm.train ...` for several processes.",
         epilog="Example: accelerate launch -m vitwarm.train --config recipes/fmnist_demo.yaml "
-               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1. Packaged recipes (--config NAME): "
+               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1. Every key with its doc and value: add "
+               "--print-config. Packaged recipes (--config NAME): "
                + ", ".join(recipe_names()))
     parser.add_argument("--config", required=True, help="recipe YAML: a path or a packaged name (vitwarm-recipes list)")
     parser.add_argument("--print-config", action="store_true",
