@@ -42,6 +42,7 @@ setup(
         "scipy>=1.11",  # the analysis's t-intervals and p-values (vitwarm.analysis.stats)
         "pillow>=10",
         "tqdm>=4.66",
+        "matplotlib>=3.8",  # every run draws RUN_DIR/curves.png (the sweep report's plots too)
     ],
     extras_require={
         "report": ["matplotlib>=3.8"],

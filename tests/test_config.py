@@ -3,10 +3,14 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from vitwarm.catalog import resolve_accelerate_config
 from vitwarm.config import flatten, load_config
 from vitwarm.errors import ConfigError
+from vitwarm.train import main
+
+from helpers import call_main
 
 
 def test_recipe_then_overrides(tmp_path):
@@ -97,3 +101,32 @@ def test_flatten_gives_scalars():
     assert flat["model.kwargs.img_size"] == 32
     assert flat["transfer.parts"] == "['attn', 'mlp', 'norm']"
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
+
+
+def test_print_config_shows_each_value_with_its_doc_and_source(tmp_path):
+    """On the demo, beneath a recipe that names it as its base: a key from each of the three places, each
+    with its doc line above it; the text is a recipe that gives the same config."""
+    demo = Path(__file__).resolve().parents[1] / "recipes/fmnist_demo.yaml"
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {demo}\nwarmup:\n  lr: 2.0e-3\n")
+    overrides = ["seed=3", "procedural.params={k: 8}"]
+    status, out = call_main(main, ["--config", str(child), *overrides, "--print-config"])
+    assert status == 0, out
+    lines = out.splitlines()
+    for doc, line in [
+        ("# Seed of everything: model inits, token streams, data order, augmentation.",
+         "seed: 3  # from: command line"),
+        ("  # timm model name (any VisionTransformer); the warm-up and the image phase use the same architecture.",
+         "  name: vitwarm_pico_patch4_32  # from: schema default"),
+        ("  # Global batch of sequences per optimizer step (all processes, all accumulation steps).",
+         f"  batch_size: 8  # from: {demo}"),
+        ("  # Peak learning rate of AdamW.", f"  lr: 0.002  # from: {child}"),
+        ("  # Grammar parameters such as k, p_open, rule; empty means defaults; checked against the token grid.",
+         "  params: {k: 8}  # from: command line"),
+    ]:
+        assert line in lines and lines[lines.index(line) - 1] == doc, line
+    assert f"  source: data/fashion_mnist_f0.1  # from: {demo}" in lines  # resolved
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(out)
+    same = [OmegaConf.to_container(c, resolve=True) for c in (load_config(printed), load_config(child, overrides))]
+    assert same[0] == same[1]

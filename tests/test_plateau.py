@@ -1,6 +1,6 @@
 """The adaptive warm-up stop on real runs: where it ends the phase, the schedule it ends on, what the run
-directory says about planned and used lengths, and SIGKILL at every window of the stop (one run, killed again
-in each resume) resuming bitwise.
+directory says about planned and used lengths, the lines the run ends with and its figure, and SIGKILL at
+every window of the stop (one run, killed again in each resume) resuming bitwise.
 
 The runs are tests/tiny.yaml with ``warmup.stop=plateau`` and a warm-up long enough to learn (125 planned
 steps of k-Dyck, a probe every 4 steps, a checkpoint every 2). Kills land on purpose, inside the write of a
@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import timm
+from PIL import Image
 from safetensors.torch import load_file
 
 from vitwarm.models.attention_scores import attention_scores
+from vitwarm.run.curves import curves, draw_curves
 
-from helpers import TINY, train, train_records, trained
+from helpers import TINY, train, train_records
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,17 @@ def events(run_dir: Path, name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, fmnist_shards) -> Path:
-    return trained(tmp_path_factory.mktemp("stop") / "reference", fmnist_shards, *PLATEAU)
+def finished(tmp_path_factory, fmnist_shards) -> tuple[Path, str]:
+    """The reference run: its directory and what it printed."""
+    run_dir = tmp_path_factory.mktemp("stop") / "reference"
+    result = train(run_dir, fmnist_shards, *PLATEAU)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result.stdout
+
+
+@pytest.fixture(scope="module")
+def reference(finished) -> Path:
+    return finished[0]
 
 
 def decision(run_dir: Path) -> tuple[int, int]:
@@ -69,6 +80,40 @@ def test_plateau_stops_after_the_transition_and_ends_at_the_minimum_lr(reference
     assert summary["probe"] == {"start_acc": accs[0], "last_acc": accs[-1], "best_acc": max(accs),
                                 "best_step": probes[accs.index(max(accs))]["step"],
                                 "transition_step": stop["transition_step"], "stop": "plateau", "stop_step": stop_step}
+
+
+def test_the_run_ends_with_its_outcome_and_leaves_its_curves(finished, tmp_path):
+    run_dir, stdout = finished
+    summary = json.loads((run_dir / "summary.json").read_text())
+    warm, image, probe = summary["phases"]["warmup"], summary["phases"]["image"], summary["probe"]
+    lines = stdout.splitlines()
+    done = next(i for i, line in enumerate(lines) if line.startswith("vitwarm: done."))
+    assert lines[done:] == [
+        f"vitwarm: done. validation top-1 {summary['top1']:.2f}% (top-5 {summary['top5']:.2f}%)",
+        f"  warm-up: {warm['used_flops']:.2e} FLOPs used of {warm['planned_flops']:.2e} planned = "
+        f"{100 * warm['used_flops'] / image['used_flops']:.1f}% of the image phase's {image['used_flops']:.2e}; "
+        f"stopped at its plateau at step {probe['stop_step']}, ended at step {warm['used_steps']} "
+        "after the LR cool-down",
+        f"  learned: probe {probe['start_acc']:.1f}% -> {probe['best_acc']:.1f}% (best, at step {probe['best_step']}); "
+        f"transition at step {probe['transition_step']}",
+        f"  exports: {run_dir}/model/ (the final model), {run_dir}/warmup/ (the warmed-up backbone, no head); "
+        f"curves {run_dir}/curves.png; numbers {run_dir}/summary.json",
+        f'  in stock timm: timm.create_model("local-dir:{run_dir}/model", pretrained=True)']
+
+    # The figure's series are metrics.jsonl's, and curves.png is their drawing.
+    records = train_records(run_dir)
+    drawn = curves(records, "validation", rise=20.0)
+    steps = {phase: [(r["step"], r["loss"]) for r in records if r["phase"] == phase and "event" not in r]
+             for phase in ("warmup", "image")}
+    assert (drawn.warmup_loss, drawn.image_loss) == (steps["warmup"], steps["image"]) and drawn.image_loss
+    assert drawn.probe_acc == [(r["step"], r["probe_acc"]) for r in events(run_dir, "probe")]
+    assert drawn.val_top1 == [(r["step"], r["top1"]) for r in events(run_dir, "eval") if r["split"] == "validation"]
+    assert len(drawn.val_top1) > 2 and drawn.val_top1[-1] == (image["used_steps"], pytest.approx(summary["top1"]))
+    assert (drawn.transition_step, drawn.stop_step) == (probe["transition_step"], probe["stop_step"])
+    with Image.open(run_dir / "curves.png") as png:
+        assert (png.format, png.size) == ("PNG", (1000, 700))
+        png.verify()
+    assert draw_curves(drawn, tmp_path / "again.png").read_bytes() == (run_dir / "curves.png").read_bytes()
 
 
 def test_kills_around_the_stop_resume_bitwise(tmp_path, fmnist_shards, reference):

@@ -1,5 +1,5 @@
-"""One process: a polite stop on SIGTERM (and on the sweep's Slurm warning), and one writer per run directory;
-real runs, real signals.
+"""One process: a polite stop on SIGTERM (and on the sweep's Slurm warning) that keeps the figure of the last
+evaluation, and one writer per run directory; real runs, real signals.
 
 Every run is a real ``python -m vitwarm.train`` subprocess on tests/tiny.yaml (25 warm-up steps, then 50 image
 steps) with a record per step and no cadence checkpoint (``checkpoint.every_steps=1000``): a checkpoint in the
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from vitwarm.config import load_config
+from vitwarm.run.curves import curves, draw_curves
 from vitwarm.run.rundir import identity
 from vitwarm.sweeps.launch import SlurmJob
 
@@ -87,6 +88,22 @@ def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(tmp_path, r
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(image step {step})" in resumed.stdout
     assert_same_weights_and_records(run_dir, reference)
+
+
+def test_a_stopped_run_keeps_the_figure_of_its_last_evaluation(tmp_path, fmnist_shards):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(train_command(run_dir, fmnist_shards, *OVERRIDES), cwd=ROOT, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and '"event": "eval"' in metrics.read_text(), process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == STOPPED, process.stderr.read()[-3000:]
+    # curves.png is the drawing of the records up to the last evaluation (vitwarm.run.curves).
+    records = train_records(run_dir)
+    last_eval = max(i for i, r in enumerate(records) if r.get("event") == "eval")
+    drawn = curves(records[:last_eval + 1], "validation", rise=20.0)
+    assert drawn.warmup_loss and drawn.image_loss and drawn.val_top1
+    assert draw_curves(drawn, tmp_path / "expected.png").read_bytes() == (run_dir / "curves.png").read_bytes()
 
 
 def test_a_second_launch_into_a_directory_in_use_is_refused(tmp_path, reference, fmnist_shards):

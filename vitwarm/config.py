@@ -482,9 +482,14 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> ConfigError:
     return ConfigError(f"bad value for config key '{key}': {str(err.msg).splitlines()[0]}")
 
 
-def read_recipe(path: str | Path, included_by: tuple[Path, ...] = ()) -> list[DictConfig]:
+def read_recipe(path: str | Path) -> list[DictConfig]:
     """A recipe YAML (a path or a packaged name such as 'fmnist_demo', see vitwarm.catalog) and, first, the
-    recipe it names as ``base:`` (a path relative to it), recursively; ``included_by``: the chain above it."""
+    recipe it names as ``base:`` (a path relative to it), recursively."""
+    return [recipe for _, recipe in recipe_files(path)]
+
+
+def recipe_files(path: str | Path, included_by: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """``read_recipe`` with each recipe's file; ``included_by``: the chain above ``path``."""
     if included_by:  # a base: a file relative to the recipe that names it
         if not Path(path).is_file():
             raise ConfigError(f"recipe '{included_by[-1]}' names base: {Path(path).name}, but {path} is not a file "
@@ -510,7 +515,7 @@ def read_recipe(path: str | Path, included_by: tuple[Path, ...] = ()) -> list[Di
     base = recipe.pop("base", None)
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"recipe '{path}' has base: {base}; a base is one recipe file, relative to this one")
-    return (read_recipe(path.parent / base, (*included_by, path)) if base else []) + [recipe]
+    return (recipe_files(path.parent / base, (*included_by, path)) if base else []) + [(path, recipe)]
 
 
 def _is_text(key: str) -> bool:
@@ -551,15 +556,20 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         if recipe is not None:
             cfg = OmegaConf.merge(cfg, *read_recipe(recipe))
         if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([_as_typed(o) for o in overrides]))
+            cfg = OmegaConf.merge(cfg, override_layer(overrides))
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def override_layer(overrides: list[str]) -> DictConfig:
+    """The ``key=value`` overrides of a command line as one config (merged last by ``load_config``)."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+    return OmegaConf.from_dotlist([_as_typed(o) for o in overrides])
 
 
 def _select(cfg: DictConfig, key: str) -> Any:

@@ -161,27 +161,33 @@ def ensure_fmnist_shards(
     rather than being replaced (it may be in use by another run).
     """
     out_dir = Path(out_dir)
-    want = _fmnist_build_params(fraction, val_size, shard_size, seed)
-
-    def existing() -> dict | None:
+    params = dict(fraction=fraction, val_size=val_size, shard_size=shard_size, seed=seed)
+    if not fmnist_shards_ready(out_dir, **params):
         try:
-            return read_info(out_dir).get("build")
-        except FileNotFoundError:
-            return None
-
-    have = existing()
-    if have is None and not (out_dir.exists() and any(out_dir.iterdir())):
-        try:
-            write_fmnist_shards(out_dir, src=src, fraction=fraction, val_size=val_size, shard_size=shard_size,
-                                workers=workers, seed=seed, progress=progress)
+            write_fmnist_shards(out_dir, src=src, workers=workers, progress=progress, **params)
         except OSError:
             # FileExistsError / ENOTEMPTY: another process renamed its copy into place first (its parameters
             # are checked below). Anything else is a real failure.
-            if existing() is None:
+            if not (out_dir / "_info.json").exists():
                 raise
-        have = existing()
+        fmnist_shards_ready(out_dir, **params)
+    return out_dir
+
+
+def fmnist_shards_ready(out_dir: str | os.PathLike, *, fraction: float = 1.0, val_size: int = 5000,
+                        shard_size: int = 1000, seed: int = 0) -> bool:
+    """Whether ``out_dir`` holds the Fashion-MNIST shard set of these parameters; False where it is absent or
+    empty (``ensure_fmnist_shards`` would write it), ValueError where it holds anything else."""
+    out_dir = Path(out_dir)
+    want = _fmnist_build_params(fraction, val_size, shard_size, seed)
+    try:
+        have = read_info(out_dir).get("build")
+    except FileNotFoundError:
+        have = None
+        if not (out_dir.exists() and any(out_dir.iterdir())):
+            return False
     if have != want:
         raise ValueError(
             f"{out_dir} holds {'shards built with ' + json.dumps(have) if have else 'files that are no shard set'}, "
             f"not the requested {json.dumps(want)}; choose another directory or delete it")
-    return out_dir
+    return True

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from ..config import flatten
 from ..data import prepare_data, read_splits
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
+from .curves import write_curves
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
 from .phases import Training
@@ -46,6 +47,12 @@ class Launch:
         split = self.cfg.data.val_split
         self.log.write(eval_record(phase.name, state.step, split, state.step * phase.global_batch, result))
         self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
+        self.draw()
+
+    def draw(self) -> None:
+        """RUN_DIR/curves.png from the records so far (the main process writes them; vitwarm.run.curves)."""
+        if self.accelerator.is_main_process:
+            write_curves(self.cfg.run.dir, self.cfg.data.val_split, self.cfg.warmup.stop_rise)
 
     def save(self, phase: Phase, training: Training, state: RunState) -> None:
         """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""

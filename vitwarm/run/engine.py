@@ -30,6 +30,7 @@ from .export import export_run
 from .images import evaluate
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
+from .outcome import headline, outcome_lines
 from .phases import KINDS, Training
 from .plan import Phase, Plan
 from .preemption import StopRequest
@@ -37,8 +38,6 @@ from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
     MODEL_EXPORT,
-    SUMMARY,
-    WARMUP_EXPORT,
     Summary,
     environment,
     eval_record,
@@ -75,14 +74,15 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
-        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({result_line(start.summary)}); nothing to do")
+        accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({headline(start.summary)}); nothing to do")
+        for line in outcome_lines(start.summary, cfg.run.dir)[1:]:
+            accelerator.print(line)
         return asdict(start.summary)
     launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
                     stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
-    for phase in plan.phases:
-        accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
-                          f"samples, ~{phase.flops:.2e} FLOP")
+    for line in plan.lines():
+        accelerator.print(line)
     if start.checkpoint:
         accelerator.print(f"vitwarm: resuming from {start.checkpoint} ({start.state.phase} step {start.state.step})")
     final = run_phases(launch, start)
@@ -248,19 +248,9 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         launch.log.sync()
         if final.counts_images:
             export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        launch.draw()
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
-    accelerator.print(f"vitwarm: done. {result_line(summary, test_split=cfg.data.test_split)}; "
-                      f"summary in {run_dir / SUMMARY}")
+    for line in outcome_lines(summary, run_dir):
+        accelerator.print(line)
     return asdict(summary)
-
-
-def result_line(summary: Summary, test_split: str | None = None) -> str:
-    """What a finished run gave, in a few words: its accuracies, or the warm-up's export and its stop."""
-    if summary.top1 is None:
-        used = summary.phases["warmup"]
-        probe = f", probe {summary.probe['last_acc']:.1f}%" if summary.probe else ""
-        return (f"warm-up alone: {used['used_steps']} of {used['planned_steps']} steps{probe}, "
-                f"~{used['used_flops']:.2e} FLOP; backbone in {WARMUP_EXPORT}/")
-    test = f", {test_split} top-1 {summary.test_top1:.2f}%" if test_split and summary.test_top1 is not None else ""
-    return f"{summary.split} top-1 {summary.top1:.2f}% (top-5 {summary.top5:.2f}%){test}"

@@ -256,6 +256,11 @@ class Plan:
         """Where ``phase`` stands in the run (by name, however ``after`` sized it): checkpoint names count it."""
         return [p.name for p in self.phases].index(phase.name)
 
+    def lines(self) -> list[str]:
+        """One line per phase: its steps, batch, samples and estimated training FLOPs."""
+        return [f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} samples, "
+                f"~{phase.flops:.2e} FLOP" for phase in self.phases]
+
     @property
     def final(self) -> Phase:
         """The phase the run ends with (see ``Phase.final``)."""

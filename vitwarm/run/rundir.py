@@ -6,6 +6,7 @@
       checkpoints/         <phase index>-<phase>-<step>/ folders with content hashes (vitwarm.run.checkpoints)
       warmup/              the warm-up export: a timm hub folder without a head
       model/               the final image model, head included (a timm hub folder)
+      curves.png           the warm-up's and the image phase's curves, redrawn at each evaluation (vitwarm.run.curves)
       summary.json         written last: the run is finished when it parses and its identity matches
       overrides.yaml       a sweep's or study's run only: the overrides it was given, as typed (runs of
                            earlier versions have overrides.json, which is read as well)
@@ -41,6 +42,7 @@ from ..errors import ConfigError
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+CURVES = "curves.png"
 OVERRIDES = "overrides.yaml"
 OLD_OVERRIDES = "overrides.json"  # the same mapping, as earlier versions wrote it
 CHECKPOINTS = "checkpoints"
