@@ -5,9 +5,11 @@ tests/test_stop.py refuses a second real launch."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
+from vitwarm.errors import ConfigError
 from vitwarm.run.lock import RunDirInUse, lock_run_dir
 
 
@@ -51,3 +53,24 @@ def test_a_forked_child_does_not_keep_the_lock(tmp_path):
     lock_run_dir(tmp_path).release()  # free although the child still runs
     os.close(write_end)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+@pytest.mark.parametrize("planted", ["link to a file", "link to nothing", "folder", "named pipe"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_nothing_is_written_through_it(tmp_path, planted):
+    run_dir, target = tmp_path / "run", tmp_path / "users_file"
+    run_dir.mkdir()
+    target.write_text("the user's own text\n")
+    path = run_dir / ".lock"
+    if planted == "link to a file":
+        path.symlink_to(target)
+    elif planted == "link to nothing":
+        path.symlink_to(tmp_path / "absent")
+    elif planted == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    expected = {"folder": "a folder", "named pipe": "a named pipe"}.get(planted, "a symbolic link (to ")
+    with pytest.raises(ConfigError, match=f"{path} is {re.escape(expected)}.*not the run's lock file"):
+        lock_run_dir(run_dir)
+    assert target.read_text() == "the user's own text\n"
+    assert not (tmp_path / "absent").exists()

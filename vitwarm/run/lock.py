@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,32 @@ from .rundir import LOCK
 
 class RunDirInUse(ConfigError):
     """Another launch holds the run directory's lock."""
+
+
+def _not_a_lock_file(path: Path, mode: int) -> ConfigError:
+    """The refusal of a ``path`` that exists but is not a regular file (a planted link, a folder, a pipe)."""
+    what = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+    if stat.S_ISLNK(mode):
+        what = f"a symbolic link (to {os.readlink(path)})"
+    return ConfigError(f"{path} is {what}, not the run's lock file; vitwarm follows no link in a run directory: "
+                       "remove it or choose another run.dir")
+
+
+def open_lock_file(path: Path) -> int:
+    """The lock file opened for writing without following a link (O_NOFOLLOW), created if missing; a
+    ConfigError naming ``path`` and what is there when that is not a regular file."""
+    try:
+        # O_NONBLOCK: a planted named pipe must not block the open; it is refused below.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _not_a_lock_file(path, os.lstat(path).st_mode) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_a_lock_file(path, mode)
+    return fd
 
 
 class RunLock:
@@ -78,7 +105,7 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -109,7 +136,7 @@ def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator) -> Itera
     if enabled and accelerator.is_main_process:
         try:
             lock = lock_run_dir(run_dir)
-        except (RunDirInUse, OSError) as err:
+        except (ConfigError, OSError) as err:
             refusal = one_line(err)
     [refusal] = broadcast_object_list([refusal])
     if refusal:
