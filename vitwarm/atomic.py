@@ -10,10 +10,14 @@ kill a real process exactly there (``VITWARM_KILL_AT=name`` or ``name@N`` for it
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 import signal
+import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -47,16 +51,55 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+# A writer's temporary file: .tmp-NAME@HOST-PID-RANDOM. Two writers of one file (two sweep launchers, say)
+# never share one, and a leftover names its writer, so that a later writer on the same host can tell a dead
+# writer's leftover (removed) from a live one's (left alone).
+_TMP = re.compile(r"^\.tmp-(?P<name>.+)@(?P<host>[^@]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def temporary_name(path: Path) -> Path:
+    """A temporary file beside ``path`` that only this process writes (host, PID and a random suffix)."""
+    return path.with_name(f".tmp-{path.name}@{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_writers_leftovers(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by writers of this host that died mid-write (a SIGKILL)."""
+    host = socket.gethostname()
+    for leftover in path.parent.glob(f".tmp-{glob.escape(path.name)}@*"):
+        match = _TMP.match(leftover.name)
+        if match and match["name"] == path.name and match["host"] == host and not _alive(int(match["pid"])):
+            leftover.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place."""
+    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place.
+
+    A write that fails (a full disk, say) or is interrupted (a second Ctrl-C) removes its temporary file
+    and leaves the old ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
-    os.replace(tmp, path)
+    remove_dead_writers_leftovers(path)
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
     return path
 

@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,7 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
+    probes = 0
     while True:
         fd = open_lock_file(path)
         try:
@@ -113,9 +115,16 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OSError(err.errno, f"cannot lock the run directory ({err.strerror}); on a file system "
                                          "without working locks set run.lock=false", str(path)) from err
-            holder = path.read_text().strip() or "a launch that is starting or stopping"
-            raise RunDirInUse(f"run directory {run_dir} is in use by another launch ({holder}); wait for it to "
-                              "end, stop it, or choose another run.dir") from None
+            holder = path.read_text().strip()
+            # No holder line: a launch starting or stopping, or a sweep launcher's look (lock_holder), which
+            # holds the lock for microseconds: look again a few times before refusing.
+            if not holder and probes < 5:
+                probes += 1
+                time.sleep(0.05)
+                continue
+            raise RunDirInUse(f"run directory {run_dir} is in use by another launch "
+                              f"({holder or 'a launch that is starting or stopping'}); wait for it to end, stop "
+                              "it, or choose another run.dir") from None
         # A releasing holder may have removed the file between our open and our lock: lock the one in place.
         if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
             break
@@ -126,6 +135,25 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, (holder_line() + "\n").encode(), 0)
     return RunLock(path, fd, created)
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Who holds RUN_DIR's lock now (its holder line), or None when no launch holds it (or there is no lock
+    file). For launchers that share a sweep: they look before they start a run and after one fails."""
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # given up at once by the close below
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a launch that is starting"
+    except OSError:  # no working locks here (ENOLCK): nobody can be seen holding it
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 @contextmanager
