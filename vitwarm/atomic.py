@@ -20,15 +20,19 @@ import signal
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FAULT_ENV = "VITWARM_KILL_AT"
+FAULT_SIGNALS_ENV = "VITWARM_FAULT_SIGNALS"
 _passages: Counter[str] = Counter()
 
 
 def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``)."""
+    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``);
+    ``VITWARM_FAULT_SIGNALS`` sends other signals there instead, one after another (``SIGINT,SIGINT``: two
+    Ctrl-C in the middle of a save)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -36,7 +40,8 @@ def fault_point(name: str) -> None:
     if target == name:
         _passages[name] += 1
         if _passages[name] == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+            for signal_name in os.environ.get(FAULT_SIGNALS_ENV, "SIGKILL").split(","):
+                os.kill(os.getpid(), signal.Signals[signal_name])
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -81,6 +86,41 @@ def remove_dead_writers_leftovers(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def named_os_error(err: BaseException, path: str | Path) -> OSError | None:
+    """``err``, the failure of a write to ``path``, as an OSError that names a file: an OSError without a file
+    name gets ``path``, and so does a library's error that wraps an OS error (safetensors: "... (os error
+    28)"); None when ``err`` is no OS error."""
+    if isinstance(err, OSError):
+        return err if err.filename is not None else OSError(err.errno, err.strerror, str(path))
+    wrapped = re.search(r"\(os error (\d+)\)", str(err))
+    if wrapped:
+        number = int(wrapped[1])
+        return OSError(number, os.strerror(number), str(path))
+    return None
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Any OS error of what the block writes raised as an OSError naming ``path`` (see named_os_error), so
+    that a full disk is one line naming the file (vitwarm.errors.one_line adds the free space)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 (re-raised, as itself unless it wraps an OS error)
+        named = named_os_error(err, path)
+        if named is None or named is err:
+            raise
+        raise named from err
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save`` through a Python file: a failed write raises its OSError (a full disk: ENOSPC), where
+    torch's own file writer raises a RuntimeError that names neither ("unexpected pos")."""
+    import torch  # here: a leaf module that imports torch only where it is needed
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place.
 
@@ -92,11 +132,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     remove_dead_writers_leftovers(path)
     tmp = temporary_name(path)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
-        os.replace(tmp, path)
+        with writing(path):
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -378,7 +378,7 @@ class RunConfig:
     systems without working flock, where nothing then stops two launches from writing one directory."""
     stop_signal: str = checked("SIGTERM", OneOf(("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")))
     """Signal that stops the run politely: save the step reached, exit 75; the same command resumes (a
-    scheduler's warning signal, e.g. SLURM's --signal)."""
+    scheduler's warning signal, e.g. SLURM's --signal). Ctrl-C (SIGINT) always stops politely as well."""
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""A polite stop: on its stop signal (``run.stop_signal``, SIGTERM by default) a run saves the step it reached
-and exits with status 75 (vitwarm.errors.STOPPED); the same command resumes it.
+"""A polite stop: on its stop signal (``run.stop_signal``, SIGTERM by default) or Ctrl-C (SIGINT) a run saves
+the step it reached and exits with status 75 (vitwarm.errors.STOPPED); the same command resumes it. A second
+Ctrl-C stops at once (exit status 130), leaving the previous checkpoint.
 
 The handler only notes the signal. The loop (vitwarm.run.engine.train_phase) acts on it at a step boundary
 where every process agrees to stop, so that all of them save the same step:
@@ -30,23 +31,34 @@ from .rundir import CHECKPOINTS
 
 
 class StopRequest:
-    """Notes the stop signal while the run holds it (a ``with`` block); the previous handler comes back after."""
+    """Notes the stop signal, and Ctrl-C (SIGINT), while the run holds them (a ``with`` block); the previous
+    handlers come back after.
+
+    Ctrl-C is a person at a terminal: the first is the polite stop, a second one stops at once
+    (KeyboardInterrupt, vitwarm.errors.one_line_errors): a save it interrupts is discarded, and the
+    previous checkpoint stays the one to resume from.
+    """
 
     def __init__(self, signal_name: str, num_processes: int):
-        self.signal_name = signal_name
+        self.signal_name = signal_name  # after a signal: the one received
+        self.signals = {signal.Signals[signal_name], signal.SIGINT}
         self.alone = num_processes == 1
         self.received = False  # set by the handler; read by the loop at step boundaries
-        self.previous = None
+        self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
-        self.previous = signal.signal(signal.Signals[self.signal_name], self.note)
+        self.previous = {signum: signal.signal(signum, self.note) for signum in self.signals}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.Signals[self.signal_name], self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def note(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received:
+            raise KeyboardInterrupt
         self.received = True
+        self.signal_name = signal.Signals(signum).name
 
     @property
     def sync_now(self) -> bool:
