@@ -1,20 +1,28 @@
-"""When the world moves under a run on shared cluster storage: two launchers on one sweep directory.
+"""When the world moves under a run on shared cluster storage: a file system that fills up, two launchers on one
+sweep directory.
 
-Real launchers (``python -m vitwarm.cli.sweep --launcher local``) of real trainers (``python -m vitwarm.train``
-on tests/tiny.yaml, image phase only), started at once on one sweep directory.
+A full disk is a real one: the run directory lies on a small tmpfs that the test mounts (as root; skipped
+where mounting is not allowed), and the trainer, a real ``python -m vitwarm.train`` on tests/tiny.yaml, stops
+itself (SIGSTOP) at a named point of a write (vitwarm.atomic.fault_point) while the test fills the file
+system, then continues into the full disk. Two launchers are real ``python -m vitwarm.cli.sweep --launcher
+local`` processes started at once on one sweep directory.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from helpers import ENV, ROOT, TINY
+from helpers import ENV, ROOT, TINY, assert_same_weights_and_records, train, train_command, trained
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +58,80 @@ def test_two_launchers_on_one_sweep_share_its_runs_and_each_run_runs_once(tmp_pa
                  if "loss" in r and "event" not in r]
         assert steps and len(steps) == len(set(steps)), f"records repeated in {run_dir}"  # one set of records
         assert not list(run_dir.glob(".tmp-*")), "a temporary file left behind"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fmnist_shards) -> Path:
+    return trained(tmp_path_factory.mktemp("storage") / "reference", fmnist_shards)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 16 MB tmpfs (a tiny run needs about 3 MB), unmounted after the test."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and a kernel that lets this process mount): "
+                    f"{result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into ``folder``'s file system until it is full."""
+    with open(folder / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
+def wait_stopped(process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while psutil.Process(process.pid).status() != psutil.STATUS_STOPPED:
+        assert process.poll() is None and time.monotonic() < deadline, "the run never reached the fault point"
+        time.sleep(0.01)
+
+
+# Where the disk fills (fault point, in the order the run passes it) and the file whose write then fails:
+# the optimizer state (torch.save) of the first warm-up checkpoint and of the first image checkpoint (the
+# 11th weights file: 8 warm-up checkpoints, the warm-up export, the warm-up's end checkpoint, then this one),
+# and the final model's export.
+MOMENTS = {
+    "warm-up checkpoint": ("write:model.safetensors@1", "checkpoints/.tmp-0-warmup-00000003/optimizer.pt"),
+    "image checkpoint": ("write:model.safetensors@11", "checkpoints/.tmp-1-image-00000003/optimizer.pt"),
+    "exports": ("export:model", "model"),
+}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_full_disk_is_one_line_and_the_same_command_finishes_once_there_is_room(small_fs, reference,
+                                                                                 fmnist_shards, moment):
+    fault, failing = MOMENTS[moment]
+    run_dir = small_fs / "run"
+    log = small_fs.parent / "stderr.txt"
+    with open(log, "w") as stderr:
+        env = ENV | {"VITWARM_KILL_AT": fault, "VITWARM_FAULT_SIGNALS": "SIGSTOP"}
+        process = subprocess.Popen(train_command(run_dir, fmnist_shards), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, env=env)
+        wait_stopped(process)
+        fill(small_fs)
+        process.send_signal(signal.SIGCONT)
+        assert process.wait(timeout=300) == 1
+    err = log.read_text()
+    lines = [line for line in err.splitlines() if line.startswith("vitwarm:")]
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"vitwarm: error: {run_dir / failing}: No space left on device (")
+    assert re.search(r"\(\d+\.\d MB free on its file system\); nothing half-written is kept", lines[0]), lines[0]
+    assert not list(run_dir.rglob(".tmp-*")) and not list(run_dir.glob(".model.tmp-*")), "temporary files left"
+    assert not (run_dir / "summary.json").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)  # the disk is grown
+    resumed = train(run_dir, fmnist_shards)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights_and_records(run_dir, reference)
