@@ -1,5 +1,5 @@
 """When the world moves under a run on shared cluster storage: a file system that fills up, two launchers on one
-sweep directory.
+sweep directory, a data set rewritten between a stop and a resume.
 
 A full disk is a real one: the run directory lies on a small tmpfs that the test mounts (as root; skipped
 where mounting is not allowed), and the trainer, a real ``python -m vitwarm.train`` on tests/tiny.yaml, stops
@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import ENV, ROOT, TINY, assert_same_weights_and_records, train, train_command, trained
+from vitwarm.data import ensure_fmnist_shards
+
+from helpers import (
+    ENV,
+    ROOT,
+    TINY,
+    assert_same_weights_and_records,
+    train,
+    train_command,
+    train_in_process,
+    trained,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +147,33 @@ def test_a_full_disk_is_one_line_and_the_same_command_finishes_once_there_is_roo
     resumed = train(run_dir, fmnist_shards)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights_and_records(run_dir, reference)
+
+
+def test_a_data_set_rewritten_between_a_stop_and_a_resume_is_refused_unless_allowed(tmp_path, fmnist_src):
+    shards, run_dir = tmp_path / "shards", tmp_path / "run"
+
+    def rewrite(fraction: float, seed: int) -> None:
+        """The shard set at the same path, written anew (200 or fewer samples per class)."""
+        shutil.rmtree(shards, ignore_errors=True)
+        ensure_fmnist_shards(shards, src=fmnist_src, fraction=fraction, val_size=500, shard_size=250, seed=seed,
+                             progress=False)
+
+    rewrite(200 / 5950, seed=0)
+    assert train(run_dir, shards, kill_at="checkpoint:files@12").returncode == -signal.SIGKILL
+    kept = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "metrics.jsonl")}
+    # Another subset; then the first one's counts and file names, drawn with another seed (other images, so
+    # some shards of other sizes).
+    for fraction, seed, changed in ((150 / 5950, 0, "train: 2000 -> 1500 samples, 8 -> 6 shard files"),
+                                    (200 / 5950, 1, "shard file(s) of other size or content, e.g. fashion_mnist-")):
+        rewrite(fraction, seed)
+        status, output = train_in_process(run_dir, shards)
+        lines = output.strip().splitlines()
+        assert status == 1 and len(lines) == 1, output
+        assert lines[0].startswith(f"vitwarm: error: {run_dir}/checkpoints/1-image-") and changed in lines[0], lines
+        assert "was trained on other data" in lines[0] and "resume_allow_changed=[data.source]" in lines[0]
+        assert {name: (run_dir / name).read_bytes() for name in kept} == kept  # nothing changed
+    allowed = train(run_dir, shards, "resume_allow_changed=[data.source]")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
+    [changes] = [e["changes"] for e in events if e["event"] == "config_changed"]
+    assert list(changes) == ["data"] and changes["data"][0].startswith("train: "), changes

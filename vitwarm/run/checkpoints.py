@@ -96,6 +96,8 @@ class RunState:
     """Steps each finished phase actually ran (a stopped warm-up runs fewer than planned)."""
     attention: dict[str, list] = field(default_factory=dict)
     """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
+    data: dict[str, dict] = field(default_factory=dict)
+    """The identity of the data the run trains on (vitwarm.data.identity): a resume on other data is refused."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:

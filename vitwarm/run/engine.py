@@ -76,7 +76,7 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
         accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
                           f"{start.summary.top1:.2f}%); nothing to do")
         return asdict(start.summary)
-    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator, start), open_log(cfg, start, accelerator),
                     stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in plan.phases:

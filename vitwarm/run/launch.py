@@ -11,12 +11,13 @@ from omegaconf import DictConfig
 
 from ..config import flatten
 from ..data import ensure_fmnist_shards, read_splits
+from ..data.identity import data_identity
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
-from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
+from .rundir import CHECKPOINTS, check_data, eval_record, hash_exports, write_config
 from .signals import StopRequest
 
 
@@ -60,12 +61,16 @@ class Launch:
         self.accelerator.wait_for_everyone()
 
 
-def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
+def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator, start: Start) -> ImageData:
+    """Write the shards if the config prepares them, find the splits, check them against the checkpoint's
+    (its data identity goes into the next checkpoints), record the config, open the loaders."""
     if accelerator.is_main_process and cfg.data.prepare == "fmnist":
         ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
     splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
+    data = data_identity(splits, content=cfg.data.strict)
+    start.changes |= check_data(cfg, start.state.data, data, start.checkpoint)
+    start.state.data = data
     if accelerator.is_main_process:
         write_config(cfg.run.dir, cfg)
     accelerator.wait_for_everyone()

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import __version__
 from ..atomic import atomic_write_text, file_hash
 from ..config import ADDED, RENAMED, flatten
+from ..data.identity import data_changes
 from ..errors import ConfigError
 
 CONFIG = "config.yaml"
@@ -112,6 +113,24 @@ def check_identity(cfg: DictConfig, recorded: dict[str, Any], source: Path) -> d
                           "same values, another run.dir, or allow the change deliberately with "
                           f"resume_allow_changed=[{','.join(refused)}]")
     return changes
+
+
+# The key whose deliberate change (resume_allow_changed) also allows other data at the same data.source.
+DATA_KEY = "data.source"
+
+
+def check_data(cfg: DictConfig, recorded: dict, current: dict, checkpoint: Path | None) -> dict[str, list]:
+    """``{"data": [what changed]}`` when the data identity ``current`` differs from the one recorded in
+    ``checkpoint`` (vitwarm.data.identity); a ConfigError unless allowed deliberately
+    (``resume_allow_changed=[data.source]``). A checkpoint of an earlier version records none: nothing to check."""
+    if not recorded or recorded == current:
+        return {}
+    changes = data_changes(recorded, current)
+    if DATA_KEY not in cfg.resume_allow_changed:
+        raise ConfigError(f"{checkpoint} was trained on other data than {cfg.data.source} holds now: "
+                          f"{'; '.join(changes)}. Use the same data, another run.dir, or allow the change "
+                          f"deliberately with resume_allow_changed=[{DATA_KEY}]")
+    return {"data": changes}
 
 
 @dataclass
