@@ -41,7 +41,7 @@ from .rundir import (
     eval_record,
     write_summary,
 )
-from .signals import StopRequest
+from .signals import StopRequest, WaitInterrupted
 from .step import StepSums, guarded_step, sync_window
 
 
@@ -160,7 +160,13 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
-            micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+            try:
+                with launch.stop.waiting_for_data():
+                    micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+            except WaitInterrupted:  # one process, its data stalled: the last finished step is the one saved
+                sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator, stop=True)
+                launch.save(phase, training, state)
+                raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, step) from None
             seed_step(cfg.seed, phase.name, step, accelerator.process_index)
             training.scheduler.step_update(step)
             step_loss = torch.zeros((), device=accelerator.device)

@@ -66,8 +66,10 @@ def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
 
 # Config keys that provably change neither the weights nor the training records of a run: where it lives,
 # how it resumes, log and checkpoint cadence, evaluation batching, token-stream workers (the stream does not
-# depend on them: test_worker_count_does_not_change_order) and shard preparation of an existing set.
-_NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "warmup.num_workers", "data.prepare")
+# depend on them: test_worker_count_does_not_change_order), shard preparation of an existing set and the
+# patience of HTTP transfers (a transfer asked again delivers the same bytes).
+_NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "warmup.num_workers", "data.prepare",
+                 "data.stall_s", "data.retries")
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:

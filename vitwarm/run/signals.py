@@ -11,6 +11,9 @@ where every process agrees to stop, so that all of them save the same step:
   checkpoint, at most ``log.every_steps`` steps later. No step gets a host sync of its own: the loop keeps
   its one sync per log window (tests/test_host_syncs.py).
 
+In one process, a signal that comes while the loop waits for its next batches (a stalled shard server, a
+blocked mount) ends the wait at once, and the run saves the last finished step.
+
 A stop at a phase's last step lets the phase end as usual; the next phase stops at its first boundary, and
 a signal during the final evaluation lets the run finish. The stop writes no record to metrics.jsonl, so
 that the resumed run's records are exactly the uninterrupted run's; it prints one line instead.
@@ -23,11 +26,17 @@ default) before it kills them (docs/training.md).
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Stopped
 from .checkpoints import checkpoint_name
 from .rundir import CHECKPOINTS
+
+
+class WaitInterrupted(Exception):
+    """The stop signal came while the loop waited for data: the run stops at the last finished step."""
 
 
 class StopRequest:
@@ -44,6 +53,7 @@ class StopRequest:
         self.signals = {signal.Signals[signal_name], signal.SIGINT}
         self.alone = num_processes == 1
         self.received = False  # set by the handler; read by the loop at step boundaries
+        self.waiting = False  # inside waiting_for_data()
         self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
@@ -59,6 +69,20 @@ class StopRequest:
             raise KeyboardInterrupt
         self.received = True
         self.signal_name = signal.Signals(signum).name
+        if self.waiting:
+            raise WaitInterrupted
+
+    @contextmanager
+    def waiting_for_data(self) -> Iterator[None]:
+        """A block that waits for batches: in a lone process a stop signal there ends the wait at once
+        (WaitInterrupted), since a stalled source (a hung server, a blocked mount) may never finish the step.
+        Several processes agree on their stop at a sync instead (a wait is part of every step): a stalled
+        source ends their run through ``data.stall_s``."""
+        self.waiting = self.alone
+        try:
+            yield
+        finally:
+            self.waiting = False
 
     @property
     def sync_now(self) -> bool:
