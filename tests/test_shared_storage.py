@@ -1,5 +1,5 @@
-"""When the world moves under a run on shared cluster storage: a file system that fills up, two launchers on one
-sweep directory, a data set rewritten between a stop and a resume.
+"""When the world moves under a run on shared cluster storage: a file system that fills up, links planted in a
+run directory, two launchers on one sweep directory, a data set rewritten between a stop and a resume.
 
 A full disk is a real one: the run directory lies on a small tmpfs that the test mounts (as root; skipped
 where mounting is not allowed), and the trainer, a real ``python -m vitwarm.train`` on tests/tiny.yaml, stops
@@ -24,6 +24,8 @@ import psutil
 import pytest
 
 from vitwarm.data import ensure_fmnist_shards
+from vitwarm.run.rundir import LOCK, WRITTEN
+from vitwarm.sweeps.launch import LOG_FILE, run_command
 
 from helpers import (
     ENV,
@@ -177,3 +179,41 @@ def test_a_data_set_rewritten_between_a_stop_and_a_resume_is_refused_unless_allo
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"event"' in line]
     [changes] = [e["changes"] for e in events if e["event"] == "config_changed"]
     assert list(changes) == ["data"] and changes["data"][0].startswith("train: "), changes
+
+
+# Every name a run writes in its directory (vitwarm.run.rundir.WRITTEN, the lock, the trackers' folder), planted
+# as a link to a file or folder of the user's outside it; the folders' names are linked to a folder.
+FOLDERS = ("checkpoints", "warmup", "model", "vitwarm")
+
+
+@pytest.mark.parametrize("name", [*WRITTEN, LOCK, "vitwarm"])
+def test_a_name_planted_as_a_link_is_refused_in_one_line_and_its_target_is_unchanged(tmp_path, fmnist_shards, name):
+    run_dir, target = tmp_path / "run", tmp_path / "users" / name
+    run_dir.mkdir()
+    if name in FOLDERS:
+        target.mkdir(parents=True)
+        (target / "notes.txt").write_text("the user's own notes\n")
+    else:
+        target.parent.mkdir()
+        target.write_text("the user's own text\n")
+    before = {p: p.read_bytes() for p in sorted(target.parent.rglob("*")) if p.is_file()}
+    (run_dir / name).symlink_to(target, target_is_directory=name in FOLDERS)
+    trackers = ("log.trackers=[tensorboard]",) if name == "vitwarm" else ()
+    status, output = train_in_process(run_dir, fmnist_shards, *trackers)
+    lines = output.strip().splitlines()
+    assert status == 1 and len(lines) == 1, output
+    planted = f"vitwarm: error: {run_dir / name} is a symbolic link (to {target}), not the run's "
+    assert lines[0].startswith(planted), lines
+    assert {p: p.read_bytes() for p in sorted(target.parent.rglob("*")) if p.is_file()} == before
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted({name, LOCK})  # nothing else written
+
+
+def test_the_sweep_launcher_appends_to_no_planted_log(tmp_path):
+    target = tmp_path / "users_file"
+    target.write_text("the user's own text\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOG_FILE).symlink_to(target)
+    with pytest.raises(OSError, match="Too many levels of symbolic links") as refused:
+        run_command(["true"], tmp_path / "run" / LOG_FILE)
+    assert refused.value.filename == str(tmp_path / "run" / LOG_FILE)
+    assert target.read_text() == "the user's own text\n"

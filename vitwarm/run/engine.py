@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> dict:
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
     # signal only noted until a step boundary (vitwarm.run.signals).
-    with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
+    with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator, (cfg.log.project,) if cfg.log.trackers else ()),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
 

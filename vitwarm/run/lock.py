@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from ..errors import ConfigError, one_line
-from .rundir import LOCK
+from .rundir import LOCK, refuse_links
 
 
 class RunDirInUse(ConfigError):
@@ -157,15 +157,20 @@ def lock_holder(run_dir: str | Path) -> str | None:
 
 
 @contextmanager
-def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator) -> Iterator[None]:
-    """RUN_DIR's lock for the whole launch (``enabled``: ``run.lock``). The main process takes it and tells
-    the others whether it could, so that a refused launch stops in every process at once, in one line."""
+def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator, more: tuple[str, ...] = ()) -> Iterator[None]:
+    """RUN_DIR's lock for the whole launch (``enabled``: ``run.lock``), and none of its names (``more`` besides
+    vitwarm.run.rundir's) a planted link. The main process takes the lock, looks, and tells the others
+    whether it could, so that a refused launch stops in every process at once, in one line."""
     lock, refusal = None, None
-    if enabled and accelerator.is_main_process:
+    if accelerator.is_main_process:
         try:
-            lock = lock_run_dir(run_dir)
+            lock = lock_run_dir(run_dir) if enabled else None
+            refuse_links(run_dir, more)
         except (ConfigError, OSError) as err:
             refusal = one_line(err)
+            if lock:
+                lock.release()
+                lock = None
     [refusal] = broadcast_object_list([refusal])
     if refusal:
         raise RunDirInUse(refusal)

@@ -8,11 +8,14 @@
       model/               the final image model, head included (a timm hub folder)
       summary.json         written last: the run is finished when it parses and its identity matches
       overrides.json       a sweep's run only: the overrides the sweep gave it (vitwarm.sweeps.names)
+      launch.log           a sweep's run only: the output of each launch, appended (vitwarm.sweeps.launch)
       .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
       <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
-process killed at any moment leaves the old file or the new one, never a mix.
+process killed at any moment leaves the old file or the new one, never a mix. None of these names is
+followed as a link: a launch finding one planted there refuses (``refuse_links``), since the run would
+write, append or delete through it (a shared project folder lets others plant them).
 
 The trainer and the sweep tools both read the directory through this module only: it names every file and
 folder of it (the checkpoints' inner files are vitwarm.run.checkpoints', the exports' vitwarm.models.hub's).
@@ -48,6 +51,19 @@ WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up
 MODEL_EXPORT = "model"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
+LAUNCH_LOG = "launch.log"
+# Every name the run (or its sweep) writes in RUN_DIR, but the lock file (opened with O_NOFOLLOW itself).
+WRITTEN = (CONFIG, METRICS, SUMMARY, OVERRIDES, LAUNCH_LOG, CHECKPOINTS, *EXPORTS)
+
+
+def refuse_links(run_dir: str | Path, more: tuple[str, ...] = ()) -> None:
+    """A ConfigError naming the first of RUN_DIR's names (``WRITTEN`` and ``more``, e.g. the trackers' folder)
+    that is a symbolic link: the run would write through it, into a file or folder that is not the run's."""
+    for name in (*WRITTEN, *more):
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}), not the run's {name}; vitwarm "
+                              "follows no link in a run directory: remove it or choose another run.dir")
 
 
 def hash_exports(run_dir: str | Path) -> dict[str, str]:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TextIO
 
 from vitwarm.run.lock import lock_holder
-from vitwarm.run.rundir import run_state
+from vitwarm.run.rundir import LAUNCH_LOG, run_state
 from vitwarm.sweeps.grid import Run, Sweep
 
-LOG_FILE = "launch.log"
+LOG_FILE = LAUNCH_LOG
 
 
 def say(message: str) -> None:
@@ -53,7 +53,8 @@ def run_command(command: list[str], log_path: Path, env: dict | None = None, pre
     this process may wait for the same process meanwhile (``SlurmJob.checkpoint``).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
+    # Appended, so never through a link planted in the run directory (refused with ELOOP, naming the file).
+    with open(log_path, "a", opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW, 0o644)) as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         log.flush()
         with subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn) as proc:
