@@ -148,6 +148,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_finishes_once_there_is_roo
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)  # the disk is grown
     resumed = train(run_dir, fmnist_shards)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "warning" not in resumed.stdout  # room enough now for a checkpoint and the exports
     assert_same_weights_and_records(run_dir, reference)
 
 
@@ -217,3 +218,12 @@ def test_the_sweep_launcher_appends_to_no_planted_log(tmp_path):
         run_command(["true"], tmp_path / "run" / LOG_FILE)
     assert refused.value.filename == str(tmp_path / "run" / LOG_FILE)
     assert target.read_text() == "the user's own text\n"
+
+
+def test_too_little_room_for_a_checkpoint_and_the_exports_is_a_warning_at_the_start(small_fs, fmnist_shards):
+    subprocess.run(["mount", "-o", "remount,size=1m", str(small_fs)], check=True)  # the tiny run saves ~1.5 MB
+    result = train(small_fs / "run", fmnist_shards)
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("vitwarm: warning: ")]
+    assert len(warnings) == 1 and re.match(rf"vitwarm: warning: {small_fs / 'run'} has 1\.0 MB free, less than the "
+                                           r"1\.\d MB one checkpoint and the exports take", warnings[0]), warnings
+    assert result.returncode == 1 and "No space left on device" in result.stderr  # and then, as it warned

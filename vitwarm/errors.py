@@ -80,16 +80,21 @@ ANTICIPATED = (VitwarmError, ValueError, OSError, yaml.YAMLError, OmegaConfBaseE
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
-def free_space(path: str) -> str:
-    """The space free for writing where ``path`` is (or would be), e.g. '1.3 MB free on its file system'."""
+def free_bytes(path: str) -> int | None:
+    """Bytes free for writing on the file system where ``path`` is (or would be); None when unknown."""
     folder = os.path.abspath(path)
     while not os.path.isdir(folder) and folder != os.path.dirname(folder):
         folder = os.path.dirname(folder)
     try:
-        free = shutil.disk_usage(folder).free
+        return shutil.disk_usage(folder).free
     except OSError:
-        return "free space unknown"
-    return f"{free / 1e6:.1f} MB free on its file system"
+        return None
+
+
+def free_space(path: str) -> str:
+    """The space free for writing where ``path`` is, e.g. '1.3 MB free on its file system'."""
+    free = free_bytes(path)
+    return "free space unknown" if free is None else f"{free / 1e6:.1f} MB free on its file system"
 
 
 def one_line(err: BaseException) -> str:

@@ -39,6 +39,7 @@ from .rundir import (
     Summary,
     environment,
     eval_record,
+    space_warning,
     write_summary,
 )
 from .signals import StopRequest, WaitInterrupted
@@ -82,6 +83,8 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
     for phase in plan.phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "
                           f"samples, ~{phase.flops:.2e} FLOP")
+    if low := space_warning(cfg.run.dir, plan.save_bytes):  # a full disk later loses nothing, but the user's time
+        accelerator.print(low)
     if start.checkpoint:
         accelerator.print(f"vitwarm: resuming from {start.checkpoint} ({start.state.phase} step {start.state.step})")
     final = run_phases(launch, start)

@@ -39,7 +39,7 @@ from .. import __version__
 from ..atomic import atomic_write_text, file_hash
 from ..config import ADDED, RENAMED, flatten
 from ..data.identity import data_changes
-from ..errors import ConfigError
+from ..errors import ConfigError, free_bytes
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -73,6 +73,16 @@ def hash_exports(run_dir: str | Path) -> dict[str, str]:
     return {path.relative_to(run_dir).as_posix(): file_hash(path)
             for name in EXPORTS if (run_dir / name).is_dir()
             for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
+
+
+def space_warning(run_dir: str | Path, needed: int) -> str | None:
+    """A warning line when RUN_DIR's file system has less free space than ``needed`` bytes (Plan.save_bytes)."""
+    free = free_bytes(str(run_dir))
+    if free is None or free >= needed:
+        return None
+    return (f"vitwarm: warning: {run_dir} has {free / 1e6:.1f} MB free, less than the {needed / 1e6:.1f} MB one "
+            "checkpoint and the exports take: the run stops at the first write that does not fit (make room, "
+            "then the same command resumes)")
 
 
 def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
