@@ -10,7 +10,7 @@ import re
 import pytest
 
 from vitwarm.errors import ConfigError
-from vitwarm.run.lock import RunDirInUse, lock_run_dir
+from vitwarm.run.lock import RunDirInUse, lock_holder, lock_run_dir
 
 
 def test_a_held_directory_is_refused_naming_the_holder_and_free_again_once_released(tmp_path):
@@ -74,3 +74,12 @@ def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_nothing_is_writte
         lock_run_dir(run_dir)
     assert target.read_text() == "the user's own text\n"
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_sweep_launcher_sees_who_holds_a_run(tmp_path):
+    assert lock_holder(tmp_path / "absent") is None and lock_holder(tmp_path) is None
+    held = lock_run_dir(tmp_path)
+    assert lock_holder(tmp_path) == (tmp_path / ".lock").read_text().strip()
+    held.release()
+    assert lock_holder(tmp_path) is None
+    lock_run_dir(tmp_path).release()  # the looks left nothing held

@@ -115,16 +115,15 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OSError(err.errno, f"cannot lock the run directory ({err.strerror}); on a file system "
                                          "without working locks set run.lock=false", str(path)) from err
-            holder = path.read_text().strip()
-            # No holder line: a launch starting or stopping, or a sweep launcher's look (lock_holder), which
-            # holds the lock for microseconds: look again a few times before refusing.
-            if not holder and probes < 5:
+            # A sweep launcher's look (lock_holder) holds the lock for microseconds: try a few times before
+            # refusing (a quarter of a second in all).
+            if probes < 5:
                 probes += 1
                 time.sleep(0.05)
                 continue
-            raise RunDirInUse(f"run directory {run_dir} is in use by another launch "
-                              f"({holder or 'a launch that is starting or stopping'}); wait for it to end, stop "
-                              "it, or choose another run.dir") from None
+            holder = path.read_text().strip() or "a launch that is starting or stopping"
+            raise RunDirInUse(f"run directory {run_dir} is in use by another launch ({holder}); wait for it to "
+                              "end, stop it, or choose another run.dir") from None
         # A releasing holder may have removed the file between our open and our lock: lock the one in place.
         if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
             break
