@@ -3,9 +3,11 @@
 This is a leaf module: it imports nothing else of vitwarm, so the run directory (vitwarm.run), the hub
 exports (vitwarm.models.hub) and the checkpoints can all use it without importing each other.
 
-Every file goes through ``atomic_write``: a temporary file in the same folder, flushed and fsynced, renamed
-over the old one, then the folder fsynced. ``fault_point`` names the dangerous moments so that tests can
-kill a real process exactly there (``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage).
+Every file goes through ``atomic_write``: a temporary file of its writer's own in the same folder, flushed
+and fsynced, renamed over the old one, then the folder fsynced; a write that fails removes its temporary
+file and raises an OSError naming the file (``writing``: also for torch's and safetensors' own errors).
+``fault_point`` names the dangerous moments so that tests can kill a real process exactly there
+(``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage), or send it other signals there.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 
