@@ -4,7 +4,12 @@ The lock is ``flock(2)`` on an open file: the kernel drops it when the holder's 
 that dies (any signal, SIGKILL included) leaves no stale lock, and nothing ever has to be deleted by hand.
 The file itself stays; after taking the lock the holder writes who it is (host, PID, start time), which a
 refused launch quotes. Only the main process locks: the other processes of a launch write nothing the main
-process does not coordinate.
+process does not coordinate. The file is opened without following a link (a shared folder lets others plant
+one there), and anything but a regular file is refused; the other names of the directory are checked for
+planted links right after locking (vitwarm.run.rundir.refuse_links).
+
+Sweep launchers sharing a sweep look at a run's lock (``lock_holder``) before they start it, to leave a run
+that another launcher's trainer holds to that launcher.
 
 Where ``flock`` does not work (some NFS mounts without lock support answer ENOLCK; on others, and on Lustre
 mounted without ``flock``, a lock may hold only on one node), ``run.lock=false`` turns the lock off: then
