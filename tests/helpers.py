@@ -49,9 +49,12 @@ def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
             f"run.dir={run_dir}", *overrides]
 
 
-def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """A run; ``kill_at``: the fault point (vitwarm.atomic.fault_point, ``name@N``) at which it SIGKILLs itself."""
+def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None,
+          signals: str | None = None) -> subprocess.CompletedProcess:
+    """A run; ``kill_at``: the fault point (vitwarm.atomic.fault_point, ``name@N``) at which it SIGKILLs itself,
+    or sends itself ``signals`` (``SIGINT,SIGINT``)."""
     env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
+    env |= {"VITWARM_FAULT_SIGNALS": signals} if signals else {}
     return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
 

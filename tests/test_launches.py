@@ -67,17 +67,20 @@ def training_record_written(run_dir: Path):
     return ready
 
 
-def test_sigterm_to_the_launcher_stops_both_processes_at_one_saved_step(tmp_path, reference, fmnist_shards):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_to_the_launcher_stops_both_processes_at_one_saved_step(tmp_path, reference, fmnist_shards, stop):
     run_dir = tmp_path / "run"
     overrides = ("checkpoint.every_steps=1000",)  # a checkpoint inside the phase can only be the stop's
     process = subprocess.Popen(launch_command(run_dir, fmnist_shards, *overrides), cwd=ROOT, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(training_record_written(run_dir), process)
-    process.send_signal(signal.SIGTERM)  # the launcher only: it forwards the signal to its workers
+    # The launcher's group (a terminal's Ctrl-C): the launcher forwards the signal to its workers, which run in
+    # sessions of their own.
+    os.killpg(process.pid, stop)
     out, err = process.communicate(timeout=60)
-    # torch's launcher ends as the signal it got says (128 + 15), whatever its workers returned (75 each).
-    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
-    stops = [line for line in err.splitlines() if line.startswith("vitwarm: stopped on SIGTERM at image step ")]
+    # torch's launcher ends as the signal it got says (128 + 15, 128 + 2), whatever its workers returned (75 each).
+    assert process.returncode == 128 + stop, err[-3000:]
+    stops = [line for line in err.splitlines() if line.startswith(f"vitwarm: stopped on {stop.name} at image step ")]
     assert len(stops) == 1 and "internal error" not in err, err[-3000:]
     step = int(re.search(r"image step (\d+)", stops[0]).group(1))
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"0-image-{step:08d}"]

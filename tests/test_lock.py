@@ -5,10 +5,12 @@ tests/test_preemption.py refuses a second real launch."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
-from vitwarm.run.lock import RunDirInUse, lock_run_dir
+from vitwarm.errors import ConfigError
+from vitwarm.run.lock import RunDirInUse, lock_holder, lock_run_dir
 
 
 def test_a_held_directory_is_refused_naming_the_holder_and_free_again_once_released(tmp_path):
@@ -51,3 +53,33 @@ def test_a_forked_child_does_not_keep_the_lock(tmp_path):
     lock_run_dir(tmp_path).release()  # free although the child still runs
     os.close(write_end)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+@pytest.mark.parametrize("planted", ["link to a file", "link to nothing", "folder", "named pipe"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_nothing_is_written_through_it(tmp_path, planted):
+    run_dir, target = tmp_path / "run", tmp_path / "users_file"
+    run_dir.mkdir()
+    target.write_text("the user's own text\n")
+    path = run_dir / ".lock"
+    if planted == "link to a file":
+        path.symlink_to(target)
+    elif planted == "link to nothing":
+        path.symlink_to(tmp_path / "absent")
+    elif planted == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    expected = {"folder": "a folder", "named pipe": "a named pipe"}.get(planted, "a symbolic link (to ")
+    with pytest.raises(ConfigError, match=f"{path} is {re.escape(expected)}.*not the run's lock file"):
+        lock_run_dir(run_dir)
+    assert target.read_text() == "the user's own text\n"
+    assert not (tmp_path / "absent").exists()
+
+
+def test_a_sweep_launcher_sees_who_holds_a_run(tmp_path):
+    assert lock_holder(tmp_path / "absent") is None and lock_holder(tmp_path) is None
+    held = lock_run_dir(tmp_path)
+    assert lock_holder(tmp_path) == (tmp_path / ".lock").read_text().strip()
+    held.release()
+    assert lock_holder(tmp_path) is None
+    lock_run_dir(tmp_path).release()  # the looks left nothing held

@@ -11,6 +11,7 @@ starts.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -151,4 +152,43 @@ def test_the_sweeps_slurm_job_saves_before_the_requeue_and_the_requeued_job_fini
     assert list(run_dir.glob("checkpoints/1-image-*")), "no checkpoint of the step reached"
     assert SlurmJob(command, run_dir, run_identity)() == str(run_dir)
     assert "run.stop_signal=SIGUSR2" in (run_dir / "launch.log").read_text()
+    assert_same_weights_and_records(run_dir, reference)
+
+
+def test_ctrl_c_is_the_polite_stop_and_the_same_command_resumes(tmp_path, reference, fmnist_shards):
+    # Ctrl-C at a terminal signals the terminal's foreground process group: the trainer's, here.
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, fmnist_shards, *OVERRIDES)
+    process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    wait_for(image_record_written(run_dir), process)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == STOPPED, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("vitwarm:")]
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("vitwarm: stopped on SIGINT at image step ") and "run the same command" in lines[0]
+    step = int(re.search(r"image step (\d+)", lines[0]).group(1))
+    resumed = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and f"(image step {step})" in resumed.stdout, resumed.stderr[-3000:]
+    assert_same_weights_and_records(run_dir, reference)
+
+
+def test_a_second_ctrl_c_during_a_save_stops_at_once_and_the_previous_checkpoint_is_used(tmp_path, reference,
+                                                                                         fmnist_shards):
+    # Two Ctrl-C land while the image phase's end checkpoint is written (after its files, before its
+    # state.json): the first asks for the polite stop, the second stops at once.
+    run_dir = tmp_path / "run"
+    interrupted = train(run_dir, fmnist_shards, *OVERRIDES, kill_at="checkpoint:files@2",
+                        signals="SIGINT,SIGINT")
+    assert interrupted.returncode == 130, interrupted.stderr[-3000:]
+    lines = [line for line in interrupted.stderr.splitlines() if line.startswith("vitwarm:")]
+    assert "Traceback" not in interrupted.stderr and len(lines) == 1, interrupted.stderr[-3000:]
+    assert lines[0].startswith("vitwarm: interrupted by Ctrl-C; stopped at once"), lines
+    # The save under way is gone, nothing half-written is left; the warm-up's end is the newest checkpoint.
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["0-warmup-00000025"]
+    assert not [p for p in run_dir.rglob(".tmp-*")], list(run_dir.rglob(".tmp-*"))
+    resumed = subprocess.run(train_command(run_dir, fmnist_shards, *OVERRIDES), cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "(warmup step 25)" in resumed.stdout, resumed.stderr[-3000:]
     assert_same_weights_and_records(run_dir, reference)

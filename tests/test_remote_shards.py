@@ -7,9 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +24,7 @@ from vitwarm.cli.train import main as train_main
 from vitwarm.config import load_config
 from vitwarm.data import DataError, make_train_loader, make_val_loader, read_dataset_info, read_splits
 
-from helpers import PER_STEP_LOGS, TINY, kill_once, train, train_records
+from helpers import ENV, PER_STEP_LOGS, ROOT, TINY, kill_once, train, train_command, train_records
 
 FM = dict(img_size=28, in_chans=1)
 
@@ -37,17 +41,41 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class StallingHandler(RecordingHandler):
+    """Answers a GET of ``stalled`` (a path) with its headers and its first 20 kB, then sends nothing more until
+    ``released`` is set: what a hung gateway or object-store proxy does. Everything else is served."""
+
+    stalled: str
+    released: threading.Event
+
+    def do_GET(self) -> None:
+        if self.path != self.stalled:
+            return super().do_GET()
+        body = Path(self.translate_path(self.path)).read_bytes()
+        self.send_response(200)  # recorded in ``requests`` (log_request)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:20_000])
+        self.wfile.flush()
+        self.released.wait()
+
+
 @contextlib.contextmanager
-def serve(directory) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """``http://127.0.0.1:PORT`` serving ``directory``, and the list of the requests it answered."""
+def serve(directory, stalled: str | None = None) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """``http://127.0.0.1:PORT`` serving ``directory``, and the list of the requests it answered; with
+    ``stalled`` (a path such as ``/x-0003.tar``), a server that stalls that file's body (StallingHandler)."""
     requests: list[tuple[str, str]] = []
-    handler = type("Handler", (RecordingHandler,), {"requests": requests})
+    released = threading.Event()
+    handler = type("Handler", (StallingHandler if stalled else RecordingHandler,),
+                   {"requests": requests, "stalled": stalled, "released": released})
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", requests
     finally:
+        released.set()
         server.shutdown()
         server.server_close()
 
@@ -168,3 +196,37 @@ def test_killed_run_over_http_resumes_to_the_weights_of_a_local_run(tmp_path, fm
     assert OmegaConf.load(run_dir / "config.yaml").data.source == http_root
     # Each of the two processes (killed, resumed) fetched the _info.json once.
     assert requests.count(("GET", "/_info.json")) == 2
+
+
+STALLED = "/fashion_mnist-train-0003.tar"
+
+
+@pytest.mark.slow
+def test_a_stalled_shard_transfer_ends_the_run_in_one_line_naming_the_url(tmp_path, fmnist_shards):
+    with serve(fmnist_shards, stalled=STALLED) as (root, requests):
+        result = train(tmp_path / "run", root, "data.stall_s=1", "data.retries=2")
+    assert requests.count(("GET", STALLED)) == 3  # the first try and two more, from the byte reached
+    lines = [line for line in result.stderr.splitlines() if line.startswith("vitwarm:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"vitwarm: error: {root}{STALLED} stalled: no byte for 1 s after 20000 bytes, on 3 "
+                               "tries (data.stall_s=1, data.retries=2)"), lines
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_stalled_transfer_stops_the_run_at_its_last_step(tmp_path, fmnist_shards):
+    run_dir = tmp_path / "run"
+    with serve(fmnist_shards, stalled=STALLED) as (root, requests):
+        # No stall limit that could end the run first: only the signal can.
+        process = subprocess.Popen(train_command(run_dir, root, "data.stall_s=3600"), cwd=ROOT, env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while ("GET", STALLED) not in requests:
+            assert process.poll() is None and time.monotonic() < deadline, "the stalled shard was never asked for"
+            time.sleep(0.1)
+        time.sleep(2)  # the batches read before the stall are trained on: the run now waits for data
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)  # the promise: stopped within 60 s
+    lines = [line for line in err.splitlines() if line.startswith("vitwarm:")]
+    assert process.returncode == 75 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith("vitwarm: stopped on SIGTERM at image step "), lines
+    assert list(run_dir.glob("checkpoints/1-image-*")), "the step reached was not saved"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vitwarm.atomic import atomic_write_text, safetensors_bytes, write_safetensors
+from vitwarm.atomic import atomic_write_text, safetensors_bytes, temporary_name, write_safetensors
 from vitwarm.config import ADDED, load_config
 from vitwarm.run.rundir import Summary, changed_keys, identity, read_summary, run_state
 
@@ -31,8 +32,19 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, kill):
     result = subprocess.run([sys.executable, "-c", WRITE, str(path)], env=env, capture_output=True)
     assert result.returncode == (-9 if kill else 0), result.stderr
     assert path.read_text() == ("old content\n" if kill else "new content\n")
-    atomic_write_text(path, "later\n")  # a leftover temporary file does not get in the way
-    assert path.read_text() == "later\n"
+    assert len(list(tmp_path.glob(".tmp-summary.json@*"))) == (1 if kill else 0)  # the killed writer's
+    atomic_write_text(path, "later\n")  # the dead writer's temporary file is removed, not in the way
+    assert path.read_text() == "later\n" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_each_writer_has_its_own_temporary_file_and_a_live_writers_is_left_alone(tmp_path):
+    path = tmp_path / "overrides.json"
+    names = {temporary_name(path).name for _ in range(2)}
+    assert len(names) == 2 and all(f"-{os.getpid()}-" in name for name in names)
+    live = tmp_path / f".tmp-overrides.json@{socket.gethostname()}-{os.getppid()}-0123abcd"  # a writer still at work
+    live.write_text("half")
+    atomic_write_text(path, "{}\n")
+    assert live.read_text() == "half" and path.read_text() == "{}\n"
 
 
 SAVE = """

@@ -18,6 +18,7 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from vitwarm.config import load_config
+from vitwarm.run.checkpoints import where_to_start
 from vitwarm.run.context import open_data
 from vitwarm.run.engine import accelerate_precision
 from vitwarm.run.phases import KINDS
@@ -53,7 +54,7 @@ def phases_of(tmp_path):
         cfg = load_config(TINY, [*SYNTHETIC, f"run.dir={tmp_path}", *overrides])
         plan = preflight(cfg, world_size=1)
         accelerator = Accelerator(cpu=True, mixed_precision=accelerate_precision(cfg.precision))
-        images = open_data(cfg, plan, accelerator)
+        images = open_data(cfg, plan, accelerator, where_to_start(cfg))
         warmup_phase, image_phase = plan.phases
         warmup = KINDS["warmup"].setup(cfg, warmup_phase, accelerator, images, start_step=0)
         KINDS["warmup"].end(cfg, warmup, accelerator, images)  # the export the image phase starts from

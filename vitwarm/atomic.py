@@ -3,28 +3,38 @@
 This is a leaf module: it imports nothing else of vitwarm, so the run directory (vitwarm.run), the hub
 exports (vitwarm.models.hub) and the checkpoints can all use it without importing each other.
 
-Every file goes through ``atomic_write``: a temporary file in the same folder, flushed and fsynced, renamed
-over the old one, then the folder fsynced. ``fault_point`` names the dangerous moments so that tests can
-kill a real process exactly there (``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage).
+Every file goes through ``atomic_write``: a temporary file of its writer's own in the same folder, flushed
+and fsynced, renamed over the old one, then the folder fsynced; a write that fails removes its temporary
+file and raises an OSError naming the file (``writing``: also for torch's and safetensors' own errors).
+``fault_point`` names the dangerous moments so that tests can kill a real process exactly there
+(``VITWARM_KILL_AT=name`` or ``name@N`` for its N-th passage), or send it other signals there.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 import signal
+import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FAULT_ENV = "VITWARM_KILL_AT"
+FAULT_SIGNALS_ENV = "VITWARM_FAULT_SIGNALS"
 _passages: Counter[str] = Counter()
 
 
 def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``)."""
+    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``);
+    ``VITWARM_FAULT_SIGNALS`` sends other signals there instead, one after another (``SIGINT,SIGINT``: two
+    Ctrl-C in the middle of a save)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -32,7 +42,8 @@ def fault_point(name: str) -> None:
     if target == name:
         _passages[name] += 1
         if _passages[name] == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+            for signal_name in os.environ.get(FAULT_SIGNALS_ENV, "SIGKILL").split(","):
+                os.kill(os.getpid(), signal.Signals[signal_name])
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -47,16 +58,91 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+# A writer's temporary file: .tmp-NAME@HOST-PID-RANDOM. Two writers of one file (two sweep launchers, say)
+# never share one, and a leftover names its writer, so that a later writer on the same host can tell a dead
+# writer's leftover (removed) from a live one's (left alone).
+_TMP = re.compile(r"^\.tmp-(?P<name>.+)@(?P<host>[^@]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
+def temporary_name(path: Path) -> Path:
+    """A temporary file beside ``path`` that only this process writes (host, PID and a random suffix)."""
+    return path.with_name(f".tmp-{path.name}@{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    return True
+
+
+def remove_dead_writers_leftovers(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by writers of this host that died mid-write (a SIGKILL)."""
+    host = socket.gethostname()
+    for leftover in path.parent.glob(f".tmp-{glob.escape(path.name)}@*"):
+        match = _TMP.match(leftover.name)
+        if match and match["name"] == path.name and match["host"] == host and not _alive(int(match["pid"])):
+            leftover.unlink(missing_ok=True)
+
+
+def named_os_error(err: BaseException, path: str | Path) -> OSError | None:
+    """``err``, the failure of a write to ``path``, as an OSError that names a file: an OSError without a file
+    name gets ``path``, and so does a library's error that wraps an OS error (safetensors: "... (os error
+    28)"); None when ``err`` is no OS error."""
+    if isinstance(err, OSError):
+        return err if err.filename is not None else OSError(err.errno, err.strerror, str(path))
+    wrapped = re.search(r"\(os error (\d+)\)", str(err))
+    if wrapped:
+        number = int(wrapped[1])
+        return OSError(number, os.strerror(number), str(path))
+    return None
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Any OS error of what the block writes raised as an OSError naming ``path`` (see named_os_error), so
+    that a full disk is one line naming the file (vitwarm.errors.one_line adds the free space)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 (re-raised, as itself unless it wraps an OS error)
+        named = named_os_error(err, path)
+        if named is None or named is err:
+            raise
+        raise named from err
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save`` through a Python file: a failed write raises its OSError (a full disk: ENOSPC), where
+    torch's own file writer raises a RuntimeError that names neither ("unexpected pos")."""
+    import torch  # here: a leaf module that imports torch only where it is needed
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place."""
+    """Call ``write(tmp)`` for a temporary file beside ``path``, make it durable, rename it into place.
+
+    A write that fails (a full disk, say) or is interrupted (a second Ctrl-C) removes its temporary file
+    and leaves the old ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    write(tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
-    os.replace(tmp, path)
+    remove_dead_writers_leftovers(path)
+    tmp = temporary_name(path)
+    try:
+        with writing(path):
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            fault_point(f"write:{path.name}")  # the new copy is complete beside the old one
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
     return path
 

@@ -316,6 +316,10 @@ class DataConfig:
     """Normalisation std per channel; None uses the data set's or ImageNet's."""
     strict: bool = False
     """Fail on a corrupt sample instead of skipping and counting it."""
+    stall_s: float = checked(60.0, Range(0, low_open=True))
+    """Seconds an HTTP(S) shard transfer may go without a byte before it counts as stalled and is asked again."""
+    retries: int = checked(3, Range(0))
+    """Times a stalled or broken HTTP(S) shard transfer is asked again (from the byte reached) before the run fails."""
     crop_pct: float = checked(0.875, Range(0, 1, low_open=True))
     """Centre-crop fraction at evaluation."""
     aug: AugConfig = field(default_factory=AugConfig)
@@ -400,7 +404,7 @@ class RunConfig:
     systems without working flock, where nothing then stops two launches from writing one directory."""
     stop_signal: str = checked("SIGTERM", OneOf(("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")))
     """Signal that stops the run politely: save the step reached, exit 75; the same command resumes (a
-    scheduler's warning signal, e.g. SLURM's --signal)."""
+    scheduler's warning signal, e.g. SLURM's --signal). Ctrl-C (SIGINT) always stops politely as well."""
 
 
 @dataclass

@@ -4,7 +4,8 @@
 its message names the key, file, shard or sample and what would be valid. ``one_line_errors`` wraps a
 command's ``main(argv)``: anticipated failures become exactly one line ``vitwarm: error: ...`` on stderr and
 exit status 1; ``ArgumentParser`` does the same for usage errors (usage, then the line, exit status 2).
-A run stopped on request (``Stopped``) says how to resume and exits with ``STOPPED`` (75). A process whose
+A run stopped on request (``Stopped``) says how to resume and exits with ``STOPPED`` (75); one stopped at
+once by Ctrl-C (KeyboardInterrupt) says so in one line and exits with ``INTERRUPTED`` (130). A process whose
 peer died mid-collective (``peer_lost``) says so in one line and exits 1: the peer reports the cause.
 Anything else is a bug: its traceback is printed, then one line saying so.
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -46,6 +49,12 @@ STOPPED = 75
 """Exit status of a run stopped on its stop signal after saving: "stopped, resumable" (EX_TEMPFAIL of sysexits.h)."""
 
 
+INTERRUPTED = 130
+"""Exit status of a command stopped at once by Ctrl-C (128 + SIGINT, as a shell reports it)."""
+INTERRUPTED_LINE = ("interrupted by Ctrl-C; stopped at once: a save under way was discarded, the newest complete "
+                    "checkpoint stays; run the same command to resume from it")
+
+
 class Stopped(Exception):
     """The run saved a checkpoint and stopped on request; the message says where and how to resume."""
 
@@ -67,10 +76,37 @@ def peer_lost(err: BaseException) -> bool:
 ANTICIPATED = (VitwarmError, ValueError, OSError, yaml.YAMLError, OmegaConfBaseException, SafetensorError)
 
 
+# Errors of a file system that cannot take a write: full or over quota.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free for writing on the file system where ``path`` is (or would be); None when unknown."""
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def free_space(path: str) -> str:
+    """The space free for writing where ``path`` is, e.g. '1.3 MB free on its file system'."""
+    free = free_bytes(path)
+    return "free space unknown" if free is None else f"{free / 1e6:.1f} MB free on its file system"
+
+
 def one_line(err: BaseException) -> str:
-    """The error as one line: its message lines joined with '; ' (OSError: with the file it names)."""
+    """The error as one line: its message lines joined with '; ' (OSError: with the file it names; a full or
+    over-quota file system: with the space left there and what to do)."""
     if isinstance(err, OSError) and err.filename is not None:
         text = f"{err.filename}: {err.strerror or err}"
+        if err.errno in NO_ROOM:
+            text += (f" ({free_space(err.filename)}); nothing half-written is kept: make room (or choose another "
+                     "location) and run the same command again (a run resumes from its newest checkpoint)")
+        elif err.errno == errno.EROFS:
+            text += "; choose a writable location"
     else:
         text = str(err) or type(err).__name__
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -104,6 +140,12 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             if rank == 0:
                 print(f"vitwarm: {one_line(stop)}", file=sys.stderr)
             return STOPPED
+        except KeyboardInterrupt:  # Ctrl-C before the run holds its directory, or a second one (vitwarm.run.preemption)
+            line = INTERRUPTED_LINE
+            tell_launcher(line)
+            if rank == 0:
+                print(f"vitwarm: {line}", file=sys.stderr)
+            return INTERRUPTED
         except Exception as err:  # noqa: BLE001 (sorted below; a bug keeps its traceback)
             if peer_lost(err):
                 line = f"rank {rank} stopping: a peer process failed (see its message)"

@@ -3,7 +3,8 @@
 The rooms: ``sources`` (where shards are, ``_info.json``; its HTTP requests in ``http_fetch``), ``reader``
 (the tar reader and decoder, fault counting), ``shuffle`` (the shuffle buffer), ``streams`` (one rank's
 training epoch / validation pass),
-``loaders`` (the loaders and their factories), ``transforms``, ``mixup``; writing: ``shards`` (tar members,
+``loaders`` (the loaders and their factories), ``transforms``, ``mixup``, ``identity`` (a run's data identity);
+writing: ``shards`` (tar members,
 ``_info.json``, publishing), one converter per source format (``fmnist``, ``folder``,
 ``convert_torchvision``) and ``verify``; ``synthetic`` (generated images read like shards); ``splits`` finds a
 run's splits from its config, ``prepare`` the registry of data sets a run makes ready by name.

@@ -16,9 +16,10 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from .http_fetch import DEFAULT_HTTP, HttpLimits
 from .shuffle import DEFAULT_SHUFFLE_BUFFER
 from .sources import DataError, DatasetInfo, read_dataset_info
-from .streams import Batch, TrainStream, ValStream
+from .streams import HANDED_OVER, Batch, TrainStream, ValStream
 from .transforms import ImageTransform, aug_options
 
 
@@ -81,7 +82,7 @@ class _Loader:
 
     def _count_skipped(self, batches: Iterator) -> Iterator[Batch]:
         for item in batches:
-            if isinstance(item, DataError):
+            if isinstance(item, HANDED_OVER):
                 raise item
             images, labels, skipped = item
             self.skipped += int(skipped)
@@ -140,6 +141,7 @@ def make_train_loader(
     world_size: int = 1, num_workers: int = 2, seed: int = 0, img_size: int, in_chans: int,
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None, aug: Mapping | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, strict: bool = False, pin_memory: bool = False,
+    http: HttpLimits = DEFAULT_HTTP,
 ) -> TrainLoader:
     """Training loader for one rank; ``len(loader) = num_samples // (batch_size * world_size)`` on every rank.
 
@@ -166,7 +168,7 @@ def make_train_loader(
                                std=std or info.std, **aug_options(aug))
     make_stream = partial(TrainStream, info=info, transform=transform, batch_size=batch_size, rank=rank,
                           world_size=world_size, strict=strict, seed=seed, num_batches=num_batches,
-                          shuffle_buffer=shuffle_buffer, logical_workers=max(1, num_workers))
+                          shuffle_buffer=shuffle_buffer, logical_workers=max(1, num_workers), http=http)
     return TrainLoader(info, transform, make_stream, num_batches, num_workers, pin_memory)
 
 
@@ -174,7 +176,7 @@ def make_val_loader(
     source: str | os.PathLike | DatasetInfo, split: str = "validation", *, batch_size: int, rank: int = 0,
     world_size: int = 1, num_workers: int = 2, img_size: int, in_chans: int, mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None, crop_pct: float | None = None, interpolation: str = "bicubic",
-    strict: bool = False, pin_memory: bool = False,
+    strict: bool = False, pin_memory: bool = False, http: HttpLimits = DEFAULT_HTTP,
 ) -> ValLoader:
     """Evaluation loader for one rank: rank r reads shards r, r + world_size, ... in order, every sample once.
 
@@ -194,5 +196,6 @@ def make_val_loader(
         num_batches = sum(-(-n // batch_size) for n in per_worker)
     transform = ImageTransform(is_training=False, img_size=img_size, in_chans=in_chans, mean=mean or info.mean,
                                std=std or info.std, crop_pct=crop_pct, interpolation=interpolation)
-    stream = ValStream(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict)
+    stream = ValStream(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict,
+                       http=http)
     return ValLoader(stream, num_workers, pin_memory, num_samples, num_batches)

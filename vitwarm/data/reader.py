@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
+from .http_fetch import DEFAULT_HTTP, HttpLimits
 from .sources import INFO_NAME, DataError, open_location
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Faults:
         return n
 
 
-def read_shard(url: str, expected: int | None, faults: Faults) -> Iterator[dict]:
+def read_shard(url: str, expected: int | None, faults: Faults, limits: HttpLimits = DEFAULT_HTTP) -> Iterator[dict]:
     """Yield the raw samples (``{"__key__", "__url__", ext: bytes, ...}``) of one shard in file order.
 
     A shard that breaks off (truncated, unreadable) is reported as one fault and ends there. A shard read
@@ -69,7 +70,7 @@ def read_shard(url: str, expected: int | None, faults: Faults) -> Iterator[dict]
     """
     n, sample = 0, None
     try:
-        with open_location(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with open_location(url, limits) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 key, ext = base_plus_ext(member.name) if member.isfile() else (None, None)
                 if key is None:

@@ -32,7 +32,7 @@ from webdataset.gopen import gopen, gopen_schemes
 from webdataset.shardlists import expand_urls
 
 from ..errors import VitwarmError
-from .http_fetch import HTTP_SCHEMES, http_check_there, http_get
+from .http_fetch import DEFAULT_HTTP, HTTP_SCHEMES, HttpLimits, http_check_there, http_get, open_http
 
 INFO_NAME = "_info.json"
 # URL schemes webdataset can open (its dispatch table, minus the fallback entry); file:// is handled by gopen.
@@ -86,8 +86,11 @@ def shard_name(location: str) -> str:
     return posixpath.basename(location)
 
 
-def open_location(location: str) -> IO[bytes]:
-    """A binary stream of ``location`` through webdataset's openers (a local file or a URL)."""
+def open_location(location: str, limits: HttpLimits = DEFAULT_HTTP) -> IO[bytes]:
+    """A binary stream of ``location``: HTTP(S) with ``limits`` on stalls (vitwarm.data.http_fetch), anything
+    else through webdataset's openers (a local file or a URL)."""
+    if urlparse(location).scheme in HTTP_SCHEMES:
+        return open_http(location, limits)
     return gopen(check_location(location), "rb")
 
 

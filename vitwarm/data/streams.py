@@ -33,11 +33,16 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..seeds import derive_seed, seeded
+from .http_fetch import DEFAULT_HTTP, HttpLimits, TransferStalled
 from .reader import Faults, SampleError, decode, read_shard
 from .shuffle import buffer_shuffle
 from .sources import DataError, DatasetInfo
 from .synthetic import is_synthetic, synthetic_shard
 from .transforms import ImageTransform
+
+# What a stream hands over to the training process as an item instead of raising it in a DataLoader worker
+# (torch would re-raise it wrapped in its own text and the worker's traceback).
+HANDED_OVER = (DataError, TransferStalled)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -52,17 +57,17 @@ class _ShardStream(IterableDataset):
     """What both streams share: reading shards, assembling batches, handing faults over."""
 
     def __init__(self, info: DatasetInfo, transform: ImageTransform, *, batch_size: int, rank: int,
-                 world_size: int, strict: bool):
+                 world_size: int, strict: bool, http: HttpLimits = DEFAULT_HTTP):
         super().__init__()
         self.info, self.transform, self.batch_size = info, transform, batch_size
-        self.rank, self.world_size, self.strict = rank, world_size, strict
+        self.rank, self.world_size, self.strict, self.http = rank, world_size, strict, http
 
     def _samples(self, order: Sequence[int], faults: Faults) -> Iterator[dict]:
         """The raw samples of the shards ``order`` (indices into info.urls), read one after the other."""
         lengths = self.info.shard_lengths or [None] * len(self.info.urls)
         for i in order:
             url = self.info.urls[i]
-            yield from synthetic_shard(url) if is_synthetic(url) else read_shard(url, lengths[i], faults)
+            yield from synthetic_shard(url) if is_synthetic(url) else read_shard(url, lengths[i], faults, self.http)
 
     def _batch(self, samples: Iterator[dict], faults: Faults, seed: int) -> Batch | None:
         """Decode and transform up to batch_size samples (fewer only when ``samples`` runs out)."""
@@ -88,7 +93,7 @@ class _ShardStream(IterableDataset):
         try:
             for images, labels in self._batches(faults):
                 yield images, labels, faults.take()
-        except DataError as err:
+        except HANDED_OVER as err:
             # Raised in a DataLoader worker, torch would re-raise it wrapped in its own text and the worker's
             # traceback; handed over as an item, it is re-raised as itself by the loader.
             yield err
@@ -99,8 +104,9 @@ class TrainStream(_ShardStream):
 
     def __init__(self, info: DatasetInfo, transform: ImageTransform, *, batch_size: int, rank: int,
                  world_size: int, strict: bool, seed: int, num_batches: int, shuffle_buffer: int,
-                 logical_workers: int, epoch: int, start_batch: int):
-        super().__init__(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict)
+                 logical_workers: int, epoch: int, start_batch: int, http: HttpLimits = DEFAULT_HTTP):
+        super().__init__(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict,
+                         http=http)
         self.seed, self.num_batches, self.shuffle_buffer = seed, num_batches, shuffle_buffer
         self.logical_workers, self.epoch, self.start_batch = logical_workers, epoch, start_batch
 

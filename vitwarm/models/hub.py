@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from timm.models import save_for_hf
 from timm.models.vision_transformer import VisionTransformer
 
-from ..atomic import write_safetensors
+from ..atomic import fault_point, write_safetensors, writing
 from .registry import stock_architecture
 from .transfer import classifier_prefixes
 
@@ -104,8 +104,10 @@ def export_hub(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))  # same file system
     try:
-        save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args, safe_serialization=True,
-                    data_config=data_config)
+        fault_point(f"export:{kind}")  # nothing of the export written yet
+        with writing(out_dir):  # a full disk names the export (safetensors wraps the OS error in its own)
+            save_for_hf(model, str(tmp), model_config=model_config, model_args=model_args,
+                        safe_serialization=True, data_config=data_config)
         # The same tensors, now with metadata, sorted so that the same weights give the same bytes.
         write_safetensors(tmp / WEIGHTS, state, metadata)
         _publish_dir(tmp, out_dir)

@@ -38,7 +38,16 @@ from omegaconf import DictConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 
-from ..atomic import atomic_write, atomic_write_text, check_hashes, fault_point, file_hash, fsync_dir, write_safetensors
+from ..atomic import (
+    atomic_write,
+    atomic_write_text,
+    check_hashes,
+    fault_point,
+    file_hash,
+    fsync_dir,
+    save_torch,
+    write_safetensors,
+)
 from ..errors import ConfigError
 from ..models import unique_state_dict
 from ..models.hub import WEIGHTS
@@ -87,6 +96,8 @@ class RunState:
     """Steps each finished phase actually ran (a stopped warm-up runs fewer than planned)."""
     attention: dict[str, list] = field(default_factory=dict)
     """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
+    data: dict[str, dict] = field(default_factory=dict)
+    """The identity of the data the run trains on (vitwarm.data.identity): a resume on other data is refused."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:
@@ -126,13 +137,17 @@ def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torc
             shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
-    atomic_write(tmp / "optimizer.pt", lambda path: torch.save(optimizer.state_dict(), path))
-    if ema is not None:
-        write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
-    fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
-    hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
-    atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
+    try:
+        write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
+        atomic_write(tmp / "optimizer.pt", lambda path: save_torch(optimizer.state_dict(), path))
+        if ema is not None:
+            write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
+        fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
+        hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
+        atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
+    except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # the same step saved again after a resume: keep the old copy until the new one is in
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ..config import flatten
 from ..data import prepare_data, read_splits
+from ..data.identity import data_identity
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
 from .curves import write_curves
 from .images import ImageData, evaluate
@@ -18,7 +19,7 @@ from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
 from .preemption import StopRequest
-from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
+from .rundir import CHECKPOINTS, check_data, eval_record, hash_exports, write_config
 
 
 @dataclass
@@ -67,12 +68,16 @@ class Launch:
         self.accelerator.wait_for_everyone()
 
 
-def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Make the data ready (vitwarm.data.prepare), find the splits, record the config, open the loaders."""
+def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator, start: Start) -> ImageData:
+    """Make the data ready (vitwarm.data.prepare), find the splits, check them against the checkpoint's (its
+    data identity goes into the next checkpoints), record the config, open the loaders."""
     if accelerator.is_main_process:
         prepare_data(cfg.data)
     accelerator.wait_for_everyone()
     splits = read_splits(cfg.data)  # before the run directory: refuses evaluation splits that hold training shards
+    data = data_identity(splits, content=cfg.data.strict)
+    start.changes |= check_data(cfg, start.state.data, data, start.checkpoint)
+    start.state.data = data
     if accelerator.is_main_process:
         write_config(cfg.run.dir, cfg)
     accelerator.wait_for_everyone()

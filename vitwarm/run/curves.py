@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from .rundir import CURVES, METRICS, read_records
-from .stop import transition_index
+from .plateau import transition_index
 
 Series = list[tuple[int, float]]  # (step within the phase, value)
 

@@ -41,8 +41,10 @@ from .rundir import (
     Summary,
     environment,
     eval_record,
+    space_warning,
     write_summary,
 )
+from .preemption import StopRequest, WaitInterrupted
 from .step import StepSums, guarded_step, sync_window
 
 
@@ -63,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
     # signal only noted until a step boundary (vitwarm.run.preemption).
-    with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
+    with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator, (cfg.log.project,) if cfg.log.trackers else ()),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
 
@@ -78,11 +80,13 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
         for line in outcome_lines(start.summary, cfg.run.dir)[1:]:
             accelerator.print(line)
         return asdict(start.summary)
-    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator, start), open_log(cfg, start, accelerator),
                     stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for line in plan.lines():
         accelerator.print(line)
+    if low := space_warning(cfg.run.dir, plan.save_bytes):  # a full disk later loses nothing, but the user's time
+        accelerator.print(low)
     if start.checkpoint:
         accelerator.print(f"vitwarm: resuming from {start.checkpoint} ({start.state.phase} step {start.state.step})")
     final = run_phases(launch, start)
@@ -161,7 +165,13 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             step_started = time.perf_counter()
             # Fetch first: starting a DataLoader iterator draws from torch's global generator, which must
             # not shift the draws of this step (a resumed run starts its iterators at another step).
-            micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+            try:
+                with launch.stop.waiting_for_data():
+                    micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+            except WaitInterrupted:  # one process, its data stalled: the last finished step is the one saved
+                sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator, stop=True)
+                launch.save(phase, training, state)
+                raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, step) from None
             seed_step(cfg.seed, phase.name, step, accelerator.process_index)
             training.scheduler.step_update(step)
             step_loss = torch.zeros((), device=accelerator.device)

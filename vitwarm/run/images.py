@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import make_train_loader, make_val_loader
+from ..data.http_fetch import HttpLimits
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ImageData:
         data = cfg.data
         common = dict(rank=rank, world_size=world_size, pin_memory=pin_memory,
                       num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
-                      mean=data.mean, std=data.std)
+                      mean=data.mean, std=data.std, http=HttpLimits(data.stall_s, data.retries))
         aug = OmegaConf.to_container(data.aug)
         train = make_train_loader(splits["train"], batch_size=micro_batch, seed=cfg.seed,
                                   aug=aug, shuffle_buffer=data.shuffle_buffer, strict=data.strict, **common)

@@ -4,7 +4,12 @@ The lock is ``flock(2)`` on an open file: the kernel drops it when the holder's 
 that dies (any signal, SIGKILL included) leaves no stale lock, and nothing ever has to be deleted by hand.
 The file itself stays; after taking the lock the holder writes who it is (host, PID, start time), which a
 refused launch quotes. Only the main process locks: the other processes of a launch write nothing the main
-process does not coordinate.
+process does not coordinate. The file is opened without following a link (a shared folder lets others plant
+one there), and anything but a regular file is refused; the other names of the directory are checked for
+planted links right after locking (vitwarm.run.rundir.refuse_links).
+
+Sweep launchers sharing a sweep look at a run's lock (``lock_holder``) before they start it, to leave a run
+that another launcher's trainer holds to that launcher.
 
 Where ``flock`` does not work (some NFS mounts without lock support answer ENOLCK; on others, and on Lustre
 mounted without ``flock``, a lock may hold only on one node), ``run.lock=false`` turns the lock off: then
@@ -18,6 +23,8 @@ import errno
 import fcntl
 import os
 import socket
+import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +33,37 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from ..errors import ConfigError, one_line
-from .rundir import LOCK
+from .rundir import LOCK, refuse_links
 
 
 class RunDirInUse(ConfigError):
     """Another launch holds the run directory's lock."""
+
+
+def _not_a_lock_file(path: Path, mode: int) -> ConfigError:
+    """The refusal of a ``path`` that exists but is not a regular file (a planted link, a folder, a pipe)."""
+    what = "a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+    if stat.S_ISLNK(mode):
+        what = f"a symbolic link (to {os.readlink(path)})"
+    return ConfigError(f"{path} is {what}, not the run's lock file; vitwarm follows no link in a run directory: "
+                       "remove it or choose another run.dir")
+
+
+def open_lock_file(path: Path) -> int:
+    """The lock file opened for writing without following a link (O_NOFOLLOW), created if missing; a
+    ConfigError naming ``path`` and what is there when that is not a regular file."""
+    try:
+        # O_NONBLOCK: a planted named pipe must not block the open; it is refused below.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _not_a_lock_file(path, os.lstat(path).st_mode) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_a_lock_file(path, mode)
+    return fd
 
 
 class RunLock:
@@ -77,8 +110,9 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
+    probes = 0
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -86,6 +120,12 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise OSError(err.errno, f"cannot lock the run directory ({err.strerror}); on a file system "
                                          "without working locks set run.lock=false", str(path)) from err
+            # A sweep launcher's look (lock_holder) holds the lock for microseconds: try a few times before
+            # refusing (a quarter of a second in all).
+            if probes < 5:
+                probes += 1
+                time.sleep(0.05)
+                continue
             holder = path.read_text().strip() or "a launch that is starting or stopping"
             raise RunDirInUse(f"run directory {run_dir} is in use by another launch ({holder}); wait for it to "
                               "end, stop it, or choose another run.dir") from None
@@ -101,16 +141,40 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     return RunLock(path, fd, created)
 
 
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Who holds RUN_DIR's lock now (its holder line), or None when no launch holds it (or there is no lock
+    file). For launchers that share a sweep: they look before they start a run and after one fails."""
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # given up at once by the close below
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "a launch that is starting"
+    except OSError:  # no working locks here (ENOLCK): nobody can be seen holding it
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
 @contextmanager
-def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator) -> Iterator[None]:
-    """RUN_DIR's lock for the whole launch (``enabled``: ``run.lock``). The main process takes it and tells
-    the others whether it could, so that a refused launch stops in every process at once, in one line."""
+def hold_run_dir(run_dir: str, enabled: bool, accelerator: Accelerator, more: tuple[str, ...] = ()) -> Iterator[None]:
+    """RUN_DIR's lock for the whole launch (``enabled``: ``run.lock``), and none of its names (``more`` besides
+    vitwarm.run.rundir's) a planted link. The main process takes the lock, looks, and tells the others
+    whether it could, so that a refused launch stops in every process at once, in one line."""
     lock, refusal = None, None
-    if enabled and accelerator.is_main_process:
+    if accelerator.is_main_process:
         try:
-            lock = lock_run_dir(run_dir)
-        except (RunDirInUse, OSError) as err:
+            lock = lock_run_dir(run_dir) if enabled else None
+            refuse_links(run_dir, more)
+        except (ConfigError, OSError) as err:
             refusal = one_line(err)
+            if lock:
+                lock.release()
+                lock = None
     [refusal] = broadcast_object_list([refusal])
     if refusal:
         raise RunDirInUse(refusal)

@@ -20,7 +20,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, writing
 from ..errors import ConfigError
 from .checkpoints import RunState
 from .plan import Phase
@@ -71,14 +71,14 @@ class MetricsLog:
     def sync(self) -> None:
         """Make every record written so far durable (before a checkpoint counts them)."""
         if self.accelerator.is_main_process and self.path.exists():
-            with self.path.open("a") as f:
+            with writing(self.path), self.path.open("a") as f:
                 os.fsync(f.fileno())
 
     def write(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
             return
         record = {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()}
-        with self.path.open("a") as f:
+        with writing(self.path), self.path.open("a") as f:  # a full disk names the file
             f.write(json.dumps(record) + "\n")
         self.count += 1
         prefix = "/".join(str(record[k]) for k in ("phase", "split") if k in record)  # e.g. image/validation

@@ -232,6 +232,8 @@ class Plan:
     num_classes: int
     img_size: int
     """Input side of the model in pixels (the image transforms resize to it)."""
+    save_bytes: int = 0
+    """Bytes one checkpoint and the two exports take, about (for the free-space check at the start)."""
 
     def after(self, used_steps: dict[str, int], regime: str) -> Plan:
         """The plan once the phases in ``used_steps`` have run that many steps (RunState.used_steps).

@@ -1,5 +1,6 @@
-"""A polite stop: on its stop signal (``run.stop_signal``, SIGTERM by default) a run saves the step it reached
-and exits with status 75 (vitwarm.errors.STOPPED); the same command resumes it.
+"""A polite stop: on its stop signal (``run.stop_signal``, SIGTERM by default) or Ctrl-C (SIGINT) a run saves
+the step it reached and exits with status 75 (vitwarm.errors.STOPPED); the same command resumes it. A second
+Ctrl-C stops at once (exit status 130), leaving the previous checkpoint.
 
 The handler only notes the signal. The loop (vitwarm.run.engine.train_phase) acts on it at a step boundary
 where every process agrees to stop, so that all of them save the same step:
@@ -9,6 +10,9 @@ where every process agrees to stop, so that all of them save the same step:
   and stop at the first sync after any of them got the signal: the next log record, evaluation or
   checkpoint, at most ``log.every_steps`` steps later. No step gets a host sync of its own: the loop keeps
   its one sync per log window (tests/test_host_syncs.py).
+
+In one process, a signal that comes while the loop waits for its next batches (a stalled shard server, a
+blocked mount) ends the wait at once, and the run saves the last finished step.
 
 A stop at a phase's last step lets the phase end as usual; the next phase stops at its first boundary, and
 a signal during the final evaluation lets the run finish. The stop writes no record to metrics.jsonl, so
@@ -22,6 +26,8 @@ default) before it kills them (docs/training.md).
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Stopped
@@ -29,24 +35,54 @@ from .checkpoints import checkpoint_name
 from .rundir import CHECKPOINTS
 
 
+class WaitInterrupted(Exception):
+    """The stop signal came while the loop waited for data: the run stops at the last finished step."""
+
+
 class StopRequest:
-    """Notes the stop signal while the run holds it (a ``with`` block); the previous handler comes back after."""
+    """Notes the stop signal, and Ctrl-C (SIGINT), while the run holds them (a ``with`` block); the previous
+    handlers come back after.
+
+    Ctrl-C is a person at a terminal: the first is the polite stop, a second one stops at once
+    (KeyboardInterrupt, vitwarm.errors.one_line_errors): a save it interrupts is discarded, and the
+    previous checkpoint stays the one to resume from.
+    """
 
     def __init__(self, signal_name: str, num_processes: int):
-        self.signal_name = signal_name
+        self.signal_name = signal_name  # after a signal: the one received
+        self.signals = {signal.Signals[signal_name], signal.SIGINT}
         self.alone = num_processes == 1
         self.received = False  # set by the handler; read by the loop at step boundaries
-        self.previous = None
+        self.waiting = False  # inside waiting_for_data()
+        self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
-        self.previous = signal.signal(signal.Signals[self.signal_name], self.note)
+        self.previous = {signum: signal.signal(signum, self.note) for signum in self.signals}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.Signals[self.signal_name], self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def note(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received:
+            raise KeyboardInterrupt
         self.received = True
+        self.signal_name = signal.Signals(signum).name
+        if self.waiting:
+            raise WaitInterrupted
+
+    @contextmanager
+    def waiting_for_data(self) -> Iterator[None]:
+        """A block that waits for batches: in a lone process a stop signal there ends the wait at once
+        (WaitInterrupted), since a stalled source (a hung server, a blocked mount) may never finish the step.
+        Several processes agree on their stop at a sync instead (a wait is part of every step): a stalled
+        source ends their run through ``data.stall_s``."""
+        self.waiting = self.alone
+        try:
+            yield
+        finally:
+            self.waiting = False
 
     @property
     def sync_now(self) -> bool:

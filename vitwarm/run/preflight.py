@@ -47,8 +47,12 @@ def preflight(cfg: DictConfig, world_size: int) -> Plan:
                          flops_per_sample=vit_flops_per_sample(image_vit, image_vit.patch_embed.num_patches),
                          warmup_flops_per_sample=KINDS[warmup_kind(cfg)].flops_per_sample(cfg),
                          matched_flops=matched_flops(cfg.budget.matched_to))
+    # fp32 weights: a checkpoint holds them, two optimizer slots each (AdamW's moments) and the EMA when on; the
+    # two exports hold them once each.
+    weights = 4 * sum(p.numel() for p in image_vit.parameters())
     plan = Plan(phases=phases, train_samples=train_samples, num_classes=num_classes,
-                img_size=image_vit.patch_embed.img_size[0])
+                img_size=image_vit.patch_embed.img_size[0],
+                save_bytes=weights * (3 + (cfg.train.ema_decay > 0) + 2))
     for phase in plan.phases:
         KINDS[phase.kind].check(cfg, phase, plan, image_vit, world_size)
     return plan

@@ -10,11 +10,14 @@
       summary.json         written last: the run is finished when it parses and its identity matches
       overrides.yaml       a sweep's or study's run only: the overrides it was given, as typed (runs of
                            earlier versions have overrides.json, which is read as well)
+      launch.log           a sweep's or study's run only: the output of each launch, appended (vitwarm.sweeps.launch)
       .lock                held by the launch that writes the directory, naming it (vitwarm.run.lock)
       <log.project>/       TensorBoard's output when log.trackers names it
 
 Every file is written through ``vitwarm.atomic.atomic_write`` (a temporary file renamed into place): a
-process killed at any moment leaves the old file or the new one, never a mix.
+process killed at any moment leaves the old file or the new one, never a mix. None of these names is
+followed as a link: a launch finding one planted there refuses (``refuse_links``), since the run would
+write, append or delete through it (a shared project folder lets others plant them).
 
 The trainer and the sweep tools both read the directory through this module only: it names every file and
 folder of it (the checkpoints' inner files are vitwarm.run.checkpoints', the exports' vitwarm.models.hub's).
@@ -37,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 from .. import __version__, provenance
 from ..atomic import atomic_write_text, file_hash
 from ..config import ADDED, RENAMED, flatten
-from ..errors import ConfigError
+from ..data.identity import data_changes
+from ..errors import ConfigError, free_bytes
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -51,6 +55,19 @@ WARMUP_EXPORT = "warmup"  # timm hub folders (vitwarm.run.export): the warmed-up
 MODEL_EXPORT = "model"
 # Exports whose hashes a checkpoint records, so that a damaged one is never read back.
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
+LAUNCH_LOG = "launch.log"
+# Every name the run (or its sweep) writes in RUN_DIR, but the lock file (opened with O_NOFOLLOW itself).
+WRITTEN = (CONFIG, METRICS, SUMMARY, CURVES, OVERRIDES, LAUNCH_LOG, CHECKPOINTS, *EXPORTS)
+
+
+def refuse_links(run_dir: str | Path, more: tuple[str, ...] = ()) -> None:
+    """A ConfigError naming the first of RUN_DIR's names (``WRITTEN`` and ``more``, e.g. the trackers' folder)
+    that is a symbolic link: the run would write through it, into a file or folder that is not the run's."""
+    for name in (*WRITTEN, *more):
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link (to {os.readlink(path)}), not the run's {name}; vitwarm "
+                              "follows no link in a run directory: remove it or choose another run.dir")
 
 
 def hash_exports(run_dir: str | Path) -> dict[str, str]:
@@ -62,6 +79,16 @@ def hash_exports(run_dir: str | Path) -> dict[str, str]:
             for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
 
 
+def space_warning(run_dir: str | Path, needed: int) -> str | None:
+    """A warning line when RUN_DIR's file system has less free space than ``needed`` bytes (Plan.save_bytes)."""
+    free = free_bytes(str(run_dir))
+    if free is None or free >= needed:
+        return None
+    return (f"vitwarm: warning: {run_dir} has {free / 1e6:.1f} MB free, less than the {needed / 1e6:.1f} MB one "
+            "checkpoint and the exports take: the run stops at the first write that does not fit (make room, "
+            "then the same command resumes)")
+
+
 def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
     """The resolved config, as the run uses it."""
     return atomic_write_text(Path(run_dir) / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
@@ -69,8 +96,10 @@ def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
 
 # Config keys that provably change neither the weights nor the training records of a run: where it lives,
 # how it resumes, log and checkpoint cadence, evaluation batching, token-stream workers (the stream does not
-# depend on them: test_worker_count_does_not_change_order) and shard preparation of an existing set.
-_NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "warmup.num_workers", "data.prepare")
+# depend on them: test_worker_count_does_not_change_order), shard preparation of an existing set and the
+# patience of HTTP transfers (a transfer asked again delivers the same bytes).
+_NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "warmup.num_workers", "data.prepare",
+                 "data.stall_s", "data.retries")
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -116,6 +145,24 @@ def check_identity(cfg: DictConfig, recorded: dict[str, Any], source: Path) -> d
                           "same values, another run.dir, or allow the change deliberately with "
                           f"resume_allow_changed=[{','.join(refused)}]")
     return changes
+
+
+# The key whose deliberate change (resume_allow_changed) also allows other data at the same data.source.
+DATA_KEY = "data.source"
+
+
+def check_data(cfg: DictConfig, recorded: dict, current: dict, checkpoint: Path | None) -> dict[str, list]:
+    """``{"data": [what changed]}`` when the data identity ``current`` differs from the one recorded in
+    ``checkpoint`` (vitwarm.data.identity); a ConfigError unless allowed deliberately
+    (``resume_allow_changed=[data.source]``). A checkpoint of an earlier version records none: nothing to check."""
+    if not recorded or recorded == current:
+        return {}
+    changes = data_changes(recorded, current)
+    if DATA_KEY not in cfg.resume_allow_changed:
+        raise ConfigError(f"{checkpoint} was trained on other data than {cfg.data.source} holds now: "
+                          f"{'; '.join(changes)}. Use the same data, another run.dir, or allow the change "
+                          f"deliberately with resume_allow_changed=[{DATA_KEY}]")
+    return {"data": changes}
 
 
 @dataclass

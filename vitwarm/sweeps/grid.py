@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vitwarm.atomic import atomic_write_text
 from vitwarm.config import load_config
 from vitwarm.run.rundir import identity, run_state, write_overrides
 from vitwarm.sweeps.names import assign_names
@@ -205,7 +206,7 @@ def write_sweep(sweep: Sweep) -> Path:
         "sets": sweep.sets,
         "runs": [asdict(r) for r in sweep.runs],
     }
-    path.write_text(json.dumps(spec, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(spec, indent=2) + "\n")  # another launcher may read it meanwhile
     for run in sweep.runs:  # the run's directory now belongs to these overrides (vitwarm.sweeps.names)
         write_overrides(sweep.run_dir(run), run.overrides)
     return path

@@ -2,6 +2,9 @@
 
 All three skip finished runs (a summary.json that parses, written under the run's planned identity) and
 start every other run with its planned command.
+Several launchers may share one sweep directory (two terminals, a local launcher beside a Slurm array): a
+run that another launcher's trainer holds (its run directory's lock, vitwarm.run.lock) or has finished
+meanwhile is left to it, named with its holder and counted apart, never failed.
 Each command ends in ``resume=auto``, so a run that was interrupted continues from its last checkpoint and a
 new one starts from scratch: relaunching a whole sweep is always safe.
 """
@@ -22,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TextIO
 
-from vitwarm.run.rundir import run_state
+from vitwarm.run.lock import lock_holder
+from vitwarm.run.rundir import LAUNCH_LOG, run_state
 from vitwarm.sweeps.grid import Run, Sweep
 
-LOG_FILE = "launch.log"
+LOG_FILE = LAUNCH_LOG
 
 
 def say(message: str) -> None:
@@ -50,7 +54,8 @@ def run_command(command: list[str], log_path: Path, env: dict | None = None, pre
     this process may wait for the same process meanwhile (``SlurmJob.checkpoint``).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
+    # Appended, so never through a link planted in the run directory (refused with ELOOP, naming the file).
+    with open(log_path, "a", opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW, 0o644)) as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         log.flush()
         with subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn) as proc:
@@ -100,24 +105,34 @@ def launch_local(
     for slot in slots or [None] * parallel:
         free_slots.put(slot)
 
-    def attempt(run: Run) -> tuple[int, float]:
+    def attempt(run: Run) -> tuple[int, float, str | None]:
+        """(exit status, seconds, why the run is another launcher's or None) of one run."""
+        taken = taken_by_another(sweep, run)
+        if taken:
+            return 0, 0.0, taken
         slot = free_slots.get()
         env = None if slot is None else {**os.environ, "CUDA_VISIBLE_DEVICES": slot}
         start = time.monotonic()
         try:
-            return run_command(run.command, sweep.run_dir(run) / LOG_FILE, env=env), time.monotonic() - start
+            code = run_command(run.command, sweep.run_dir(run) / LOG_FILE, env=env)
+            # Refused because another launcher's trainer took the run first, or it finished it meanwhile.
+            return code, time.monotonic() - start, taken_by_another(sweep, run) if code else None
         finally:
             free_slots.put(slot)
 
     failed: list[str] = []
+    left: list[str] = []
     with ThreadPoolExecutor(max_workers=len(slots) if slots else parallel) as pool:
         futures = {pool.submit(attempt, run): run for run in todo}
         try:
             for i, future in enumerate(as_completed(futures), 1):
                 run = futures[future]
-                code, seconds = future.result()
+                code, seconds, taken = future.result()
                 finished = code == 0 and sweep.state(run) == "finished"
-                if finished:
+                if taken:
+                    left.append(f"{run.name} ({taken})")
+                    status = f"left to another launcher: {taken}"
+                elif finished:
                     status = "ok"
                 else:
                     failed.append(run.name)
@@ -128,13 +143,24 @@ def launch_local(
             # Runs already started receive the same Ctrl-C; do not start the queued ones.
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    others = f", {len(left)} left to another launcher" if left else ""
     echo(
-        f"sweep {sweep.out}: {len(todo) - len(failed)} ran ok, {len(failed)} failed, "
-        f"{len(done)} skipped (already finished)"
+        f"sweep {sweep.out}: {len(todo) - len(failed) - len(left)} ran ok, {len(failed)} failed, "
+        f"{len(done)} skipped (already finished){others}"
     )
     for name in failed:
         echo(f"  failed: {name}")
+    for name in left:
+        echo(f"  left to another launcher: {name}")
     return 1 if failed else 0
+
+
+def taken_by_another(sweep: Sweep, run: Run) -> str | None:
+    """Why ``run`` is another launcher's (held by its trainer, or finished by it), or None."""
+    holder = lock_holder(sweep.run_dir(run))
+    if holder:
+        return f"held by {holder}"
+    return "finished by another launcher" if sweep.state(run) == "finished" else None
 
 
 # submitit warns a job with this signal (its sbatch ``--signal``) 90 s before preemption or the time limit; the
@@ -167,6 +193,9 @@ class SlurmJob:
         command = [*self.command, f"run.stop_signal={PREEMPT_SIGNAL.name}"]
         code = run_command(command, self.run_dir / LOG_FILE, preexec_fn=_ignore_preemption_signal,
                            started=self._started)
+        holder = lock_holder(self.run_dir) if code else None
+        if holder:  # another launcher's trainer took the run first: it is that launcher's to finish
+            return f"{self.run_dir}: left to another launcher (held by {holder})"
         if code != 0 or self.state() != "finished":
             raise RuntimeError(f"run {self.run_dir} failed (exit {code}), see {self.run_dir / LOG_FILE}")
         return str(self.run_dir)
