@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write
-from .rundir import CURVES, METRICS, read_records
 from .plateau import transition_index
+from .rundir import CURVES, METRICS, read_records
 
 Series = list[tuple[int, float]]  # (step within the phase, value)
 

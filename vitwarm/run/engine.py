@@ -33,7 +33,7 @@ from .metrics import check_trackers, window_record
 from .outcome import headline, outcome_lines
 from .phases import KINDS, Training
 from .plan import Phase, Plan
-from .preemption import StopRequest
+from .preemption import StopRequest, WaitInterrupted
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
@@ -44,7 +44,6 @@ from .rundir import (
     space_warning,
     write_summary,
 )
-from .preemption import StopRequest, WaitInterrupted
 from .step import StepSums, guarded_step, sync_window
 
 
