@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from ..atomic import check_hashes
 from ..seeds import seed_step
-from .checkpoints import RunState, Start, load_checkpoint, where_to_start
+from .checkpoints import RunState, Start, where_to_start
 from .export import export_run
+from .fsdp import resolve, whole
 from .images import evaluate
 from .launch import Launch, open_data, open_log
 from .lock import hold_run_dir
@@ -41,6 +42,7 @@ from .rundir import (
     eval_record,
     write_summary,
 )
+from .sharded_checkpoints import load_any
 from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
@@ -53,6 +55,7 @@ def accelerate_precision(precision: str) -> str:
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
     started = time.perf_counter()
+    cfg = resolve(cfg)  # the launch's parallel mode (vitwarm.run.fsdp), before Accelerate reads the environment
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
@@ -116,13 +119,12 @@ def run_phases(launch: Launch, start: Start) -> Training:
         resuming = state.phase == phase.name
         training = kind.setup(cfg, phase, accelerator, launch.images, state.step if resuming else 0)
         if resuming:
-            load_checkpoint(start.checkpoint, accelerator.unwrap_model(training.model), training.optimizer,
-                            training.ema)
+            accelerator.print(load_any(start.checkpoint, training, accelerator, cfg.run.parallel))
         else:
             state.phase, state.step = phase.name, 0
         train_phase(launch, phase, training, state)
         if training.watch:
-            training.watch.finish(accelerator.unwrap_model(training.model), state)
+            training.watch.finish(whole(training.model, accelerator), state)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
             state.used_steps[phase.name] = state.step
@@ -235,9 +237,10 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         attention=state.attention,
     )
     run_dir = Path(cfg.run.dir)
+    exported = whole(training.model, accelerator)  # gathered to the CPU under FSDP: every process takes part
     if accelerator.is_main_process:
         launch.log.sync()
-        export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+        export_run(cfg, exported, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()
     test_line = f", {cfg.data.test_split} top-1 {test['top1']:.2f}%" if test else ""

@@ -17,6 +17,7 @@ from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
 from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
+from .sharded_checkpoints import save_sharded
 from .signals import StopRequest
 
 
@@ -48,15 +49,18 @@ class Launch:
         self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
 
     def save(self, phase: Phase, training: Training, state: RunState) -> None:
-        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
+        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes); sharded
+        under run.parallel=fsdp (vitwarm.run.sharded_checkpoints), where every process writes."""
+        run_dir, name = Path(self.cfg.run.dir), checkpoint_name(self.plan.phases.index(phase), phase.name, state.step)
         if self.accelerator.is_main_process:
-            run_dir = Path(self.cfg.run.dir)
             self.log.sync()
             state.records = self.log.count
             state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
-                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
-                            self.cfg.checkpoint.keep)
+        if self.cfg.run.parallel == "fsdp":
+            save_sharded(run_dir, name, state, training, self.cfg.checkpoint.keep, self.accelerator)
+        elif self.accelerator.is_main_process:
+            save_checkpoint(run_dir, name, state, self.accelerator.unwrap_model(training.model), training.optimizer,
+                            training.ema, self.cfg.checkpoint.keep)
         self.accelerator.wait_for_everyone()
 
 

@@ -28,6 +28,7 @@ from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
+from ..fsdp import shard, whole
 from ..images import ImageData
 from ..plan import Phase, Plan, vit_flops_per_sample
 from ..probe import Watch
@@ -77,6 +78,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
     task = warmup_task(cfg, vit)
     model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                       seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
+    model = shard(cfg, accelerator, model)  # before the optimizer: it is built over the sharded parameters
     optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED, device=accelerator.device)
     watch = Watch(cfg, phase, task, accelerator)
     if watch.plateau:  # the cool-down starts at the stop decision: warm-up-stable-decay (vitwarm.run.stop)
@@ -131,7 +133,7 @@ def check(cfg: DictConfig, phase: Phase, plan: Plan, image_vit: VisionTransforme
 
 def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
     """Move the selected warmed-up weights into a fresh image ViT and export it; returns the transfer log."""
-    warm_vit = accelerator.unwrap_model(training.model).vit
+    warm_vit = whole(training.model, accelerator).vit  # gathered to the CPU under FSDP
     if grows(cfg):
         return export_small(cfg, warm_vit, accelerator)
     image_vit = create_vit(cfg, "image-init", num_classes=images.num_classes)
