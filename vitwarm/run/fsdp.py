@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable, Iterable, Iterator
 from weakref import WeakKeyDictionary
 
 import torch
@@ -107,3 +108,23 @@ def whole(model: torch.nn.Module, accelerator: Accelerator) -> torch.nn.Module:
     plain = copy.deepcopy(_PLAIN[model])
     plain.load_state_dict({k: v.to("cpu") for k, v in weights.items()}, assign=True)
     return plain.train(model.training)
+
+
+def lockstep(batches: Iterable, model: torch.nn.Module, accelerator: Accelerator,
+             idle: Callable[[], object]) -> Iterator:
+    """``batches``, and under FSDP, once this process's are spent, a call of ``idle`` (a forward of a dummy
+    batch, its output unused) for each batch another process still has: every forward of a sharded model is
+    collective, so all processes make the same number (evaluation splits deal their shards unevenly).
+    Under FSDP this is one reduction per batch; otherwise ``batches`` as they are."""
+    if not is_sharded(model):
+        yield from batches
+        return
+    batches = iter(batches)
+    while True:
+        batch = next(batches, None)
+        if not accelerator.reduce(torch.tensor([batch is not None], device=accelerator.device).int()).item():
+            return
+        if batch is None:
+            idle()
+        else:
+            yield batch
