@@ -6,9 +6,13 @@
 Each mode is one ``accelerate launch`` of this file (recipes/accelerate/cpu_ddp.yaml: 2 processes) that builds
 the model, shards or wraps it the way a run does (vitwarm.run.fsdp.shard, then
 vitwarm.run.phases.common.prepare: Accelerate's DDP, or nothing more under FSDP), and trains ``--steps``
-steps of fused AdamW on random images after one untimed step. A process's peak resident memory is its
-high-water mark (getrusage), which only grows, so the two modes run in processes of their own, one after
-the other; both include the interpreter and torch (about 0.4 GB), which no sharding removes.
+steps of fused AdamW on random images after one untimed step. Resident memory is read from /proc/self/status:
+``baseline`` after the imports (the interpreter, torch and its libraries, which no sharding removes),
+``training`` the high-water mark of the training steps alone (reset before the first, which allocates the
+gradients and AdamW's moments), ``process`` the high-water mark of the whole process (building the whole
+model before it is sharded included). glibc keeps freed large blocks in its heap once its mmap threshold has
+grown past them, which would hide what sharding frees; both modes run with MALLOC_MMAP_THRESHOLD_=65536 so
+that resident memory follows the live tensors.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +42,7 @@ def worker(args: argparse.Namespace) -> None:
     from vitwarm.run.phases.common import prepare
 
     accelerator = Accelerator(cpu=True)
+    baseline = resident()["VmRSS"]
     cfg = OmegaConf.create({"run": {"parallel": args.worker, "grad_checkpointing": args.grad_checkpointing},
                             "precision": "fp32", "train": {"compile": False}})
     torch.manual_seed(0)
@@ -47,6 +51,8 @@ def worker(args: argparse.Namespace) -> None:
     model, optimizer, _ = prepare(cfg, accelerator, model, optimizer)
     size = accelerator.unwrap_model(model).patch_embed.img_size  # (H, W)
     images, labels = torch.randn(args.batch, 3, *size), torch.randint(0, 1000, (args.batch,))
+    process_peak = resident()["VmHWM"]
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from the current VmRSS
     times = []
     for _ in range(args.steps + 1):
         started = time.perf_counter()
@@ -54,12 +60,18 @@ def worker(args: argparse.Namespace) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    rows = accelerator.gather(torch.tensor([[peak, statistics.median(times[1:])]], dtype=torch.float64)).tolist()
+    training = resident()["VmHWM"]
+    row = [baseline, training, max(process_peak, training), statistics.median(times[1:])]
+    rows = accelerator.gather(torch.tensor([row], dtype=torch.float64)).tolist()
     if accelerator.is_main_process:
         params = sum(p.numel() for p in timm.create_model(args.model, pretrained=False).parameters())
-        print(json.dumps({"mode": args.worker, "params": params, "peak_bytes": [r[0] for r in rows],
-                          "step_s": [r[1] for r in rows]}))
+        print(json.dumps({"mode": args.worker, "params": params, "rows": rows}))
+
+
+def resident() -> dict[str, int]:
+    """VmRSS and VmHWM (its high-water mark) of this process, in bytes."""
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in lines) if k in ("VmRSS", "VmHWM")}
 
 
 def launch(mode: str, args: argparse.Namespace) -> dict:
@@ -67,7 +79,7 @@ def launch(mode: str, args: argparse.Namespace) -> dict:
                str(ROOT / "recipes/accelerate/cpu_ddp.yaml"), __file__, "--worker", mode, "--model", args.model,
                "--batch", str(args.batch), "--steps", str(args.steps)]
     command += ["--grad-checkpointing"] if args.grad_checkpointing else []
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"the {mode} launch failed:\n{result.stderr[-3000:]}")
@@ -87,14 +99,17 @@ def main() -> None:
     ddp, fsdp = launch("ddp", args), launch("fsdp", args)
     gib = 2 ** 30
     print(f"{args.model}: {ddp['params'] / 1e6:.0f}M parameters, batch {args.batch} per process, 2 CPU processes "
-          f"(gloo), median of {args.steps} steps")
-    print(f"{'':6s} {'peak RSS per process (GiB)':>28s} {'step (s)':>10s}")
+          f"(gloo), median of {args.steps} steps; resident memory per process, the larger of the two (GiB)")
+    print(f"{'':6s} {'baseline':>9s} {'training':>9s} {'above baseline':>15s} {'process':>8s} {'step (s)':>9s}")
+    worst = {}
     for row in (ddp, fsdp):
-        print(f"{row['mode']:6s} {' / '.join(f'{b / gib:.2f}' for b in row['peak_bytes']):>28s} "
-              f"{max(row['step_s']):10.2f}")
-    print(f"FSDP / DDP: peak memory x{max(fsdp['peak_bytes']) / max(ddp['peak_bytes']):.2f}, "
-          f"step time x{max(fsdp['step_s']) / max(ddp['step_s']):.2f}")
-
+        baseline, training, process, step = (max(r[i] for r in row["rows"]) for i in range(4))
+        worst[row["mode"]] = (training, training - baseline, process, step)
+        print(f"{row['mode']:6s} {baseline / gib:9.2f} {training / gib:9.2f} {(training - baseline) / gib:15.2f} "
+              f"{process / gib:8.2f} {step:9.2f}")
+    ratios = [f / d for f, d in zip(worst["fsdp"], worst["ddp"])]
+    print("FSDP / DDP: training peak x{:.2f}, above baseline x{:.2f}, process peak x{:.2f}, step time x{:.2f}"
+          .format(*ratios))
 
 if __name__ == "__main__":
     main()
