@@ -17,8 +17,11 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from vitwarm.models import WarmupViT
+from vitwarm.run.fsdp import is_sharded, shard
 from vitwarm.run.phases import Training
 from vitwarm.run.sharded_checkpoints import load_any
 
@@ -101,11 +104,13 @@ def test_sigkill_inside_a_sharded_save_keeps_the_previous_checkpoint_and_resumes
     assert {p.name for p in root.iterdir()} == {"1-image-00000003", "1-image-00000006", ".tmp-1-image-00000009"}
     assert {p.name for p in (root / ".tmp-1-image-00000009").iterdir()} >= SHARDED_FILES
 
-    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, launch=FSDP)
+    # Resumed with activation checkpointing, which recomputes each block's forward in the backward pass.
+    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, "run.grad_checkpointing=true", launch=FSDP)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {root / '1-image-00000006'}" in result.stdout
     assert "saved by 2 process(es), into 2" in result.stdout
-    # Same processes, same shards, same arithmetic: the resumed run is the uninterrupted one, byte for byte.
+    # Same processes, same shards, same arithmetic (the recomputed forward is the same): the resumed run is the
+    # uninterrupted one, byte for byte.
     assert_same_weights_and_records(run_dir, fsdp_run)
 
 
@@ -173,6 +178,7 @@ UNEVEN_EVAL = r"""
 import json, torch, timm
 from accelerate import Accelerator
 from omegaconf import OmegaConf
+from omegaconf import OmegaConf
 import vitwarm.models
 from vitwarm.run.fsdp import is_sharded, shard
 from vitwarm.run.images import evaluate
@@ -200,6 +206,13 @@ def test_sharded_evaluation_of_uneven_splits_does_not_hang(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines == [{"sharded": True, "samples": 16}] * 2
+
+
+def test_grad_checkpointing_is_turned_on_in_every_vit_of_the_model():
+    cfg = OmegaConf.create({"run": {"parallel": "fsdp", "grad_checkpointing": True}, "precision": "fp32"})
+    vit = timm.create_model("vitwarm_pico_patch7_28", in_chans=1, num_classes=0)
+    model = shard(cfg, Accelerator(cpu=True), WarmupViT(vit, vocab_size=10, seq_len=16))
+    assert model.vit.grad_checkpointing and not is_sharded(model)  # one process: nothing to shard
 
 
 @pytest.mark.parametrize("overrides,names", [
