@@ -91,6 +91,12 @@ def test_first_losses_of_both_phases_match_a_ddp_run(tmp_path, fmnist_shards, fs
     assert_close_losses(run_dir, fsdp_run, "warmup", first=1)
     assert_close_losses(run_dir, fsdp_run, "image", first=1)
     assert max(losses(run_dir, "image")) >= 9
+    # Its single-file checkpoints keep torch's optimizer state by parameter position: a sharded run refuses them.
+    refused = train(run_dir, fmnist_shards, "run.parallel=fsdp")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("vitwarm: error: ")]
+    assert refused.returncode == 1 and errors == [
+        f"vitwarm: error: checkpoint {run_dir / 'checkpoints' / '1-image-00000006'} is a single-file checkpoint "
+        "(saved with run.parallel=ddp); resume it with run.parallel=ddp and an accelerate config without FSDP"]
 
 
 @pytest.mark.slow
@@ -151,7 +157,7 @@ def test_a_sharded_checkpoint_loads_whole_into_one_process_bitwise(fsdp_run):
     optimizer = torch.optim.AdamW(model.parameters())
     accelerator = Accelerator(cpu=True)
     line = load_any(fsdp_run / "checkpoints" / "1-image-00000050", Training(model, optimizer, None, iter(()), None),
-                    accelerator, "fsdp")
+                    accelerator)
     assert "saved by 2 process(es), into 1" in line
     exported = load_file(fsdp_run / "model" / "model.safetensors")
     weights = model.state_dict()

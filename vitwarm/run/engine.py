@@ -42,7 +42,7 @@ from .rundir import (
     eval_record,
     write_summary,
 )
-from .sharded_checkpoints import load_any
+from .sharded_checkpoints import check_loadable, load_any
 from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
@@ -73,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
 def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
     """The run from where its directory says it stands, in a run directory this launch holds."""
     start = where_to_start(cfg)
+    check_loadable(start.checkpoint, cfg.run.parallel)
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
@@ -119,7 +120,7 @@ def run_phases(launch: Launch, start: Start) -> Training:
         resuming = state.phase == phase.name
         training = kind.setup(cfg, phase, accelerator, launch.images, state.step if resuming else 0)
         if resuming:
-            accelerator.print(load_any(start.checkpoint, training, accelerator, cfg.run.parallel))
+            accelerator.print(load_any(start.checkpoint, training, accelerator))
         else:
             state.phase, state.step = phase.name, 0
         train_phase(launch, phase, training, state)

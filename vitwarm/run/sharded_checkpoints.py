@@ -64,14 +64,19 @@ def shards_in(checkpoint: str | Path) -> int:
     return len(list(Path(checkpoint).glob("__*_0.distcp")))
 
 
-def load_any(checkpoint: str | Path, training: Training, accelerator: Accelerator, parallel: str) -> str:
+def check_loadable(checkpoint: str | Path | None, parallel: str) -> None:
+    """Refuse, before anything is built, a single-file checkpoint for a run.parallel=fsdp run: its optimizer state
+    is torch's, by parameter position, which sharded parameters cannot take. (A sharded checkpoint loads anywhere.)"""
+    if checkpoint and parallel == "fsdp" and not is_sharded_checkpoint(checkpoint):
+        raise ConfigError(f"checkpoint {checkpoint} is a single-file checkpoint (saved with run.parallel=ddp); "
+                          "resume it with run.parallel=ddp and an accelerate config without FSDP")
+
+
+def load_any(checkpoint: str | Path, training: Training, accelerator: Accelerator) -> str:
     """Load ``checkpoint`` into ``training``'s model and optimizer in place (every process calls this); returns
     a line for the log. A sharded checkpoint loads into any number of processes, sharded or not; a single-file
-    one only into a run.parallel=ddp run (the model's own state dict and torch's optimizer state)."""
+    one into a run.parallel=ddp run (see `check_loadable`)."""
     if not is_sharded_checkpoint(checkpoint):
-        if parallel == "fsdp":
-            raise ConfigError(f"checkpoint {checkpoint} is a single-file checkpoint (saved with run.parallel=ddp); "
-                              "resume it with run.parallel=ddp and an accelerate config without FSDP")
         load_checkpoint(checkpoint, accelerator.unwrap_model(training.model), training.optimizer, training.ema)
         return f"vitwarm: loaded {checkpoint}"
     target = _state(training)
