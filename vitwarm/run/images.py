@@ -8,7 +8,6 @@ trains on ``train``, the loop evaluates on ``val`` (and ``test`` at the end).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from accelerate import Accelerator
@@ -53,9 +52,11 @@ def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[s
     """Top-1 / top-5 (percent) and mean loss over a split; every sample counted once over all processes."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # correct@1, correct@5, loss, n
-    # Under FSDP a process whose share of the split ends first still takes part in the others' forwards.
-    in_chans, (h, w) = model.patch_embed.proj.in_channels, model.patch_embed.img_size
-    idle = partial(model, torch.zeros(1, in_chans, h, w, device=accelerator.device))
+
+    def idle() -> None:  # under FSDP, once this process's share of the split is spent and another's is not
+        h, w = model.patch_embed.img_size
+        model(torch.zeros(1, model.patch_embed.proj.in_channels, h, w, device=accelerator.device))
+
     for images, labels in lockstep(loader, model, accelerator, idle):
         images = loader.normalize(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
         labels = labels.to(accelerator.device, non_blocking=True)
