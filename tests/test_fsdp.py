@@ -83,7 +83,8 @@ def test_both_phases_train_sharded_and_write_sharded_checkpoints(fsdp_run):
 
 
 @pytest.mark.slow
-def test_first_losses_of_both_phases_match_a_ddp_run(tmp_path, fmnist_shards, fsdp_run):
+def test_first_losses_of_both_phases_match_a_ddp_run_whose_checkpoints_resume_with_one_process(tmp_path, fmnist_shards,
+                                                                                             fsdp_run):
     # The DDP run of the same seed, stopped at its third image checkpoint: both phases' first steps are logged.
     run_dir = tmp_path / "ddp"
     result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, launch=DDP, kill_at="checkpoint:files@12")
@@ -97,6 +98,11 @@ def test_first_losses_of_both_phases_match_a_ddp_run(tmp_path, fmnist_shards, fs
     assert refused.returncode == 1 and errors == [
         f"vitwarm: error: checkpoint {run_dir / 'checkpoints' / '1-image-00000006'} is a single-file checkpoint "
         "(saved with run.parallel=ddp); resume it with run.parallel=ddp and an accelerate config without FSDP"]
+    # ...while a DDP run resumes them on another number of processes: whole tensors load anywhere.
+    resumed = train(run_dir, fmnist_shards, *PER_STEP_LOGS)  # one process
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / '1-image-00000006'}" in resumed.stdout
+    assert sorted(losses(run_dir, "image")) == sorted(losses(fsdp_run, "image"))
 
 
 @pytest.mark.slow
