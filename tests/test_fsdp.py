@@ -56,6 +56,20 @@ def assert_close_losses(run_dir, reference, phase: str, first: int) -> None:
         assert got[step] == pytest.approx(expected[step], rel=1e-5), (phase, step, got[step], expected[step])
 
 
+def interrupt(run_dir, shards, launch: str, kill_at: str) -> None:
+    """A run of 2 processes SIGKILLed at the fault point ``kill_at`` (vitwarm.atomic.fault_point)."""
+    result = train(run_dir, shards, *PER_STEP_LOGS, launch=launch, kill_at=kill_at)
+    assert result.returncode != 0 and not (run_dir / "summary.json").exists(), result.stderr[-3000:]
+
+
+def resume(run_dir, shards, checkpoint: str, *overrides: str, launch: str | None = None) -> str:
+    """The same run launched again to its end from ``checkpoint``; its standard output."""
+    result = train(run_dir, shards, *PER_STEP_LOGS, *overrides, launch=launch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / checkpoint} " in result.stdout
+    return result.stdout
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory, fmnist_shards):
     """The documented command: accelerate launch --config_file recipes/accelerate/cpu_fsdp.yaml -m vitwarm.train
@@ -87,8 +101,7 @@ def test_first_losses_of_both_phases_match_a_ddp_run_whose_checkpoints_resume_wi
                                                                                              fsdp_run):
     # The DDP run of the same seed, stopped at its third image checkpoint: both phases' first steps are logged.
     run_dir = tmp_path / "ddp"
-    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, launch=DDP, kill_at="checkpoint:files@12")
-    assert result.returncode != 0 and not (run_dir / "summary.json").exists()
+    interrupt(run_dir, fmnist_shards, DDP, "checkpoint:files@12")
     assert_close_losses(run_dir, fsdp_run, "warmup", first=1)
     assert_close_losses(run_dir, fsdp_run, "image", first=1)
     assert max(losses(run_dir, "image")) >= 9
@@ -99,9 +112,7 @@ def test_first_losses_of_both_phases_match_a_ddp_run_whose_checkpoints_resume_wi
         f"vitwarm: error: checkpoint {run_dir / 'checkpoints' / '1-image-00000006'} is a single-file checkpoint "
         "(saved with run.parallel=ddp); resume it with run.parallel=ddp and an accelerate config without FSDP"]
     # ...while a DDP run resumes them on another number of processes: whole tensors load anywhere.
-    resumed = train(run_dir, fmnist_shards, *PER_STEP_LOGS)  # one process
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {run_dir / 'checkpoints' / '1-image-00000006'}" in resumed.stdout
+    resume(run_dir, fmnist_shards, "1-image-00000006")  # one process
     assert sorted(losses(run_dir, "image")) == sorted(losses(fsdp_run, "image"))
 
 
@@ -110,17 +121,14 @@ def test_sigkill_inside_a_sharded_save_keeps_the_previous_checkpoint_and_resumes
                                                                                          fsdp_run):
     run_dir = tmp_path / "run"
     # Killed after every process wrote its shard of image step 9 and before the manifest and the rename.
-    killed = train(run_dir, fmnist_shards, *PER_STEP_LOGS, launch=FSDP, kill_at="checkpoint:shards@12")
-    assert killed.returncode != 0 and not (run_dir / "summary.json").exists()
+    interrupt(run_dir, fmnist_shards, FSDP, "checkpoint:shards@12")
     root = run_dir / "checkpoints"
     assert {p.name for p in root.iterdir()} == {"1-image-00000003", "1-image-00000006", ".tmp-1-image-00000009"}
     assert {p.name for p in (root / ".tmp-1-image-00000009").iterdir()} >= SHARDED_FILES
 
     # Resumed with activation checkpointing, which recomputes each block's forward in the backward pass.
-    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, "run.grad_checkpointing=true", launch=FSDP)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming from {root / '1-image-00000006'}" in result.stdout
-    assert "saved by 2 process(es), into 2" in result.stdout
+    out = resume(run_dir, fmnist_shards, "1-image-00000006", "run.grad_checkpointing=true", launch=FSDP)
+    assert "saved by 2 process(es), into 2" in out
     # Same processes, same shards, same arithmetic (the recomputed forward is the same): the resumed run is the
     # uninterrupted one, byte for byte.
     assert_same_weights_and_records(run_dir, fsdp_run)
@@ -129,21 +137,18 @@ def test_sigkill_inside_a_sharded_save_keeps_the_previous_checkpoint_and_resumes
 @pytest.mark.slow
 def test_saved_by_two_resumes_with_one_past_a_damaged_shard(tmp_path, fmnist_shards, fsdp_run):
     run_dir = tmp_path / "run"
-    killed = train(run_dir, fmnist_shards, *PER_STEP_LOGS, launch=FSDP, kill_at="checkpoint:shards@3")
-    assert killed.returncode != 0
+    interrupt(run_dir, fmnist_shards, FSDP, "checkpoint:shards@3")
     newest = run_dir / "checkpoints" / "0-warmup-00000006"
     shard = newest / "__1_0.distcp"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 1  # one flipped bit in tensor data: only the recorded hash can tell
     shard.write_bytes(data)
 
-    result = train(run_dir, fmnist_shards, *PER_STEP_LOGS, "run.parallel=fsdp")  # one process
-    assert result.returncode == 0, result.stderr[-3000:]
-    warnings = [line for line in result.stdout.splitlines() if line.startswith("vitwarm: warning:")]
+    out = resume(run_dir, fmnist_shards, "0-warmup-00000003", "run.parallel=fsdp")  # one process
+    warnings = [line for line in out.splitlines() if line.startswith("vitwarm: warning:")]
     assert warnings == [f"vitwarm: warning: skipping checkpoint {newest}: __1_0.distcp does not match its recorded "
                         "hash (damaged or replaced)"]
-    assert "0-warmup-00000003 (warmup step 3)" in result.stdout
-    assert "saved by 2 process(es), into 1" in result.stdout
+    assert "saved by 2 process(es), into 1" in out
     # The warm-up's global batches do not depend on the number of processes: the same losses within float
     # tolerance (sums split differently over processes). The image phase deals shards to processes, so its
     # batches differ; its schedule and step count do not.
@@ -203,7 +208,8 @@ class Split(list):
     normalize = staticmethod(lambda x: x.float() / 255)
 batch = (torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), torch.arange(4))
 result = evaluate(model, Split([batch] * (3 if accelerator.process_index == 0 else 1)), accelerator)
-print(json.dumps({"sharded": is_sharded(model), "samples": result["samples"]}))
+if accelerator.is_main_process:  # the result is summed over both processes
+    print(json.dumps({"sharded": is_sharded(model), "samples": result["samples"]}))
 """
 
 
@@ -217,7 +223,7 @@ def test_sharded_evaluation_of_uneven_splits_does_not_hang(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines == [{"sharded": True, "samples": 16}] * 2
+    assert lines == [{"sharded": True, "samples": 16}]
 
 
 def test_grad_checkpointing_is_turned_on_in_every_vit_of_the_model():
