@@ -4,7 +4,9 @@
   subprocess (one thread per process: identical arithmetic in every run, so resume checks are bitwise).
 - ``train``, ``train_command``, ``train_records``, ``kill_once``, ``trained``: real ``python -m vitwarm.train``
   runs; ``assert_same_weights_and_records``: the check of a resumed run against its reference;
-  ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1.
+  ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1;
+  ``launch_command``: the same run under ``accelerate launch`` with one of recipes/accelerate/;
+  ``STOCK_EVAL``: an export evaluated by stock timm alone, in a fresh interpreter.
 - ``SYNTHETIC``, ``train_here``: the tiny recipe on generated images (no data needed) and a whole run of it in
   the test's process (``vitwarm.run.engine.train``), for the fast lane.
 - ``free_port``: a free TCP port on 127.0.0.1 for a process group's rendezvous.
@@ -49,14 +51,23 @@ def train_command(run_dir: Path, shards: Path, *overrides: str) -> list[str]:
             f"run.dir={run_dir}", *overrides]
 
 
+def launch_command(accelerate_config: str, run_dir: Path, shards: Path, *overrides: str) -> list[str]:
+    """``train_command``'s run under ``accelerate launch`` with recipes/accelerate/``accelerate_config``."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "recipes" / "accelerate" / accelerate_config), "--main_process_port", str(free_port()),
+            *train_command(run_dir, shards, *overrides)[1:]]
+
+
 def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None,
-          signals: str | None = None) -> subprocess.CompletedProcess:
+          signals: str | None = None, launch: str | None = None) -> subprocess.CompletedProcess:
     """A run; ``kill_at``: the fault point (vitwarm.atomic.fault_point, ``name@N``) at which it SIGKILLs itself,
-    or sends itself ``signals`` (``SIGINT,SIGINT``)."""
+    or sends itself ``signals`` (``SIGINT,SIGINT``); ``launch``: under ``accelerate launch`` with this config of
+    recipes/accelerate/ (else one process)."""
     env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
     env |= {"VITWARM_FAULT_SIGNALS": signals} if signals else {}
-    return subprocess.run(train_command(run_dir, shards, *overrides), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    command = launch_command(launch, run_dir, shards, *overrides) if launch else \
+        train_command(run_dir, shards, *overrides)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def trained(run_dir: Path, shards: Path, *overrides: str) -> Path:
@@ -73,6 +84,35 @@ def assert_same_weights_and_records(run_dir: Path, reference: Path) -> None:
     for name in expected:
         assert (expected[name] == got[name]).all(), name
     assert train_records(run_dir) == train_records(reference)
+
+
+# Evaluates an export the way a user without vitwarm would, with the helpers timm's own scripts use: the model
+# and its preprocessing come from the folder alone (no in_chans, size or mean/std given), the validation split
+# through timm's webdataset reader, which finds the split in _info.json.
+STOCK_EVAL = r"""
+import json, sys
+import timm, torch
+from timm.data import create_dataset, create_transform
+from timm.data.model_config import resolve_input_data_config
+from timm.models import resolve_model_input_args
+
+export, shards = sys.argv[1], sys.argv[2]
+model = timm.create_model(**resolve_model_input_args(f"local-dir:{export}", {}, pretrained=True)).eval()
+config = resolve_input_data_config(model, {})
+mode = "RGB" if config["input_size"][0] == 3 else "L"  # what timm's train.py picks for --input-img-mode
+dataset = create_dataset("wds/fashion_mnist", root=shards, split="validation", is_training=False,
+                         input_img_mode=mode, transform=create_transform(**config))
+correct = total = 0
+with torch.no_grad():
+    for images, labels in torch.utils.data.DataLoader(dataset, batch_size=250):
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += len(labels)
+headless = timm.create_model(f"local-dir:{export.replace('model', 'warmup')}", pretrained=True, num_classes=7)
+print(json.dumps({"top1": 100 * correct / total, "samples": total, "config": config,
+                  "vitwarm_imported": any(m.split(".")[0] == "vitwarm" for m in sys.modules),
+                  "headless_classes": headless.num_classes, "label_names": model.pretrained_cfg["label_names"]}))
+"""
+
 
 
 def train_in_process(run_dir: Path, shards: Path, *overrides: str) -> tuple[int, str]:

@@ -45,7 +45,7 @@ def graph() -> dict[str, set[str]]:
 FLOORS = [
     ("vitwarm.errors", "vitwarm.seeds", "vitwarm.atomic", "vitwarm.provenance"),
     ("vitwarm.models", "vitwarm.data", "vitwarm.procedural"),
-    ("vitwarm.config", "vitwarm.catalog"),
+    ("vitwarm.config", "vitwarm.config_doc", "vitwarm.catalog"),
     ("vitwarm.run",),
     ("vitwarm.sweeps",),
     ("vitwarm.analysis",),  # reads what runs and sweeps leave; nothing below imports it

@@ -19,6 +19,7 @@ from helpers import (
     ENV,
     PER_STEP_LOGS,
     ROOT,
+    STOCK_EVAL,
     free_port,
     kill_once,
     train,
@@ -136,34 +137,6 @@ def test_odd_token_grid_is_refused_before_training(tmp_path, fmnist_shards):
     # 21 px / patch 7 = 3 x 3 = 9 tokens: no balanced bracket sequence has odd length.
     status, out = train_in_process(tmp_path / "odd", fmnist_shards, "model.kwargs.img_size=21")
     assert status == 1 and "3 x 3 = 9 token grid of model vitwarm_pico_patch7_28: seq_len must be even" in out
-
-
-# Evaluates an export the way a user without vitwarm would, with the helpers timm's own scripts use: the model
-# and its preprocessing come from the folder alone (no in_chans, size or mean/std given), the validation split
-# through timm's webdataset reader, which finds the split in _info.json.
-STOCK_EVAL = r"""
-import json, sys
-import timm, torch
-from timm.data import create_dataset, create_transform
-from timm.data.model_config import resolve_input_data_config
-from timm.models import resolve_model_input_args
-
-export, shards = sys.argv[1], sys.argv[2]
-model = timm.create_model(**resolve_model_input_args(f"local-dir:{export}", {}, pretrained=True)).eval()
-config = resolve_input_data_config(model, {})
-mode = "RGB" if config["input_size"][0] == 3 else "L"  # what timm's train.py picks for --input-img-mode
-dataset = create_dataset("wds/fashion_mnist", root=shards, split="validation", is_training=False,
-                         input_img_mode=mode, transform=create_transform(**config))
-correct = total = 0
-with torch.no_grad():
-    for images, labels in torch.utils.data.DataLoader(dataset, batch_size=250):
-        correct += (model(images).argmax(1) == labels).sum().item()
-        total += len(labels)
-headless = timm.create_model(f"local-dir:{export.replace('model', 'warmup')}", pretrained=True, num_classes=7)
-print(json.dumps({"top1": 100 * correct / total, "samples": total, "config": config,
-                  "vitwarm_imported": any(m.split(".")[0] == "vitwarm" for m in sys.modules),
-                  "headless_classes": headless.num_classes, "label_names": model.pretrained_cfg["label_names"]}))
-"""
 
 
 def test_exports_load_in_stock_timm_without_vitwarm(tmp_path, fmnist_shards, reference):

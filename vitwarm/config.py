@@ -405,6 +405,12 @@ class RunConfig:
     stop_signal: str = checked("SIGTERM", OneOf(("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")))
     """Signal that stops the run politely: save the step reached, exit 75; the same command resumes (a
     scheduler's warning signal, e.g. SLURM's --signal). Ctrl-C (SIGINT) always stops politely as well."""
+    parallel: str = checked("ddp", OneOf(("ddp", "fsdp")))
+    """'ddp': every process holds the whole model; 'fsdp': torch's fully_shard per transformer block then the
+    root, with sharded checkpoints (docs/training.md); an accelerate config of distributed_type FSDP sets it too."""
+    grad_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (timm's set_grad_checkpointing): less memory for
+    about a third more compute; the weights trained are the same."""
 
 
 @dataclass

@@ -7,6 +7,9 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/<phase index>-<phase>-<step>/`` h
 - ``ema.safetensors``        the EMA weights, when EMA is on;
 - ``state.json``             written last: the ``RunState`` and the sha256 of every other file.
 
+A run with ``run.parallel=fsdp`` writes DCP's files instead of the first three (vitwarm.run.sharded_checkpoints);
+the folder, state.json and everything below are the same for both.
+
 Writing: the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name that exists
 first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so some
 complete copy exists at every moment (``.old-`` folders count as checkpoints until then). Deleting
@@ -127,22 +130,30 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, keep: int) -> Path:
-    """Write one checkpoint and delete all but the newest ``keep``. Main process only."""
+def begin_checkpoint(run_dir: str | Path, name: str) -> Path:
+    """An empty ``.tmp-<name>/`` to write checkpoint ``name``'s files into, leftovers of interrupted writes and
+    deletions removed. Main process only."""
     root = Path(run_dir) / CHECKPOINTS
-    final, tmp, old = root / name, root / f".tmp-{name}", root / f".old-{name}"
+    tmp = temporary_folder(run_dir, name)
     for leftover in root.glob(".*"):  # an interrupted write or deletion; a live '.old-' copy stays
         if not (leftover.name.startswith(".old-") and not (root / leftover.name[5:]).exists()):
             shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def temporary_folder(run_dir: str | Path, name: str) -> Path:
+    """Where checkpoint ``name`` is written before it is committed."""
+    return Path(run_dir) / CHECKPOINTS / f".tmp-{name}"
+
+
+def commit_checkpoint(run_dir: str | Path, name: str, state: RunState, keep: int) -> Path:
+    """Hash every file written into ``.tmp-<name>/``, write state.json last, rename the folder into place and
+    delete all but the newest ``keep`` checkpoints. Main process only."""
+    root = Path(run_dir) / CHECKPOINTS
+    final, tmp, old = root / name, temporary_folder(run_dir, name), root / f".old-{name}"
     try:
-        write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
-        atomic_write(tmp / "optimizer.pt", lambda path: save_torch(optimizer.state_dict(), path))
-        if ema is not None:
-            write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
-        fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
         hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
         atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
     except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
@@ -159,6 +170,22 @@ def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torc
     for stale in list_checkpoints(run_dir)[:-keep]:
         _remove(stale)
     return final
+
+
+def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, keep: int) -> Path:
+    """Write one checkpoint and delete all but the newest ``keep``. Main process only."""
+    tmp = begin_checkpoint(run_dir, name)
+    try:
+        write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
+        atomic_write(tmp / "optimizer.pt", lambda path: save_torch(optimizer.state_dict(), path))
+        if ema is not None:
+            write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
+        fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
+    except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return commit_checkpoint(run_dir, name, state, keep)
 
 
 def read_state(checkpoint: str | Path) -> RunState:

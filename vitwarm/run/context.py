@@ -20,6 +20,7 @@ from .phases import Training
 from .plan import Phase, Plan
 from .preemption import StopRequest
 from .rundir import CHECKPOINTS, check_data, eval_record, hash_exports, write_config
+from .sharded_checkpoints import save_sharded
 
 
 @dataclass
@@ -56,15 +57,18 @@ class Launch:
             write_curves(self.cfg.run.dir, self.cfg.data.val_split, self.cfg.warmup.stop_rise)
 
     def save(self, phase: Phase, training: Training, state: RunState) -> None:
-        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
+        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes); sharded
+        under run.parallel=fsdp (vitwarm.run.sharded_checkpoints), where every process writes."""
+        run_dir, name = Path(self.cfg.run.dir), checkpoint_name(self.plan.position(phase), phase.name, state.step)
         if self.accelerator.is_main_process:
-            run_dir = Path(self.cfg.run.dir)
             self.log.sync()
             state.records = self.log.count
             state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.position(phase), phase.name, state.step), state,
-                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
-                            self.cfg.checkpoint.keep)
+        if self.cfg.run.parallel == "fsdp":
+            save_sharded(run_dir, name, state, training, self.cfg.checkpoint.keep, self.accelerator)
+        elif self.accelerator.is_main_process:
+            save_checkpoint(run_dir, name, state, self.accelerator.unwrap_model(training.model), training.optimizer,
+                            training.ema, self.cfg.checkpoint.keep)
         self.accelerator.wait_for_everyone()
 
 

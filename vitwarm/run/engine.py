@@ -24,9 +24,10 @@ from tqdm import tqdm
 from ..atomic import check_hashes
 from ..data import images_are_synthetic
 from ..seeds import seed_step
-from .checkpoints import RunState, Start, load_checkpoint, where_to_start
+from .checkpoints import RunState, Start, where_to_start
 from .context import Launch, open_data, open_log
 from .export import export_run
+from .fsdp import resolve, whole
 from .images import evaluate
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
@@ -44,6 +45,7 @@ from .rundir import (
     space_warning,
     write_summary,
 )
+from .sharded_checkpoints import check_loadable, load_any
 from .step import StepSums, guarded_step, sync_window
 
 
@@ -55,6 +57,7 @@ def accelerate_precision(precision: str) -> str:
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
     started = time.perf_counter()
+    cfg = resolve(cfg)  # the launch's parallel mode (vitwarm.run.fsdp), before Accelerate reads the environment
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
@@ -72,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
 def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
     """The run from where its directory says it stands, in a run directory this launch holds."""
     start = where_to_start(cfg)
+    check_loadable(start.checkpoint, cfg.run.parallel)
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
@@ -119,13 +123,12 @@ def run_phases(launch: Launch, start: Start) -> Training:
         resuming = state.phase == phase.name
         training = kind.setup(cfg, phase, accelerator, launch.images, state.step if resuming else 0)
         if resuming:
-            load_checkpoint(start.checkpoint, accelerator.unwrap_model(training.model), training.optimizer,
-                            training.ema)
+            accelerator.print(load_any(start.checkpoint, training, accelerator))
         else:
             state.phase, state.step = phase.name, 0
         train_phase(launch, phase, training, state)
         if training.watch:
-            training.watch.finish(accelerator.unwrap_model(training.model), state)
+            training.watch.finish(whole(training.model, accelerator), state)
         if phase.name not in state.finished:
             state.finished.append(phase.name)
             state.used_steps[phase.name] = state.step
@@ -253,10 +256,11 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         synthetic_images=images_are_synthetic(cfg.data),
     )
     run_dir = Path(cfg.run.dir)
+    exported = whole(training.model, accelerator)  # gathered to the CPU under FSDP: every process takes part
     if accelerator.is_main_process:
         launch.log.sync()
         if final.counts_images:
-            export_run(cfg, model, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
+            export_run(cfg, exported, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
         launch.draw()
         write_summary(run_dir, summary)
     accelerator.wait_for_everyone()

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import make_train_loader, make_val_loader
 from ..data.http_fetch import HttpLimits
+from .fsdp import lockstep
 
 
 @dataclass
@@ -52,7 +53,12 @@ def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[s
     """Top-1 / top-5 (percent) and mean loss over a split; every sample counted once over all processes."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # correct@1, correct@5, loss, n
-    for images, labels in loader:
+
+    def idle() -> None:  # under FSDP, once this process's share of the split is spent and another's is not
+        h, w = model.patch_embed.img_size
+        model(torch.zeros(1, model.patch_embed.proj.in_channels, h, w, device=accelerator.device))
+
+    for images, labels in lockstep(loader, model, accelerator, idle):
         images = loader.normalize(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
         labels = labels.to(accelerator.device, non_blocking=True)
         with accelerator.autocast():

@@ -10,6 +10,8 @@ same probe set from the seed, reads the same curve and ends the phase at the sam
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig
@@ -19,6 +21,7 @@ from ..procedural import ProceduralTask
 from ..procedural.probe import probe_counts, probe_metrics, probe_share
 from ..seeds import derive_seed
 from .checkpoints import RunState
+from .fsdp import lockstep
 from .plan import Phase, to_steps
 from .plateau import decay_start, plateau_decision, transition_index
 
@@ -68,8 +71,9 @@ class Watch:
         rule; returns the records to log (the probe's, and the stop's when it fires)."""
         was_training = model.training
         model.eval()
+        idle = partial(model, self.batches[0]["tokens"][:1])  # under FSDP, while other processes have batches left
         counts = sum(probe_counts(model(b["tokens"]), b["targets"], b["loss_mask"], b["grammar"], len(self.names))
-                     for b in self.batches)  # float64 (grammars, 3)
+                     for b in lockstep(self.batches, model, self.accelerator, idle))  # float64 (grammars, 3)
         model.train(was_training)
         metrics = probe_metrics(self.accelerator.reduce(counts, reduction="sum").tolist(), self.names)
         state.probe.append([state.step, metrics["probe_acc"]])

@@ -144,9 +144,11 @@ def prepare(cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, o
     """Accelerate's device placement and wrapping, then the EMA copy and torch.compile, in that order.
 
     The EMA is copied from the prepared model, so it lives on the training device and its updates never
-    mix devices; it is copied before compiling, so evaluating it runs eagerly and compiles nothing.
+    mix devices; it is copied before compiling, so evaluating it runs eagerly and compiles nothing. Under
+    run.parallel=fsdp the model is sharded already (vitwarm.run.fsdp.shard) and Accelerate must not wrap it.
     """
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.run.parallel != "fsdp":
+        model, optimizer = accelerator.prepare(model, optimizer)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=ema_decay) if ema_decay > 0 else None
     if cfg.train.compile:
         # Every compiled module shares the cache of nn.Module._call_impl and its recompile limit (8 by

@@ -25,6 +25,7 @@ from ...errors import ConfigError
 from ...models import compose, load_export_without_head
 from ...models.registry import stock_architecture
 from ..export import export_dir, export_handover
+from ..fsdp import shard
 from ..images import ImageData
 from ..plan import Phase, Plan
 from ..rundir import WARMUP_EXPORT
@@ -63,6 +64,7 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
             compose_sources(cfg, model, accelerator)
         elif phase.init == "finetune":
             load_export_without_head(model, cfg.model.finetune)  # fine-tuning: everything but the classifier head
+    model = shard(cfg, accelerator, model)  # before the optimizer: it is built over the sharded parameters
     t = cfg.train
     optimizer, scheduler = make_optimizer(t, model, phase, opt=t.opt, sched=t.sched, device=accelerator.device)
     model, optimizer, ema = prepare(cfg, accelerator, model, optimizer, t.ema_decay)

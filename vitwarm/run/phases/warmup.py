@@ -32,6 +32,7 @@ from ...models import TransferReport, WarmupViT, masked_token_loss, transfer
 from ...procedural import ProceduralTask, TokenStream
 from ...seeds import derive_seed
 from ..export import export_handover
+from ..fsdp import shard, whole
 from ..images import ImageData
 from ..plan import Phase, Plan, vit_flops_per_sample
 from ..plateau import WSD
@@ -87,6 +88,7 @@ def warmup_kind(trained: WarmupModel) -> PhaseKind:
         task = warmup_task(cfg, vit)
         model = WarmupViT(vit, task.vocab_size, pos_embed=cfg.warmup.pos_embed, trainable=cfg.warmup.trainable,
                           seed=derive_seed(cfg.seed, "symbols"), seq_len=task.seq_len)
+        model = shard(cfg, accelerator, model)  # before the optimizer: it is built over the sharded parameters
         optimizer, scheduler = make_optimizer(cfg.warmup, model, phase, opt=OPT, sched=SCHED,
                                               device=accelerator.device)
         watch = Watch(cfg, phase, task, accelerator)
@@ -115,7 +117,8 @@ def warmup_kind(trained: WarmupModel) -> PhaseKind:
         trained.check_handover(cfg, vit, image_vit)
 
     def end(cfg: DictConfig, training: Training, accelerator: Accelerator, images: ImageData) -> str:
-        return trained.hand_over(cfg, accelerator.unwrap_model(training.model).vit, accelerator, images)
+        # the whole warmed-up ViT, gathered to the CPU under FSDP (vitwarm.run.fsdp)
+        return trained.hand_over(cfg, whole(training.model, accelerator).vit, accelerator, images)
 
     def flops_per_sample(cfg: DictConfig) -> float:
         with torch.device("meta"):
