@@ -14,7 +14,15 @@ from .fmnist import FMNIST_CLASSES, FMNIST_SRC, ensure_fmnist_shards, read_idx, 
 from .folder import write_folder_shards
 from .loaders import TrainLoader, ValLoader, make_train_loader, make_val_loader
 from .mixup import make_mixup
-from .prepare import PREPARATIONS, WRITTEN, describe_train, images_are_synthetic, preparation, prepare_data
+from .prepare import (
+    PREPARATIONS,
+    WRITTEN,
+    describe_train,
+    images_are_synthetic,
+    pending_preparation,
+    preparation,
+    prepare_data,
+)
 from .reader import SampleError
 from .sources import DataError, DatasetInfo, is_remote, read_dataset_info
 from .splits import read_splits
@@ -25,7 +33,8 @@ from .verify import verify_shards
 __all__ = [
     "FMNIST_CLASSES", "FMNIST_SRC", "PREPARATIONS", "SYNTHETIC", "WRITTEN", "DataError", "DatasetInfo",
     "ImageTransform", "SampleError", "TrainLoader", "ValLoader", "describe_train", "ensure_fmnist_shards",
-    "images_are_synthetic", "is_remote", "make_mixup", "make_train_loader", "make_val_loader", "prepare_data",
+    "images_are_synthetic", "is_remote", "pending_preparation", "make_mixup", "make_train_loader",
+    "make_val_loader", "prepare_data",
     "preparation", "read_dataset_info", "read_idx", "read_splits", "verify_shards", "write_fmnist_shards",
     "write_folder_shards",
 ]

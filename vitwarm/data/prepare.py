@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from ..errors import ConfigError
-from .fmnist import FMNIST_CLASSES, ensure_fmnist_shards, fmnist_split_indices, load_fmnist
+from .fmnist import (
+    FMNIST_CLASSES,
+    FMNIST_SRC,
+    ensure_fmnist_shards,
+    fmnist_shards_ready,
+    fmnist_split_indices,
+    load_fmnist,
+)
 from .sources import is_remote, read_dataset_info
 from .synthetic import SYNTHETIC
 
@@ -30,6 +37,8 @@ class Preparation:
     """``data`` section -> (training samples, classes), before anything is written."""
     ensure: Callable[[DictConfig], None]
     """Make the splits of the ``data`` section readable (main process only)."""
+    pending: Callable[[DictConfig], str | None] = lambda data: None
+    """What ``ensure`` would still write for the ``data`` section, in words (for --dry-run); None: nothing."""
     synthetic: bool = False
     """The images are generated, not any data set's: the run's accuracies are not comparable to any."""
 
@@ -47,7 +56,10 @@ def _describe_fmnist(data: DictConfig) -> tuple[int, int]:
 PREPARATIONS = {
     "fmnist": Preparation(
         describe=_describe_fmnist,
-        ensure=lambda data: ensure_fmnist_shards(data.source, fraction=data.train_fraction)),
+        ensure=lambda data: ensure_fmnist_shards(data.source, fraction=data.train_fraction),
+        pending=lambda data: None if fmnist_shards_ready(data.source, fraction=data.train_fraction) else (
+            f"write Fashion-MNIST shards into {data.source} (data.prepare=fmnist, train fraction "
+            f"{data.train_fraction}) from {FMNIST_SRC}, before the first step")),
     SYNTHETIC: Preparation(
         describe=lambda data: (data.synthetic.samples, data.synthetic.classes),
         ensure=lambda data: None,  # nothing to write: the images are made as they are read
@@ -86,6 +98,12 @@ def prepare_data(data: DictConfig) -> None:
     prepared = preparation(data)
     if prepared is not None:
         prepared.ensure(data)
+
+
+def pending_preparation(data: DictConfig) -> str | None:
+    """What preparing the ``data`` section would still write, in words; None when nothing (--dry-run)."""
+    prepared = preparation(data)
+    return None if prepared is None else prepared.pending(data)
 
 
 def images_are_synthetic(data: DictConfig) -> bool:

@@ -3,7 +3,8 @@
 The same checks as a run, in its order: the preflight (the plan and every phase dry-built, vitwarm.run.preflight),
 the trackers, what the run directory says (resume, already finished, or a config that does not fit it:
 vitwarm.run.checkpoints.where_to_start) and the data (shards found, evaluation splits apart from training).
-Where the run would prepare data (``data.prepare=fmnist`` without the shards yet), it says so instead. Then
+Where the run would prepare data (``data.prepare`` without its shards yet, vitwarm.data.prepare), it says so
+instead. Then
 the files the run will leave and the free space where they go. It takes no lock and creates no directory.
 """
 
@@ -16,8 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..data import FMNIST_SRC, read_splits
-from ..data.fmnist import fmnist_shards_ready
+from ..data import pending_preparation, read_splits
 from .checkpoints import where_to_start
 from .metrics import check_trackers
 from .phases.common import build_vit
@@ -48,9 +48,8 @@ def dry_run(cfg: DictConfig) -> list[str]:
 
 def data_lines(data: DictConfig) -> list[str]:
     """What the run would do about its data: prepare it, or the splits it found."""
-    if data.prepare == "fmnist" and not fmnist_shards_ready(data.source, fraction=data.train_fraction):
-        return [f"  write Fashion-MNIST shards into {data.source} (data.prepare=fmnist, train fraction "
-                f"{data.train_fraction}) from {FMNIST_SRC}, before the first step"]
+    if pending := pending_preparation(data):
+        return [f"  {pending}"]
     return [f"  {role}: split {info.split!r}, {info.num_samples} samples in {len(info.urls)} shard(s), "
             f"e.g. {info.urls[0]}" for role, info in read_splits(data).items()]
 
