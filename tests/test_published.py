@@ -8,21 +8,25 @@
   (docs/comparisons/same_machine) and the first runs alone (docs/comparisons, rebuilt with the re-runs'
   superseded runs of results/first/superseded back in place); the growth comparison's page its table.
 - Every row of README's results table is the committed report row it names, restated under the one rule.
+- Every shipped study file is a valid study (`vitwarm study FILE --dry-run`), and the repository keeps its
+  archives in results/: no docs/*/runs folder, no tracked path over 100 characters.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
 from vitwarm.analysis.report import build_report
 from vitwarm.analysis.stats import interval_text, paired
+from vitwarm.cli.study import main as study_main
 from vitwarm.cli.study import named_results
 from vitwarm.sweeps.study import read_study
 
-from helpers import ROOT
+from helpers import ROOT, call_main
 
 RESULTS = ROOT / "results"
 STUDY2, FIRST = RESULTS / "study2" / "report" / "report.json", RESULTS / "first" / "report" / "report.json"
@@ -164,3 +168,22 @@ def test_the_growth_pages_table_is_its_archives_report(tmp_path):
             row = named_row(reports[metric], cell, reference)
             assert stated == f"{row['mean']:+.2f} ± {row['sem']:.2f}", (label, metric)
         assert per_seed == ", ".join(f"{d:+.2f}" for d in named_row(reports["top1"], cell, reference)["differences"])
+
+
+@pytest.mark.parametrize("name", ["first", "growth", "study2"])
+def test_every_shipped_study_file_plans_its_runs(name):
+    status, output = call_main(study_main, [str(ROOT / "studies" / f"{name}.yaml"), "--dry-run"])
+    assert status == 0, output[-2000:]
+    study = read_study(ROOT / "studies" / f"{name}.yaml")
+    planned = re.findall(r"^  [a-z ]+ +(\S+/s\d+) ", output, flags=re.M)  # one line per run: state, name, command
+    assert sorted(planned) == sorted(f"{c}/s{s}" for c, cell in study.cells.items() for s in cell.seeds)
+
+
+def test_archives_are_in_results_and_no_path_is_long():
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = listed.stdout.splitlines()
+    assert [p for p in paths if len(p) > 100] == []
+    assert [p for p in paths if re.match(r"docs/(.+/)?runs/", p)] == []
+    assert {p.split("/")[1] for p in paths if p.startswith("results/")} >= {"first", "growth", "study2"}
