@@ -1,75 +1,54 @@
-"""A published number is one the archived runs reproduce.
+"""A published number is one the archived runs of results/ reproduce.
 
-- The second study's report, rebuilt from the runs archived in docs/study2/runs by the study's own command,
-  gives the committed report's numbers (every cell's runs and mean, every paired row with its interval and
-  p, every data-equivalence estimate and every row of the gain against warm-up share).
-- Every row of README's results table is the report row it names, restated under the one rule
-  (vitwarm.analysis.stats): the mean difference, its 95% t-interval, n and whether it is shown.
+- Each study's report, rebuilt from its archive (results/<study>/runs) as `vitwarm study FILE report
+  --archived` builds it, is the committed results/<study>/report (validation and test top-1), and every
+  paired row of it restates a row of the report its page published: the same per-seed differences, and the
+  mean, se, 95% interval, p and shown that the one rule (vitwarm.analysis.stats.paired) gives them. The first
+  study's pages published two sets: its runs with the same-machine re-runs in their place
+  (docs/comparisons/same_machine) and the first runs alone (docs/comparisons, rebuilt with the re-runs'
+  superseded runs of results/first/superseded back in place); the growth comparison's page its table.
+- Every row of README's results table is the committed report row it names, restated under the one rule.
+- Every shipped study file is a valid study (`vitwarm study FILE --dry-run`), and the repository keeps its
+  archives in results/: no docs/*/runs folder, no tracked path over 100 characters.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
+from vitwarm.analysis.report import build_report
 from vitwarm.analysis.stats import interval_text, paired
+from vitwarm.cli.study import main as study_main
+from vitwarm.cli.study import named_results
+from vitwarm.sweeps.study import read_study
 
-from helpers import ROOT
+from helpers import ROOT, call_main
 
-STUDY2 = ROOT / "docs" / "study2" / "report" / "report.json"
-FIRST = ROOT / "docs" / "comparisons" / "same_machine" / "report.json"  # the first study's one-machine set
-NONE = {"budget.regime": "additive", "model.init": "default", "warmup.fraction": 0.0}
-W1 = {"budget.regime": "additive", "warmup.model.shared_middle": True}
-W2 = {"budget.regime": "additive", "warmup.model.shared_middle": False, "warmup.batch_size": 8}
-KDYCK = {"budget.regime": "additive", "model.init": "default", "procedural.grammar": "k_dyck",
-         "procedural.shuffled": False, "transfer.sources": "{}"}
-
-
-def ref(epochs: int, rest: str) -> str:
-    return f"budget.epochs={epochs},{rest}"
-
-
-NONE_REF = "budget.regime=additive,model.init=default,warmup.fraction=0"
-# README's claim -> (report, the reference cell's selection, the keys of the row's cell)
+RESULTS = ROOT / "results"
+STUDY2, FIRST = RESULTS / "study2" / "report" / "report.json", RESULTS / "first" / "report" / "report.json"
+# README's claim -> (report, cell, reference): the row of the cell minus its reference, paired by seed
 CLAIMS = {
-    "W2 − no warm-up, 4 epochs": (STUDY2, ref(4, NONE_REF), {"budget.epochs": 4.0, **W2}),
-    "W2 − its compute-matched control, 4 epochs": (
-        STUDY2, ref(4, "budget.regime=compute_matched,warmup.model.shared_middle=false"), {"budget.epochs": 4.0, **W2}),
-    "W1 − no warm-up, 4 epochs": (STUDY2, ref(4, NONE_REF), {"budget.epochs": 4.0, **W1}),
-    "W1 − its compute-matched control, 4 epochs": (
-        STUDY2, ref(4, "budget.regime=compute_matched,warmup.model.shared_middle=true"), {"budget.epochs": 4.0, **W1}),
-    "W2 − no warm-up, 12 epochs": (STUDY2, ref(12, NONE_REF), {"budget.epochs": 12.0, **W2}),
-    "W2 − its compute-matched control, 12 epochs": (
-        STUDY2, ref(12, "budget.regime=compute_matched,warmup.model.shared_middle=false"),
-        {"budget.epochs": 12.0, **W2}),
-    "W1 − no warm-up, 12 epochs": (STUDY2, ref(12, NONE_REF), {"budget.epochs": 12.0, **W1}),
-    "W1 − its compute-matched control, 12 epochs": (
-        STUDY2, ref(12, "budget.regime=compute_matched,warmup.model.shared_middle=true"),
-        {"budget.epochs": 12.0, **W1}),
-    "16 − 12 image epochs, no warm-up": (STUDY2, ref(12, NONE_REF), {"budget.epochs": 16.0, **NONE}),
-    "mimetic init − no warm-up, 4 epochs": (STUDY2, ref(4, NONE_REF), {"budget.epochs": 4.0, **NONE,
-                                                                       "model.init": "mimetic"}),
-    "mimetic init − no warm-up, 12 epochs": (STUDY2, ref(12, NONE_REF), {"budget.epochs": 12.0, **NONE,
-                                                                         "model.init": "mimetic"}),
-    "first study: k-Dyck (688 steps) − no warm-up, 4 epochs": (
-        FIRST, ref(4, NONE_REF), {"budget.epochs": 4.0, "warmup.fraction": 1.0, **KDYCK}),
-    "first study: k-Dyck − its compute-matched control, 4 epochs": (
-        FIRST, ref(4, "budget.regime=additive,model.init=default,warmup.fraction=1.0,procedural.grammar=k_dyck,"
-                      "procedural.shuffled=false,transfer.sources={}"),
-        {"budget.epochs": 4.0, "budget.regime": "compute_matched"}),
-    "first study: k-Dyck − no warm-up, 12 epochs": (
-        FIRST, ref(12, NONE_REF), {"budget.epochs": 12.0, "warmup.fraction": 0.3333, **KDYCK}),
-    "first study: k-Dyck − mimetic init, 12 epochs": (
-        FIRST, ref(12, "budget.regime=additive,model.init=mimetic,warmup.fraction=0"),
-        {"budget.epochs": 12.0, "warmup.fraction": 0.3333, **KDYCK}),
+    "W2 − no warm-up, 4 epochs": (STUDY2, "W2_4ep", "none_4ep"),
+    "W2 − its compute-matched control, 4 epochs": (STUDY2, "W2_4ep", "W2_4ep_ctl"),
+    "W1 − no warm-up, 4 epochs": (STUDY2, "W1_4ep", "none_4ep"),
+    "W1 − its compute-matched control, 4 epochs": (STUDY2, "W1_4ep", "W1_4ep_ctl"),
+    "W2 − no warm-up, 12 epochs": (STUDY2, "W2_12ep", "none_12ep"),
+    "W2 − its compute-matched control, 12 epochs": (STUDY2, "W2_12ep", "W2_12ep_ctl"),
+    "W1 − no warm-up, 12 epochs": (STUDY2, "W1_12ep", "none_12ep"),
+    "W1 − its compute-matched control, 12 epochs": (STUDY2, "W1_12ep", "W1_12ep_ctl"),
+    "16 − 12 image epochs, no warm-up": (STUDY2, "none_16ep", "none_12ep"),
+    "mimetic init − no warm-up, 4 epochs": (STUDY2, "mimetic_4ep", "none_4ep"),
+    "mimetic init − no warm-up, 12 epochs": (STUDY2, "mimetic_12ep", "none_12ep"),
+    "first study: k-Dyck (688 steps) − no warm-up, 4 epochs": (FIRST, "kdyck_4ep", "none_4ep"),
+    "first study: k-Dyck − its compute-matched control, 4 epochs": (FIRST, "kdyck_4ep", "kdyck_4ep_ctl"),
+    "first study: k-Dyck − no warm-up, 12 epochs": (FIRST, "kdyck_12ep", "none_12ep"),
+    "first study: k-Dyck − mimetic init, 12 epochs": (FIRST, "kdyck_12ep", "mimetic_12ep"),
 }
-# A claim whose row is the reference minus the named cell (the table states it the other way round).
-REVERSED = {"first study: k-Dyck − its compute-matched control, 4 epochs"}
+STATS = ("n", "mean", "sem", "ci", "p", "shown", "seeds")  # what a paired row states
 
 
 def readme_rows() -> dict[str, list[str]]:
@@ -83,19 +62,17 @@ def readme_rows() -> dict[str, list[str]]:
     return rows
 
 
-def report_row(report: dict, selection: str, keys: dict) -> dict:
-    (block,) = [b for b in report["paired"] if b["selection"] == selection]
-    found = [r for r in block["rows"] if all(r.get(k) == v for k, v in keys.items())]
-    assert len(found) == 1, (selection, keys, len(found))
-    return found[0]
+def named_row(report: dict, cell: str, reference: str) -> dict:
+    (block,) = [b for b in report["paired"] if b["reference"] == {"cell": reference}]
+    (row,) = [r for r in block["rows"] if r["cell"] == cell]
+    return row
 
 
 def test_every_number_of_readmes_results_table_is_its_report_row():
     rows = readme_rows()
     assert set(rows) == set(CLAIMS)
-    for claim, (path, selection, keys) in CLAIMS.items():
-        differences = report_row(json.loads(path.read_text()), selection, keys)["differences"]
-        row = paired([-d for d in differences] if claim in REVERSED else differences)
+    for claim, (path, cell, reference) in CLAIMS.items():
+        row = paired(named_row(json.loads(path.read_text()), cell, reference)["differences"])
         interval, n, shown, _ = rows[claim]
         assert interval == interval_text(row), claim
         assert int(n) == row["n"], claim
@@ -104,38 +81,109 @@ def test_every_number_of_readmes_results_table_is_its_report_row():
 
 def test_the_four_epoch_w2_gain_is_not_shown():
     """+2.09 over 5 seeds with se 0.93: t = 2.25, below the 95% bar of 2.78 (it was marked a gain before)."""
-    row = report_row(json.loads(STUDY2.read_text()), ref(4, NONE_REF), {"budget.epochs": 4.0, **W2})
+    row = named_row(json.loads(STUDY2.read_text()), "W2_4ep", "none_4ep")
     assert row["n"] == 5 and row["mean"] == pytest.approx(2.09, abs=0.005) and row["t"] == pytest.approx(2.25, abs=0.01)
     assert not row["shown"] and row["p"] == pytest.approx(0.087, abs=0.001)
 
 
-def numbers(report: dict) -> dict:
-    """What the study's page quotes from a report.json, independent of the cell keys' names and order."""
-    def rounded(values):
-        return values and tuple(round(v, 6) for v in values)
+def rebuild(name: str, metric: str, out, superseded: bool = False) -> dict:
+    """The study's report from its archive (with ``superseded``: each superseded run in place of its re-run)."""
+    study = read_study(ROOT / "studies" / f"{name}.yaml")
+    runs = out / "runs"
+    for run_dir in (RESULTS / name / "runs").glob("*/s*"):
+        older = RESULTS / name / "superseded" / run_dir.relative_to(RESULTS / name / "runs")
+        (runs / run_dir.parent.name).mkdir(parents=True, exist_ok=True)
+        (runs / run_dir.parent.name / run_dir.name).symlink_to(older if superseded and older.is_dir() else run_dir)
+    results = named_results(study, runs, archived=True)
+    return build_report(runs, out / "report", metric, results=results, pairs=study.compare)
 
-    return {
-        "cells": sorted((c["n"], round(c["mean"], 6), tuple(sorted(c["runs"]))) for c in report["cells"]),
-        "paired": [sorted((tuple(r["seeds"]), round(r["mean"], 6), r["sem"] and round(r["sem"], 6),
-                           rounded(r["ci"]), r["p"] and round(r["p"], 6), r["shown"])
-                          for r in p["rows"] if r.get("n")) for p in report["paired"]],
-        "data_equivalence": sorted((tuple(d["seeds"]), round(d["metric"], 6), d["point"]["relation"],
-                                    round(d["point"]["s_star"], 3), round(d["low"]["s_star"], 3),
-                                    round(d["high"]["s_star"], 3)) for d in report["data_equivalence"]),
-        "gain_vs_share": sorted((round(r["share"], 9), round(r["gain"]["mean"], 6), rounded(r["gain"]["ci"]),
-                                 r["images_gain"] and round(r["images_gain"], 6))
-                                for r in report["gain_vs_share"]["rows"]),
-    }
+
+def rounded(row: dict) -> dict:
+    return {k: [round(v, 6) for v in row[k]] if isinstance(row[k], list) else round(row[k], 6)
+            if isinstance(row[k], float) else row[k] for k in STATS}
+
+
+def published_rows(report: dict, rebuilt: dict) -> dict[tuple[str, str], list[float]]:
+    """(cell, reference) -> the per-seed differences of each paired row of a published report, its cells named
+    as the rebuilt report names them (the cell of the same runs: the same n, mean and sd)."""
+    def numbers(cell):
+        return cell["n"], round(cell["mean"], 6), round(cell["std"], 6)
+
+    names = {numbers(c): c["cell"] for c in rebuilt["cells"]}
+    assert sorted(map(numbers, report["cells"])) == sorted(names)  # every cell, the same runs
+    keys = report["cell_keys"]
+    rows = {}
+    for block in report["paired"]:
+        (reference,) = [c for c in report["cells"] if all(c[k] == v for k, v in block["reference"].items())]
+        for row in block["rows"]:
+            (cell,) = [c for c in report["cells"] if all(c[k] == row[k] for k in keys)]
+            rows[names[numbers(cell)], names[numbers(reference)]] = row
+    return rows
+
+
+def check_against(rebuilt: dict, published: dict) -> None:
+    """Every rebuilt paired row is a published row (or its negation), restated under the one rule."""
+    rows = published_rows(published, rebuilt)
+    for block in rebuilt["paired"]:
+        for row in block["rows"]:
+            pair = (row["cell"], block["reference"]["cell"])
+            sign = 1 if pair in rows else -1
+            old = rows[pair] if sign == 1 else rows[pair[::-1]]
+            assert row["seeds"] == old["seeds"], pair
+            assert [round(d, 9) for d in row["differences"]] == [round(sign * d, 9) for d in old["differences"]], pair
+            assert rounded(row) == rounded(paired(row["differences"]) | {"seeds": row["seeds"]}), pair
+            if "ci" in old:  # reports of the one rule state it: the same numbers
+                assert rounded(row) == rounded({**old, "ci": sorted(sign * c for c in old["ci"]),
+                                                "mean": sign * old["mean"]}), pair
 
 
 @pytest.mark.slow
-def test_the_second_studys_report_is_what_its_archived_runs_give(tmp_path):
-    (tmp_path / "images").symlink_to(ROOT / "docs" / "study2" / "runs")  # the tool reads OUT/images
-    env = os.environ | {"OUT": str(tmp_path), "DOCS": str(tmp_path / "docs"), "PY": sys.executable}
-    done = subprocess.run(["bash", "tools/study2.sh", "report"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    for split in (".", "test"):  # validation top-1, and test top-1 beside it
-        rebuilt = json.loads((tmp_path / "docs" / "report" / split / "report.json").read_text())
-        published = json.loads((ROOT / "docs" / "study2" / "report" / split / "report.json").read_text())
-        assert rebuilt["unfinished"] == [] and len(rebuilt["cells"]) == 14
-        assert numbers(rebuilt) == numbers(published)
+@pytest.mark.parametrize("name, published", [("study2", "docs/study2/report"),
+                                             ("first", "docs/comparisons/same_machine")])
+def test_a_studys_report_rebuilt_from_its_archive_is_the_committed_and_the_published_one(name, published, tmp_path):
+    for metric, split in (("top1", "."), ("test_top1", "test")):
+        rebuilt = rebuild(name, metric, tmp_path / metric)
+        committed = json.loads((RESULTS / name / "report" / ("." if metric == "top1" else metric) /
+                                "report.json").read_text())
+        assert rebuilt["unfinished"] == [] and {k: v for k, v in rebuilt.items() if k != "markdown"} == committed
+        check_against(rebuilt, json.loads((ROOT / published / split / "report.json").read_text()))
+
+
+@pytest.mark.slow
+def test_the_first_studys_runs_of_two_machines_give_its_first_report(tmp_path):
+    rebuilt = rebuild("first", "top1", tmp_path, superseded=True)
+    check_against(rebuilt, json.loads((ROOT / "docs" / "comparisons" / "report.json").read_text()))
+
+
+def test_the_growth_pages_table_is_its_archives_report(tmp_path):
+    """docs/models.md's paired table: mean ± se, validation and test, and the per-seed validation differences."""
+    text = (ROOT / "docs" / "models.md").read_text()
+    table = text[text.index("| difference | validation | test |"):].split("\n\n")[0].splitlines()[2:]
+    cells = {"grown core": "core", "no warm-up": "none", "full size, same FLOPs": "full_same_flops"}
+    reports = {m: rebuild("growth", m, tmp_path / m) for m in ("top1", "test_top1")}
+    for line in table:
+        label, val, test, per_seed = [c.strip().replace("−", "-") for c in line.strip("|").split("|")]
+        cell, reference = (cells[side.strip()] for side in label.split(" - "))
+        for metric, stated in (("top1", val), ("test_top1", test)):
+            row = named_row(reports[metric], cell, reference)
+            assert stated == f"{row['mean']:+.2f} ± {row['sem']:.2f}", (label, metric)
+        assert per_seed == ", ".join(f"{d:+.2f}" for d in named_row(reports["top1"], cell, reference)["differences"])
+
+
+@pytest.mark.parametrize("name", ["first", "growth", "study2"])
+def test_every_shipped_study_file_plans_its_runs(name):
+    status, output = call_main(study_main, [str(ROOT / "studies" / f"{name}.yaml"), "--dry-run"])
+    assert status == 0, output[-2000:]
+    study = read_study(ROOT / "studies" / f"{name}.yaml")
+    planned = re.findall(r"^  [a-z ]+ +(\S+/s\d+) ", output, flags=re.M)  # one line per run: state, name, command
+    assert sorted(planned) == sorted(f"{c}/s{s}" for c, cell in study.cells.items() for s in cell.seeds)
+
+
+def test_archives_are_in_results_and_no_path_is_long():
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = listed.stdout.splitlines()
+    assert [p for p in paths if len(p) > 100] == []
+    assert [p for p in paths if re.match(r"docs/(.+/)?runs/", p)] == []
+    assert {p.split("/")[1] for p in paths if p.startswith("results/")} >= {"first", "growth", "study2"}

@@ -201,5 +201,6 @@ def test_a_tiny_study_runs_resumes_after_a_kill_reports_and_archives(tmp_path, f
     assert {cell: entry["n"] for cell, entry in index.items()} == {"e4": 1, "e8": 1, "probe": 1, "none": 2, "W": 2,
                                                                  "C": 2}
     assert (archive / "runs" / "probe" / "s0" / "transition.json").exists()
+    assert json.loads((archive / "runs" / "W" / "s0" / "summary.json").read_text())["schema_version"] == 1
     for file in (archive / "runs").rglob("*"):
         assert not file.is_file() or str(out) not in file.read_text(), file

@@ -18,7 +18,7 @@ import pytest
 from vitwarm.run.rundir import read_overrides
 from vitwarm.sweeps import launch
 from vitwarm.sweeps.grid import parse_grid, parse_spec, plan_sweep, planned_identity, read_sweep, write_sweep
-from vitwarm.sweeps.names import legacy_run_name, run_name
+from vitwarm.sweeps.names import run_name
 
 from helpers import write_finished
 
@@ -136,7 +136,6 @@ def test_runs_are_named_by_the_keys_that_vary_and_numbered_when_a_name_would_be_
              "procedural.params": ["{k: 32}"], "warmup.model.name": ["''"], "warmup.model.shared_middle": ["false"],
              "transfer.grow_depth": ["stretch"], "budget.matched_to": ["${run.dir}/../w1_seed=${seed}"],
              "seed": ["0", "1"]}
-    assert len(legacy_run_name({k: v[0] for k, v in grids.items()}).encode()) > 255
     assert [r.name for r in plan_sweep(str(recipe), grids, {}, tmp_path / "a").runs] == ["seed=0", "seed=1"]
     # Names that would be long number the sweep's runs; each run's overrides file says what it is.
     long = {f"warmup.a_rather_long_key_{i}": ["1", "2"] for i in range(3)}
@@ -166,26 +165,6 @@ def test_names_that_come_out_alike_are_told_apart_by_their_directories(tmp_path,
     (tmp_path / "name=other" / "config.yaml").write_text("seed: 2\n")
     names = [r.name for r in plan_sweep(str(recipe), {"run.name": ["other", "x"]}, {}, tmp_path).runs]
     assert names == ["name=other-2", "name=x"]
-
-
-def test_a_sweep_of_long_names_resumes_under_them(tmp_path, recipe, trainer):
-    """A sweep planned by an earlier version (every key and value in its run names) skips its finished runs
-    and resumes its interrupted ones in the directories they have; new runs get short names."""
-    entry, record = trainer
-    grids = {"warmup.fraction": ["0", "0.01"], "seed": ["0", "1"]}
-    old = plan_sweep(str(recipe), grids, {}, tmp_path / "sw", entry=entry)
-    finished, interrupted = (tmp_path / "sw" / f"warmup.fraction=0__seed={seed}" for seed in (0, 1))
-    write_finished(finished, planned_identity(str(recipe), old.runs[0].overrides, finished))
-    interrupted.mkdir()
-    (interrupted / "config.yaml").write_text("seed: 1\n")
-    assert legacy_run_name(old.runs[1].overrides) == interrupted.name
-    sweep = plan_sweep(str(recipe), grids, {}, tmp_path / "sw", entry=entry)
-    assert [r.name for r in sweep.runs] == [finished.name, interrupted.name, "fraction=0.01__seed=0",
-                                            "fraction=0.01__seed=1"]
-    write_sweep(sweep)
-    assert launch.launch_local(sweep, echo=lambda message: None) == 0
-    assert sorted(c["name"] for c in executed(record)) == sorted(r.name for r in sweep.runs[1:])
-    assert read_overrides(interrupted) == {"warmup.fraction": "0", "seed": "1"}
 
 
 def test_entry_replaces_accelerate(tmp_path, recipe):

@@ -5,7 +5,7 @@ import pytest
 from vitwarm.analysis.equivalence import baseline_curves
 from vitwarm.analysis.results import RunResult, SweepResults, fraction_of
 from vitwarm.sweeps.grid import parse_grid, split_values
-from vitwarm.sweeps.names import legacy_run_name, run_name
+from vitwarm.sweeps.names import run_name
 
 
 def test_commas_inside_brackets_do_not_split_values():
@@ -27,9 +27,6 @@ def test_long_values_are_cut_and_hashed_in_run_names():
     assert run_name(a) == run_name(dict(a))  # deterministic
     assert len(run_name(a)) == len("sources=") + 12 + 10
     assert run_name(a).startswith("sources=attn-run.dir")
-    # Names of earlier versions, still found on disk: every key in full, values cut at 40 characters.
-    assert legacy_run_name(short) == "warmup.fraction=0.01__seed=1"
-    assert len(legacy_run_name(a)) == len("transfer.sources=") + 20 + 10
 
 
 def test_compute_matched_runs_are_points_of_the_baseline_curve():

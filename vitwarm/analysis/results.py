@@ -16,16 +16,7 @@ from omegaconf import OmegaConf
 
 from vitwarm.analysis.stats import spread
 from vitwarm.run import rundir
-from vitwarm.run.rundir import (
-    CONFIG,
-    changed_keys,
-    current_names,
-    describe_changes,
-    read_overrides,
-    read_records,
-    read_summary,
-    run_state,
-)
+from vitwarm.run.rundir import CONFIG, changed_keys, read_overrides, read_summary, run_state
 from vitwarm.sweeps.grid import planned_identity, read_sweep
 
 METRICS = ("top1", "top5", "test_top1", "test_top5")
@@ -96,7 +87,7 @@ def _sort_key(value):
 
 def read_evals(path: Path) -> tuple[list[dict], int]:
     """Evaluation records of a metrics.jsonl and the number of unreadable lines (e.g. cut by a crash)."""
-    records, warnings = read_records(path)
+    records, warnings = rundir.read_records(path)
     return [r for r in records if r.get("event") == "eval"], len(warnings)
 
 
@@ -181,7 +172,8 @@ def load_named_cells(cells: dict[str, list[tuple[Path, dict | None]]], matched: 
     """The runs of a study's named cells (vitwarm.sweeps.study): each cell's run directories, each with the identity
     it was planned under (None: not checked, e.g. an archived run). A control's ``budget.matched_to`` names its
     matched run of the same seed, so it differs seed by seed: it is read as the name of the cell it is matched
-    to (``matched``: control -> cell), in its config and identity."""
+    to (``matched``: control -> cell), in its config and identity. Any other override its overrides file writes
+    with an interpolation (a composed transfer's ``transfer.sources`` naming ``${seed}``) is read as written."""
     runs, unfinished, notes = [], [], []
     for cell, dirs in cells.items():
         for run_dir, planned in dirs:
@@ -189,8 +181,10 @@ def load_named_cells(cells: dict[str, list[tuple[Path, dict | None]]], matched: 
             if not (found := _read_finished(run_dir, name, planned, unfinished, notes)):
                 continue
             summary, evals = found
-            if cell in matched:
-                summary["identity"] = {**summary["identity"], "budget.matched_to": matched[cell]}
+            written = {k: v for k, v in (read_overrides(run_dir) or {}).items() if "${" in str(v)}
+            written |= {"budget.matched_to": matched[cell]} if cell in matched else {}
+            summary["identity"] = {k: v for k, v in summary["identity"].items()
+                                   if not any(k == w or k.startswith(f"{w}.") for w in written)} | written
             config = {**summary["identity"], CELL_KEY: cell}
             runs.append(RunResult(name=name, config=config, summary=summary, evals=evals))
     return SweepResults(cell_keys=[CELL_KEY], runs=runs, unfinished=unfinished, notes=notes)
@@ -232,7 +226,7 @@ def check_comparable(cells: list[Cell], cell_keys: list[str]) -> None:
     """
     def comparable(run: RunResult) -> dict:
         # runs of two versions may name a key differently: both sides under today's names
-        return {k: v for k, v in current_names(run.summary.get("identity", {})).items()
+        return {k: v for k, v in rundir.current_names(run.summary.get("identity", {})).items()
                 if k != "seed" and not any(k == c or k.startswith(f"{c}.") for c in cell_keys)}
 
     for cell in cells:
@@ -246,7 +240,7 @@ def check_comparable(cells: list[Cell], cell_keys: list[str]) -> None:
             changes = changed_keys(comparable(first), comparable(run))
             if changes:
                 raise ValueError(f"cell {_label(cell.values)} mixes runs that differ in keys the cell keys do not "
-                                 f"name ({first.name} vs {run.name}: {describe_changes(changes)}): report them "
+                                 f"name ({first.name} vs {run.name}: {rundir.describe_changes(changes)}): report them "
                                  "apart, or sweep those keys")
 
 

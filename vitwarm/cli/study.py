@@ -2,7 +2,7 @@
 
     python -m vitwarm.cli.study studies/mine.yaml [STAGE ...] [--launcher local|print|slurm] [--parallel N]
     python -m vitwarm.cli.study studies/mine.yaml --dry-run
-    python -m vitwarm.cli.study studies/mine.yaml report [--archived]
+    python -m vitwarm.cli.study studies/mine.yaml report [--archived] [--metric test_top1]
     python -m vitwarm.cli.study studies/mine.yaml archive
 
 The study file is checked whole before any run. Stages run in the file's order (all of them, or those
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from vitwarm.errors import ArgumentParser, ConfigError, VitwarmError, one_line_errors
 from vitwarm.run.rundir import read_overrides
@@ -85,11 +86,10 @@ def run_stages(study: Study, stages: list, launcher: str, parallel: int | None) 
     return 0
 
 
-def report(study: Study, archived: bool, metric: str) -> int:
-    from vitwarm.analysis.report import build_report
+def named_results(study: Study, root: Path, archived: bool):
+    """The study's runs in ``root`` (its out folder, or an archive's runs folder) as its report reads them."""
     from vitwarm.analysis.results import load_named_cells
 
-    root = study.archive / RUNS if archived else study.out
     cells = {}
     for name, dirs in cell_dirs(study).items():
         runs = []
@@ -99,8 +99,16 @@ def report(study: Study, archived: bool, metric: str) -> int:
             runs.append((run_dir, None if archived or own is None else planned_identity(study.base, own, run_dir)))
         cells[name] = runs
     matched = {name: cell.matched_to for name, cell in study.cells.items() if cell.matched_to}
+    return load_named_cells(cells, matched)
+
+
+def report(study: Study, archived: bool, metric: str) -> int:
+    from vitwarm.analysis.report import build_report
+
+    root = study.archive / RUNS if archived else study.out
     out = (study.archive if archived else study.out) / "report"
-    result = build_report(root, out, metric, results=load_named_cells(cells, matched), pairs=study.compare,
+    out = out if metric == "top1" else out / metric  # validation top-1, the other metrics beside it
+    result = build_report(root, out, metric, results=named_results(study, root, archived), pairs=study.compare,
                           title=f"Study report: {study.name}")
     print(result["markdown"])
     print(f"report written to {out}")

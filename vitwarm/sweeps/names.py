@@ -14,10 +14,6 @@ A sweep planned again finds each run in the directory whose overrides file recor
 it was named then (a grid that gained a value changes which keys vary). Two runs whose names come out alike
 are told apart on disk: a new run takes the first of NAME, NAME-2, NAME-3, ... that no earlier run of the
 plan took and that is free (no directory, or one holding neither a config nor another run's overrides).
-
-Sweeps planned by earlier versions named runs after every key and value in full
-(``warmup.fraction=0.05__seed=1``); a run whose directory of that name exists is found there, so such a
-sweep resumes, skips its finished runs and reports as before.
 """
 
 from __future__ import annotations
@@ -34,13 +30,10 @@ _DROPPED = str.maketrans({c: None for c in "{}[]'\" "} | {",": "+"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]+")
 _MAX_VALUE = 24  # characters of a value in a name, before it is cut and hashed
 MAX_NAME = 48  # characters of a run's name; a sweep with a longer one numbers its runs
-
-# Names of earlier versions: every key=value in full, joined by "__"; other characters became "-".
-_LEGACY_UNSAFE = re.compile(r"[^A-Za-z0-9_.=+\-]")
-_LEGACY_MAX_VALUE = 40
+_LABEL_MAX_VALUE = 40  # characters of a value in a plot's labels (vitwarm.analysis.plots)
 
 
-def short_value(value: str, limit: int = _LEGACY_MAX_VALUE) -> str:
+def short_value(value: str, limit: int = _LABEL_MAX_VALUE) -> str:
     """``value``, or for one longer than ``limit`` its first ``limit // 2`` characters and a CRC-32 of the whole."""
     if len(value) <= limit:
         return value
@@ -75,13 +68,6 @@ def run_name(grid_values: dict[str, str]) -> str:
     return "__".join(f"{labels[k]}={name_value(v)}" for k, v in grid_values.items()) or "run"
 
 
-def legacy_run_name(grid_values: dict[str, str]) -> str:
-    """The name earlier versions gave a grid point, e.g. ``warmup.fraction=0.01__seed=1``."""
-    if not grid_values:
-        return "run"
-    return "__".join(_LEGACY_UNSAFE.sub("-", f"{k}={short_value(v)}") for k, v in grid_values.items())
-
-
 def _free_for(run_dir: Path, overrides: dict[str, str]) -> bool:
     """Whether ``run_dir`` may hold the run of ``overrides``: absent, its own, or holding no run yet."""
     recorded = read_overrides(run_dir)
@@ -109,12 +95,7 @@ def assign_names(out: Path, points: list[dict[str, str]], overrides: list[dict[s
         bases = [f"run{i:0{len(str(len(points)))}d}" for i in range(1, len(points) + 1)]
     recorded = _recorded(out)
     names: list[str] = []
-    for grid_values, own, base in zip(points, overrides, bases):
-        legacy = legacy_run_name(grid_values)
-        # A long name of many keys may exceed the file system's 255 bytes: then no earlier version made it.
-        if grid_values and len(legacy.encode()) <= 255 and (out / legacy).is_dir():
-            names.append(legacy)
-            continue
+    for own, base in zip(overrides, bases):
         found = recorded.get(json.dumps(own, sort_keys=True))
         if found is not None and found not in names:  # planned before, under whatever name it had then
             names.append(found)
