@@ -146,6 +146,12 @@ TOOLS = [
     Mistake("report of a missing directory", ["tools/report.py", "{tmp}/nosuch"], names="nosuch", status=2),
     Mistake("report of an unknown metric", ["tools/report.py", "{tmp}", "--metric", "bogus"], names="bogus",
             status=2),
+    Mistake("study of a missing file", ["-m", "vitwarm", "study", "{tmp}/nope.yaml", "--dry-run"],
+            names="nope.yaml: no such study file"),
+    Mistake("study control matched to an unknown cell", ["-m", "vitwarm", "study", "{tmp}/s.yaml", "--dry-run"],
+            names="cells.C.matched_to: unknown cell 'W3'",
+            files={"s.yaml": "base: fmnist_repro\nseeds: [0]\ncells:\n  W: {set: {warmup.fraction: 0.2}}\n"
+                             "  C: {extends: W, matched_to: W3}\n"}),
     Mistake("vitwarm without a verb", ["-m", "vitwarm"], names="no verb given; choose one of train", status=2),
     Mistake("vitwarm with a misspelled verb", ["-m", "vitwarm", "trian"], names="'trian' (did you mean train?)",
             status=2),

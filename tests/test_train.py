@@ -61,6 +61,7 @@ def test_run_completes_both_phases(reference):
     if head.returncode == 0:  # a git checkout (CI clones one); an unpacked source tree records the version only
         assert env["source"]["commit"] == head.stdout.strip() and isinstance(env["source"]["modified"], bool)
     assert re.fullmatch(r"[0-9a-f]{16}", env["machine"]["fingerprint"])
+    assert summary["schema_version"] == 1
     assert env["machine"]["cpu"] == env["cpu"] and env["machine"]["memory_bytes"] > 2**30
 
 

@@ -39,6 +39,7 @@ from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
     MODEL_EXPORT,
+    SCHEMA_VERSION,
     Summary,
     environment,
     eval_record,
@@ -254,6 +255,7 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         probe=probe_summary(state, cfg),
         attention=state.attention,
         synthetic_images=images_are_synthetic(cfg.data),
+        schema_version=SCHEMA_VERSION,
     )
     run_dir = Path(cfg.run.dir)
     exported = whole(training.model, accelerator)  # gathered to the CPU under FSDP: every process takes part

@@ -43,6 +43,7 @@ from ..config import ADDED, RENAMED, flatten
 from ..data.identity import data_changes
 from ..errors import ConfigError, free_bytes
 
+SCHEMA_VERSION = 1  # summary.json's fields as of this version (Summary); archives stamp it on older ones
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -196,6 +197,8 @@ class Summary:
     """The warmed-up ViT's attention-structure scores per layer and head (vitwarm.models.attention_scores)."""
     synthetic_images: bool = False
     """The images were generated (data.source=synthetic): a smoke test, its accuracies those of no data set."""
+    schema_version: int = 0
+    """The fields of this summary: ``SCHEMA_VERSION`` for runs of this version, 0 for earlier ones (no field)."""
 
 
 def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:

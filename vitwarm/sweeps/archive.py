@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from vitwarm.atomic import atomic_write_text
-from vitwarm.run.rundir import METRICS, OVERRIDES, SUMMARY
+from vitwarm.run.rundir import METRICS, OVERRIDES, SCHEMA_VERSION, SUMMARY
 from vitwarm.sweeps import transition
 from vitwarm.sweeps.stages import choices_before, plan_stage
 from vitwarm.sweeps.study import Study
@@ -28,7 +28,6 @@ from vitwarm.sweeps.study import Study
 RUNS = "runs"
 INDEX = "index.json"
 FILES = {"train": (OVERRIDES, SUMMARY, METRICS), "transition": (OVERRIDES, transition.RESULT)}
-SCHEMA_VERSION = 1
 
 
 def _provenance(result: dict) -> tuple[str | None, str | None]:
