@@ -20,16 +20,16 @@ from ..run import train
 from ..run.dryrun import dry_run
 from ..run.orphans import exit_with_parent
 
+DESCRIPTION = ("Procedural warm-up then image training of a timm ViT. Run under `accelerate launch [flags] -m "
+               "vitwarm.train ...` for several processes.")
+EPILOG = ("Example: accelerate launch -m vitwarm.train --config recipes/fmnist_demo.yaml warmup.fraction=0.05 "
+          "seed=1 run.dir=runs/f05_s1. Every key with its doc and value: add --print-config.")
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog=command_name("python -m vitwarm.train"),
-        description="Procedural warm-up then image training of a timm ViT. Run under `accelerate launch "
-                    "[flags] -m vitwarm.train ...` for several processes.",
-        epilog="Example: accelerate launch -m vitwarm.train --config recipes/fmnist_demo.yaml "
-               "warmup.fraction=0.05 seed=1 run.dir=runs/f05_s1. Every key with its doc and value: add "
-               "--print-config. Packaged recipes (--config NAME): "
-               + ", ".join(recipe_names()))
+
+def parse_args(argv: list[str] | None = None, prog: str = "python -m vitwarm.train", description: str = DESCRIPTION,
+               epilog: str = EPILOG) -> argparse.Namespace:
+    parser = ArgumentParser(prog=command_name(prog), description=description,
+                            epilog=f"{epilog} Packaged recipes (--config NAME): {', '.join(recipe_names())}")
     parser.add_argument("--config", required=True, help="recipe YAML: a path or a packaged name (vitwarm-recipes list)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config (every key, its doc, and where its value came from: the "
@@ -42,19 +42,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # overrides may come before and after --config
 
 
-@one_line_errors
-def main(argv: list[str] | None = None) -> None:
+def run_command(args: argparse.Namespace, forced: tuple[str, ...] = ()) -> None:
+    """The run ``args`` name (``forced``: overrides a command adds after the user's, e.g. vitwarm warmup's), or
+    its resolved config (--print-config), or its checks (--dry-run)."""
     exit_with_parent()  # a worker of `accelerate launch` dies with its launcher
-    args = parse_args(argv)
+    overrides = [*args.overrides, *forced]
     if args.print_config:
-        print(describe_config(args.config, args.overrides))
+        print(describe_config(args.config, overrides))
         return
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, overrides)
     if args.dry_run:
         if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one process prints
             print("\n".join(dry_run(cfg)))
         return
     train(cfg)
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    run_command(parse_args(argv))
 
 
 if __name__ == "__main__":

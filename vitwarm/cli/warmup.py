@@ -13,33 +13,22 @@ to the data set's size stands in where the shards are not at hand (docs/use_else
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ..config import load_config
-from ..errors import ArgumentParser, command_name, one_line_errors
-from ..run import train
-from ..run.orphans import exit_with_parent
+from ..errors import one_line_errors
+from .train import parse_args, run_command
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog=command_name("python -m vitwarm.cli.warmup"),
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(
+        argv, prog="python -m vitwarm.cli.warmup",
         description="The recipe's procedural warm-up alone: a warmed-up ViT backbone in timm's hub format "
                     "(RUN_DIR/warmup/) to start another trainer from.",
         epilog="Example: vitwarm warmup --config imagenet/vit_base_kdyck data.source=/data/imagenet1k-wds "
                "run.dir=runs/vitb_warmup, then timm's train.py --model local-dir:runs/vitb_warmup/warmup "
                "--pretrained ...")
-    parser.add_argument("--config", required=True, help="recipe YAML: a path or a packaged name (vitwarm recipes list)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. warmup.fraction=0.02")
-    return parser.parse_intermixed_args(argv)
-
-
-@one_line_errors
-def main(argv: list[str] | None = None) -> None:
-    exit_with_parent()  # a worker of `accelerate launch` dies with its launcher
-    args = parse_args(argv)
-    train(load_config(args.config, [*args.overrides, "warmup.alone=true"]))
+    run_command(args, forced=("warmup.alone=true",))
 
 
 if __name__ == "__main__":
