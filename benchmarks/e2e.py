@@ -46,13 +46,14 @@ from vitwarm.data.transforms import channel_stats, fix_posterize
 from vitwarm.models import WarmupViT, masked_token_loss
 from vitwarm.procedural import ProceduralTask
 from vitwarm.run.checkpoints import RunState
-from vitwarm.run.engine import accelerate_precision, train_phase
+from vitwarm.run.engine import train_phase
 from vitwarm.run.images import ImageData
 from vitwarm.run.launch import Launch
 from vitwarm.run.metrics import MetricsLog
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import create_vit, optimizer_implementation
 from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.precision import accelerate_precision
 from vitwarm.run.signals import StopRequest
 from vitwarm.seeds import derive_seed
 

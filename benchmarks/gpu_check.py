@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 from vitwarm.config import AugConfig  # noqa: E402
 from vitwarm.data import make_train_loader, write_folder_shards  # noqa: E402
 from vitwarm.run.checkpoints import RunState  # noqa: E402
-from vitwarm.run.engine import accelerate_precision  # noqa: E402
 from vitwarm.run.phases import KINDS  # noqa: E402
 from vitwarm.run.plan import vit_flops_per_sample  # noqa: E402
+from vitwarm.run.precision import accelerate_precision  # noqa: E402
 
 import data as data_bench  # noqa: E402
 import e2e  # noqa: E402

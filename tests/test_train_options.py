@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 
 from vitwarm.config import load_config
 from vitwarm.data import read_splits
-from vitwarm.run.engine import accelerate_precision
 from vitwarm.run.images import ImageData
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import create_vit, optimizer_implementation
 from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.precision import accelerate_precision
 
 from helpers import TINY, kill_once, train, train_records
 

@@ -65,12 +65,12 @@ def worker_init(worker_id: int) -> None:
 
 
 class _Loader:
-    """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``normalize``."""
+    """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``on_device``."""
 
     def __init__(self, dataset: IterableDataset, info: DatasetInfo, transform: ImageTransform, num_workers: int,
                  pin_memory: bool):
         self.info, self.num_workers, self.pin_memory = info, num_workers, pin_memory
-        self.normalize = transform.normalize  # uint8 (B, C, H, W) on the device -> float32 normalised
+        self.on_device = transform.on_device  # uint8 (B, C, H, W) on the device -> float32 normalised (erased)
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
         self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                                   persistent_workers=num_workers > 0, worker_init_fn=worker_init)
@@ -89,8 +89,8 @@ class _Loader:
 
 
 class TrainLoader(_Loader):
-    """Epochs of exactly ``len(self)`` batches ``(images uint8 (B, C, S, S), labels int64 (B,))`` per rank
-    (images float32, normalised already, with random erasing; ``normalize`` them on the device either way).
+    """Epochs of exactly ``len(self)`` batches ``(images uint8 (B, C, S, S), labels int64 (B,))`` per rank;
+    ``on_device`` normalises (and erases) them on the training device.
 
     Use ``for images, labels in loader.epoch(e, start_batch=k)``, one epoch at a time (the workers persist,
     and starting the next epoch ends the previous one); the loader itself is not iterable, so an epoch

@@ -87,6 +87,9 @@ class RunState:
     """Steps each finished phase actually ran (a stopped warm-up runs fewer than planned)."""
     attention: dict[str, list] = field(default_factory=dict)
     """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
+    data_workers: int = 0
+    """Image-loader workers per process that data.num_workers=auto resolved to (0: not yet); the data order
+    depends on it, so a resume keeps it."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:

@@ -31,6 +31,7 @@ from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
 from .phases import KINDS, Training
 from .plan import Phase, Plan
+from .precision import accelerate_precision, check_launch_precision, use_tf32
 from .preflight import preflight
 from .probe import probe_summary
 from .rundir import (
@@ -45,16 +46,12 @@ from .signals import StopRequest
 from .step import StepSums, guarded_step, sync_window
 
 
-def accelerate_precision(precision: str) -> str:
-    """Accelerate's name for a precision: full fp32 is 'no' (mixed precision off)."""
-    return "no" if precision == "fp32" else precision
-
-
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
     started = time.perf_counter()
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    check_launch_precision(cfg.precision)  # the recipe's precision is the run's (vitwarm.run.precision)
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
     # only when told to use the CPU; otherwise each process would silently train alone.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -62,6 +59,9 @@ def train(cfg: DictConfig) -> dict:
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
     # signal only noted until a step boundary (vitwarm.run.signals).
+    tf32 = use_tf32(cfg.precision, accelerator.device)
+    if tf32:
+        accelerator.print(tf32)
     with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
@@ -76,8 +76,8 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
         accelerator.print(f"vitwarm: {cfg.run.dir} is already finished ({start.summary.split} top-1 "
                           f"{start.summary.top1:.2f}%); nothing to do")
         return asdict(start.summary)
-    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator), open_log(cfg, start, accelerator),
-                    stop, started)
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator, start.state),
+                    open_log(cfg, start, accelerator), stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for phase in plan.phases:
         accelerator.print(f"  {phase.name:7s} {phase.steps} steps x {phase.global_batch} = {phase.samples} "

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ..config import flatten
 from ..data import ensure_fmnist_shards, read_splits
+from ..data.workers import resolve_workers
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
@@ -60,8 +61,9 @@ class Launch:
         self.accelerator.wait_for_everyone()
 
 
-def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageData:
-    """Write the shards if the config prepares them, find the splits, record the config, open the loaders."""
+def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator, state: RunState) -> ImageData:
+    """Write the shards if the config prepares them, find the splits, record the config, open the loaders
+    with the workers ``data.num_workers`` resolves to (kept in ``state`` for the checkpoints)."""
     if accelerator.is_main_process and cfg.data.prepare == "fmnist":
         ensure_fmnist_shards(cfg.data.source, fraction=cfg.data.train_fraction)
     accelerator.wait_for_everyone()
@@ -69,9 +71,13 @@ def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator) -> ImageDat
     if accelerator.is_main_process:
         write_config(cfg.run.dir, cfg)
     accelerator.wait_for_everyone()
+    state.data_workers, warning = resolve_workers(cfg.data.num_workers, len(splits["train"].urls),
+                                                  accelerator.num_processes, recorded=state.data_workers)
+    if warning:
+        accelerator.print(warning)
     return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
                           rank=accelerator.process_index, world_size=accelerator.num_processes,
-                          pin_memory=accelerator.device.type == "cuda")
+                          num_workers=state.data_workers, device=accelerator.device)
 
 
 def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:

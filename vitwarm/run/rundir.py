@@ -71,8 +71,10 @@ _NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "wa
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The config keys that make a run the run it is, flattened; two configs that agree here train alike."""
     keys = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
-    # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes).
-    keys["data.num_workers"] = max(1, keys["data.num_workers"])
+    # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes);
+    # 'auto' stays itself: the count it resolved to is kept in the checkpoints (RunState.data_workers).
+    if keys["data.num_workers"] != "auto":
+        keys["data.num_workers"] = max(1, keys["data.num_workers"])
     return keys
 
 

@@ -71,8 +71,8 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 
     def loss(model, batch):
         x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W) uint8, (B,)
-        x = images.train.normalize(x)  # float32 (B, C, H, W), on the device
-        if mixup is not None:
+        x = images.train.on_device(x)  # float32 (B, C, H, W), normalised and erased on the device
+        if mixup is not None:  # timm's Mixup/CutMix, on the device, drawing from the generators seeded per step
             x, y = mixup(x, y)
         return train_loss(model(x), y), {}
 
