@@ -10,6 +10,7 @@ each sample of the split once over all ranks. Faulty samples skipped in the work
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 
@@ -53,15 +54,18 @@ class _EpochSource(IterableDataset):
 
 
 def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group.
+    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group and
+    ignore SIGTERM.
 
     A launcher stops a worker by signalling its process group (torch's elastic launcher sends SIGTERM to
-    each worker's group; a terminal sends Ctrl-C to its foreground group); torch's loader workers die of
-    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.signals).
-    Out of the group they are stopped by the training process only (directly, with its loaders), and each
-    exits when its parent dies.
+    each worker's group; a terminal sends Ctrl-C to its foreground group), and a scheduler (SLURM at
+    preemption or the time limit) sends SIGTERM to every process of the job, loader workers included;
+    torch's loader workers would die of it under the training process that handles it as its polite stop
+    (vitwarm.run.signals). Out of the group and deaf to SIGTERM, they are stopped by the training process
+    only (directly, with its loaders; SIGKILL still ends them), and each exits when its parent dies.
     """
     os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _Loader:
