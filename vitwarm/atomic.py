@@ -15,16 +15,21 @@ import json
 import os
 import signal
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 FAULT_ENV = "VITWARM_KILL_AT"
+# Seconds between reaching the point and the kill, while the process's other threads run on (a background
+# checkpoint write killed after training has moved past its step).
+FAULT_DELAY_ENV = "VITWARM_KILL_DELAY"
 _passages: Counter[str] = Counter()
 
 
 def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``)."""
+    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``),
+    ``VITWARM_KILL_DELAY`` seconds (default 0) after it is reached."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -32,6 +37,7 @@ def fault_point(name: str) -> None:
     if target == name:
         _passages[name] += 1
         if _passages[name] == int(nth or 1):
+            time.sleep(float(os.environ.get(FAULT_DELAY_ENV, "0")))
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -357,6 +357,8 @@ class EvalConfig:
 class CheckpointConfig:
     every_steps: int = checked(200, Range(1))
     """Save a checkpoint every this many optimizer steps of a phase (and at each phase end)."""
+    every_minutes: float = checked(0.0, Range(0))
+    """Also save at the first log step after this many minutes since the last checkpoint, >= 0 (0: off)."""
     keep: int = checked(2, Range(1))
     """Newest checkpoints kept on disk."""
 

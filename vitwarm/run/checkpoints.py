@@ -7,8 +7,9 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/<phase index>-<phase>-<step>/`` h
 - ``ema.safetensors``        the EMA weights, when EMA is on;
 - ``state.json``             written last: the ``RunState`` and the sha256 of every other file.
 
-Writing: the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name that exists
-first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so some
+Writing: the content is copied to CPU memory at its step (``snapshot``) and written, usually in a background
+thread (vitwarm.run.saver); the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name
+that exists first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so some
 complete copy exists at every moment (``.old-`` folders count as checkpoints until then). Deleting
 renames to ``.del-<name>/`` first, so a half-deleted folder is never taken for a checkpoint.
 
@@ -119,8 +120,38 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, keep: int) -> Path:
+def _on_cpu(value):
+    """``value`` (a state dict, nested dicts/lists/tuples of tensors and plain values) with every tensor copied
+    to CPU memory: what training changes in place afterwards cannot reach the copy."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint's content in CPU memory, taken at its step; ``save_checkpoint`` writes it, possibly while
+    training goes on (vitwarm.run.saver)."""
+
+    state: dict
+    """``asdict(RunState)`` at the step."""
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    ema: dict[str, torch.Tensor] | None
+
+
+def snapshot(state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema: torch.nn.Module | None) -> Snapshot:
+    """Copy what a checkpoint of this step holds to CPU memory (a shared block's weights once)."""
+    return Snapshot(state=json.loads(json.dumps(asdict(state))), model=_on_cpu(unique_state_dict(model)),
+                    optimizer=_on_cpu(optimizer.state_dict()), ema=None if ema is None else _on_cpu(ema.state_dict()))
+
+
+def save_checkpoint(run_dir: str | Path, name: str, content: Snapshot, keep: int) -> Path:
     """Write one checkpoint and delete all but the newest ``keep``. Main process only."""
     root = Path(run_dir) / CHECKPOINTS
     final, tmp, old = root / name, root / f".tmp-{name}", root / f".old-{name}"
@@ -129,13 +160,13 @@ def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torc
             shutil.rmtree(leftover)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
-    atomic_write(tmp / "optimizer.pt", lambda path: torch.save(optimizer.state_dict(), path))
-    if ema is not None:
-        write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
+    write_safetensors(tmp / WEIGHTS, content.model)
+    atomic_write(tmp / "optimizer.pt", lambda path: torch.save(content.optimizer, path))
+    if content.ema is not None:
+        write_safetensors(tmp / EMA_WEIGHTS, content.ema)
     fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
     hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
-    atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
+    atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | content.state, indent=1))
     if final.exists():  # the same step saved again after a resume: keep the old copy until the new one is in
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)

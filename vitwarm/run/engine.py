@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from ..atomic import check_hashes
 from ..seeds import seed_step
-from .checkpoints import RunState, Start, load_checkpoint, where_to_start
+from .checkpoints import RunState, Start, load_checkpoint
 from .export import export_run
 from .images import evaluate
-from .launch import Launch, open_data, open_log
+from .launch import Launch, agreed_start, open_data, open_log
 from .lock import hold_run_dir
 from .metrics import check_trackers, window_record
 from .phases import KINDS, Training
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict:
 
 def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
     """The run from where its directory says it stands, in a run directory this launch holds."""
-    start = where_to_start(cfg)
+    start = agreed_start(cfg, accelerator)  # the checkpoints verified once, by the main process
     for warning in start.warnings:
         accelerator.print(warning)
     if start.summary:
@@ -129,7 +129,7 @@ def run_phases(launch: Launch, start: Start) -> Training:
             launch.log.write({"event": "phase_end", "phase": phase.name, "step": state.step} | phase.used(state.step))
         if kind.end:
             accelerator.print(kind.end(cfg, training, accelerator, launch.images))
-        launch.save(phase, training, state)  # the phase-end checkpoint, marking the phase finished
+        launch.save(phase, training, state, wait=True)  # the phase-end checkpoint, marking the phase finished
         if not phase.final:
             del training
             accelerator.free_memory()  # the next phase prepares its own model and optimizer
@@ -189,8 +189,12 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             save_now = state.step % phase.save_every == 0 and not done
             sync_now = log_now or eval_now or save_now or launch.stop.sync_now
             # A stop agreed at this sync (vitwarm.run.signals) saves this step; at a phase's end the phase ends.
-            stop_now = sync_now and sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
-                                                stop=launch.stop.received) and not done
+            # checkpoint.every_minutes: a save at the first sync after they have passed, agreed at that sync.
+            stop_now = False
+            if sync_now:
+                stop_now, save_due = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
+                                                 stop=launch.stop.received, save_due=launch.save_due())
+                stop_now, save_now = stop_now and not done, (save_now or save_due) and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,
                                        lr=training.optimizer.param_groups[0]["lr"])
@@ -204,7 +208,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             if eval_now:
                 launch.evaluate(phase, training, state)
             if save_now or stop_now:
-                launch.save(phase, training, state)
+                launch.save(phase, training, state, wait=stop_now)  # the stop's save is committed before exit 75
             if stop_now:
                 raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, state.step)
 

@@ -3,21 +3,24 @@ takes between steps (an evaluation, a checkpoint). The loop itself is vitwarm.ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from omegaconf import DictConfig
 
 from ..config import flatten
 from ..data import ensure_fmnist_shards, read_splits
 from ..data.workers import resolve_workers
-from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint
+from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint, snapshot, where_to_start
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
 from .rundir import CHECKPOINTS, eval_record, hash_exports, write_config
+from .saver import BackgroundSaver
 from .signals import StopRequest
 
 
@@ -35,6 +38,12 @@ class Launch:
     """``time.perf_counter()`` when the launch started (before preflight)."""
     skipped_synced: int = 0
     """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
+    saver: BackgroundSaver = field(default_factory=BackgroundSaver)
+    """The checkpoint write in flight (main process)."""
+    export_hashes: dict = field(default_factory=dict)
+    """Hashes of the export files hashed so far, with the size and time that identify their content."""
+    last_save: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` at this launch's last checkpoint (at its start before the first)."""
 
     def new_skipped(self) -> int:
         """This process's skipped training samples since the last sync (a host count: no device read)."""
@@ -48,17 +57,44 @@ class Launch:
         self.log.write(eval_record(phase.name, state.step, split, state.step * phase.global_batch, result))
         self.accelerator.print(f"  eval @ step {state.step}: {split} top-1 {result['top1']:.2f}%")
 
-    def save(self, phase: Phase, training: Training, state: RunState) -> None:
-        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes)."""
+    def save(self, phase: Phase, training: Training, state: RunState, wait: bool = False) -> None:
+        """A checkpoint of ``state`` (synced just before: every count in it is summed over processes), copied to
+        CPU memory now and written while training goes on (vitwarm.run.saver); ``wait``: committed on return."""
         if self.accelerator.is_main_process:
             run_dir = Path(self.cfg.run.dir)
+            name = checkpoint_name(self.plan.phases.index(phase), phase.name, state.step)
             self.log.sync()
             state.records = self.log.count
-            state.exports = hash_exports(run_dir)
-            save_checkpoint(run_dir, checkpoint_name(self.plan.phases.index(phase), phase.name, state.step), state,
-                            self.accelerator.unwrap_model(training.model), training.optimizer, training.ema,
-                            self.cfg.checkpoint.keep)
+            state.exports = hash_exports(run_dir, self.export_hashes)  # an unchanged export is not hashed again
+            content = snapshot(state, self.accelerator.unwrap_model(training.model), training.optimizer, training.ema)
+            self.saver.submit(lambda: save_checkpoint(run_dir, name, content, self.cfg.checkpoint.keep))
+            if wait:
+                self.saver.wait()
+        self.last_save = time.monotonic()
         self.accelerator.wait_for_everyone()
+
+    def save_due(self) -> bool:
+        """Whether ``checkpoint.every_minutes`` (0: off) have passed since this launch's last checkpoint."""
+        minutes = self.cfg.checkpoint.every_minutes
+        return minutes > 0 and time.monotonic() - self.last_save >= 60 * minutes
+
+
+def agreed_start(cfg: DictConfig, accelerator: Accelerator) -> Start:
+    """Where this launch starts (``where_to_start``), decided by the main process alone, which reads and
+    hashes the checkpoints, and sent to the others; what it raises (a refusal: one line) every process raises."""
+    start: Start | Exception | None = None
+    failed = None
+    if accelerator.is_main_process:
+        try:
+            start = where_to_start(cfg)
+        except Exception as err:  # noqa: BLE001 (sent to the other processes, then raised here with its traceback)
+            start = failed = err
+    [start] = broadcast_object_list([start])
+    if failed is not None:
+        raise failed
+    if isinstance(start, Exception):
+        raise start
+    return start
 
 
 def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator, state: RunState) -> ImageData:

@@ -48,13 +48,20 @@ MODEL_EXPORT = "model"
 EXPORTS = (WARMUP_EXPORT, MODEL_EXPORT)
 
 
-def hash_exports(run_dir: str | Path) -> dict[str, str]:
+def hash_exports(run_dir: str | Path, known: dict | None = None) -> dict[str, str]:
     """sha256 of each file of each export folder present in the run directory, by name relative to it
-    (e.g. ``warmup/model.safetensors``)."""
-    run_dir = Path(run_dir)
-    return {path.relative_to(run_dir).as_posix(): file_hash(path)
-            for name in EXPORTS if (run_dir / name).is_dir()
-            for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
+    (e.g. ``warmup/model.safetensors``). ``known``: the hashes of an earlier call, by name with the file's
+    (size, mtime_ns), updated here; a file unchanged since is not read again (an export is written once,
+    atomically, and then only read, so each checkpoint of a run need not re-hash it)."""
+    run_dir, hashes = Path(run_dir), {}
+    known = {} if known is None else known
+    for path in (p for name in EXPORTS if (run_dir / name).is_dir() for p in sorted((run_dir / name).rglob("*"))):
+        if path.is_file():
+            name, stat = path.relative_to(run_dir).as_posix(), path.stat()
+            if known.get(name, (None,))[0] != (stat.st_size, stat.st_mtime_ns):
+                known[name] = ((stat.st_size, stat.st_mtime_ns), file_hash(path))
+            hashes[name] = known[name][1]
+    return hashes
 
 
 def write_config(run_dir: str | Path, cfg: DictConfig) -> Path:
