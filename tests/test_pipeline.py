@@ -11,7 +11,10 @@ import dataclasses
 import inspect
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -37,6 +40,8 @@ from vitwarm.data import (
 from vitwarm.data.fmnist import FMNIST_MEAN, FMNIST_STD
 from vitwarm.data.transforms import AUG_OPTIONS, fix_posterize
 from vitwarm.seeds import derive_seed, seeded
+
+from helpers import ROOT
 
 IDENTITY = dict(auto_augment=None, re_prob=0.0, hflip=0.0, color_jitter=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 FM = dict(img_size=28, in_chans=1)
@@ -121,6 +126,35 @@ def test_resume_gives_the_tail_of_the_epoch(fmnist_shards, num_workers):
             assert torch.equal(y, z) and torch.equal(a, b)
     with pytest.raises(ValueError, match="start_batch"):
         loader.epoch(2, start_batch=32)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iteration_across_epochs_gives_the_epochs(fmnist_shards, num_workers):
+    """``epochs`` (the image phase's batches: the workers start the next epoch while the current one ends) gives
+    batch for batch what ``epoch`` gives epoch after epoch, from the start or from a resume position, also when
+    the workers do not divide an epoch's batches (15 here, 2 workers)."""
+    loader = make_train_loader(fmnist_shards, batch_size=64, rank=1, world_size=2, num_workers=num_workers,
+                               seed=3, **FM)
+    assert len(loader) == 15
+    epochs = {e: list(loader.epoch(e)) for e in (0, 1, 2)}
+    for epoch, start in ((0, 0), (1, 4)):
+        expected = epochs[epoch][start:] + [b for e in range(epoch + 1, 3) for b in epochs[e]]
+        across = loader.epochs(epoch, start_batch=start)
+        for (a, y), (b, z) in zip(expected, across):
+            assert torch.equal(y, z) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="start_batch"):
+        loader.epochs(0, start_batch=15)
+
+
+def test_a_process_exits_with_its_loader_workers_mid_epoch(fmnist_shards):
+    """Loader workers ignore SIGTERM (a scheduler's signal to every process is the trainer's to handle):
+    a process that ends while its workers still run must end them itself, not wait for them forever."""
+    script = ("import sys; from vitwarm.data import make_train_loader; "
+              "loader = make_train_loader(sys.argv[1], batch_size=32, num_workers=2, img_size=28, in_chans=1); "
+              "batches = loader.epochs(0); next(batches); next(batches); print('exiting')")
+    result = subprocess.run([sys.executable, "-c", script, str(fmnist_shards)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and result.stdout == "exiting\n", result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(("world_size", "num_workers"), [(1, 0), (3, 2)])

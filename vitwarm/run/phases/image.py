@@ -46,11 +46,9 @@ def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Ac
 
 
 def image_batches(loader, start_micro: int) -> Iterator:
-    """Endless micro-batches over epochs, starting at micro-batch ``start_micro`` of the phase."""
-    epoch, skip = divmod(start_micro, len(loader))
-    while True:
-        yield from loader.epoch(epoch, start_batch=skip)
-        epoch, skip = epoch + 1, 0
+    """Endless micro-batches over epochs, starting at micro-batch ``start_micro`` of the phase (one iteration
+    of the loader across epochs: the workers start each epoch while the last one's batches are in use)."""
+    return loader.epochs(*divmod(start_micro, len(loader)))
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
