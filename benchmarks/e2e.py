@@ -88,7 +88,7 @@ class Bench:
             flops_per_sample=vit_flops_per_sample(self.probe, self.probe.patch_embed.num_patches))}
         self.img_size = self.probe.patch_embed.img_size[0]
         self.images = ImageData.open(cfg, splits, img_size=self.img_size, micro_batch=self.phases["image"].micro_batch,
-                                     rank=0, world_size=1)
+                                     rank=0, world_size=1, device=accelerator.device)
         # The image phase starts from the warm-up's export, as in a run (untrained here: speed is the same).
         warm = KINDS["warmup"].setup(cfg, self.phases["warmup"], accelerator, self.images, start_step=0)
         KINDS["warmup"].end(cfg, warm, accelerator, self.images)
@@ -143,7 +143,7 @@ class Bench:
                    .to_tuple(";".join(IMAGE_KEYS), "cls")
                    .map_tuple(lambda img: transform(img.convert("RGB"))[:in_chans], int)
                    .batched(self.phases["image"].micro_batch, partial=False))
-        return wds.WebLoader(dataset, batch_size=None, num_workers=cfg.data.num_workers)
+        return wds.WebLoader(dataset, batch_size=None, num_workers=self.images.train.num_workers)  # as vitwarm's
 
     def plain_image(self, steps: int, warm_steps: int, batches=None) -> float:
         """Images/s of the plain loop (forward under autocast for bf16, loss, backward, AdamW) over ``steps``
@@ -277,8 +277,8 @@ def main() -> None:
         if len(bench.images.train) < needed:
             raise SystemExit(f"e2e: error: --steps {args.steps} needs {needed} batches in one epoch, the shards "
                              f"give {len(bench.images.train)}: use fewer steps or more data")
-        print(f"{cfg.model.name} on {accelerator.device}, precision {cfg.precision}, compile "
-              f"{cfg.train.compile}, {args.threads} thread(s), data workers {cfg.data.num_workers}", flush=True)
+        print(f"{cfg.model.name} on {accelerator.device}, precision {cfg.precision}, compile {cfg.train.compile}, "
+              f"{args.threads} thread(s), data workers {bench.images.train.num_workers}", flush=True)
         results = run_phases(bench, args.phases.split(","), args.steps, args.warm_steps, args.rounds)
     print()
     for name, r in results.items():

@@ -98,7 +98,8 @@ def main() -> None:
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
         images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0], micro_batch=args.batch,
-                                rank=accelerator.process_index, world_size=accelerator.num_processes)
+                                rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                device=accelerator.device)
         # Decoded and normalised once, reused by both loops.
         batches = [(images.train.on_device(x), y) for x, y in itertools.islice(images.train.epoch(0), 8)]
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
