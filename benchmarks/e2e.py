@@ -136,8 +136,10 @@ class Bench:
             scale=a.scale, ratio=a.ratio, mean=mean, std=std)
         fix_posterize(transform)  # else timm's RandAugment crashes on "keep 0 bits" with current Pillow
         in_chans = cfg.model.in_chans
-        dataset = (wds.WebDataset(info.urls, shardshuffle=len(info.urls), seed=cfg.seed,
-                                  nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
+        # Resampled shards (webdataset's endless training stream): as many batches as asked, also where a
+        # worker's share of the shards would hold less than one batch per pass.
+        dataset = (wds.WebDataset(info.urls, resampled=True, shardshuffle=False, seed=cfg.seed,
+                                  nodesplitter=wds.split_by_node)
                    .shuffle(cfg.data.shuffle_buffer)
                    .decode("pil")
                    .to_tuple(";".join(IMAGE_KEYS), "cls")
