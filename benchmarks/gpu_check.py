@@ -182,8 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and trace.json")
     parser.add_argument("--cpu-smoke", action="store_true", help="every path on the CPU, tiny sizes, in seconds")
-    parser.add_argument("--budget-s", type=float, default=330,
-                        help="wall-clock budget of the sections (seconds); imports and setup come on top")
+    parser.add_argument("--budget-s", type=float, default=370,
+                        help="wall-clock budget of writing the JPEGs and the sections (seconds); imports come on top")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's dense bf16 peak (default: known H100/H200 figures; 1 in --cpu-smoke)")
     args = parser.parse_args()
@@ -229,7 +229,7 @@ def main() -> None:
         section(results, "profile", budget, 30, lambda: fresh(lambda: profile(bench("profile"), out)), out)
         section(results, "ema", budget, 20, lambda: fresh(lambda: ema_on_device(bench("ema", "train.ema_decay=0.999"),
                                                                                 plan)), out)
-        section(results, f"{label} compiled", budget, 120,
+        section(results, f"{label} compiled", budget, 100,
                 lambda: fresh(lambda: compiled_speed(bench("compiled", "train.compile=true"), plan, peak, mfu)), out)
     print((out / "gpu_check.md").read_text())
 
