@@ -26,8 +26,9 @@ The purposes, with their indices:
 | ``pass`` | epoch, rank, worker, pass | a worker's shard order in its second and later passes |
 | ``augment`` | epoch, rank, worker, batch | the global generators while one batch is augmented (``seeded``) |
 
-The global generators (Python's ``random``, numpy's legacy global one, torch's) are what dropout, drop-path,
-timm's Mixup and timm's transforms draw from: ``seed_step`` seeds them at every training step, ``seeded``
+The global generators (Python's ``random``, numpy's legacy global one, torch's, the CUDA ones included) are
+what dropout, drop-path, timm's Mixup/CutMix and random erasing on the device (vitwarm.data.transforms.OnDevice)
+and timm's transforms in the loader workers draw from: ``seed_step`` seeds them at every training step, ``seeded``
 for one block (a batch's augmentation) and restores them afterwards.
 """
 
