@@ -35,13 +35,16 @@ from vitwarm.data.transforms import fix_posterize
 NAME = "bench"
 
 
-def write_jpeg_set(root: Path, num_images: int, num_classes: int = 10, seed: int = 0) -> Path:
-    """An ImageFolder tree of smooth random colour images with noise (JPEG q90), about 15-40 KB each."""
+def write_jpeg_set(root: Path, num_images: int, num_classes: int = 10, seed: int = 0,
+                   size: tuple[int, int] | None = None, noise: float = 12) -> Path:
+    """An ImageFolder tree of smooth random colour images with noise of sd ``noise`` (JPEG q90): 300-500 px a
+    side and about 15-40 KB each by default; ``size=(500, 375), noise=25`` gives ImageNet's typical image
+    (500 x 375, about 110 KB)."""
     rng = np.random.default_rng(seed)
     for i in tqdm(range(num_images), desc="jpeg images", unit="img"):
-        w, h = rng.integers(300, 500, size=2)
+        w, h = size or rng.integers(300, 500, size=2)
         coarse = Image.fromarray(rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
-        img = np.clip(np.asarray(coarse, np.float32) + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        img = np.clip(np.asarray(coarse, np.float32) + rng.normal(0, noise, size=(h, w, 3)), 0, 255).astype(np.uint8)
         d = root / "train" / f"c{i % num_classes:02d}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(d / f"{i:06d}.jpg", quality=90)
@@ -90,7 +93,7 @@ def main() -> None:
             if len(loader) < needed:
                 raise SystemExit(f"need {needed} batches per epoch, the shards give {len(loader)}: use more --images")
             # Normalised here, as the training step does on its device: the same float32 batches as timm's.
-            return ((loader.normalize(images), labels) for images, labels in loader.epoch(0))
+            return ((loader.on_device(images), labels) for images, labels in loader.epoch(0))
 
         def timm_batches():
             from timm.data import create_dataset, create_loader

@@ -47,12 +47,13 @@ from vitwarm.models import WarmupViT, masked_token_loss
 from vitwarm.procedural import ProceduralTask
 from vitwarm.run.checkpoints import RunState
 from vitwarm.run.context import Launch
-from vitwarm.run.engine import accelerate_precision, train_phase
+from vitwarm.run.engine import train_phase
 from vitwarm.run.images import ImageData
 from vitwarm.run.metrics import MetricsLog
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import create_vit, optimizer_implementation
 from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.precision import accelerate_precision
 from vitwarm.run.preemption import StopRequest
 from vitwarm.seeds import derive_seed
 
@@ -87,7 +88,7 @@ class Bench:
             flops_per_sample=vit_flops_per_sample(self.probe, self.probe.patch_embed.num_patches))}
         self.img_size = self.probe.patch_embed.img_size[0]
         self.images = ImageData.open(cfg, splits, img_size=self.img_size, micro_batch=self.phases["image"].micro_batch,
-                                     rank=0, world_size=1)
+                                     rank=0, world_size=1, device=accelerator.device)
         # The image phase starts from the warm-up's export, as in a run (untrained here: speed is the same).
         warm = KINDS["warmup"].setup(cfg, self.phases["warmup"], accelerator, self.images, start_step=0)
         KINDS["warmup"].end(cfg, warm, accelerator, self.images)
@@ -135,14 +136,16 @@ class Bench:
             scale=a.scale, ratio=a.ratio, mean=mean, std=std)
         fix_posterize(transform)  # else timm's RandAugment crashes on "keep 0 bits" with current Pillow
         in_chans = cfg.model.in_chans
-        dataset = (wds.WebDataset(info.urls, shardshuffle=len(info.urls), seed=cfg.seed,
-                                  nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
+        # Resampled shards (webdataset's endless training stream): as many batches as asked, also where a
+        # worker's share of the shards would hold less than one batch per pass.
+        dataset = (wds.WebDataset(info.urls, resampled=True, shardshuffle=False, seed=cfg.seed,
+                                  nodesplitter=wds.split_by_node)
                    .shuffle(cfg.data.shuffle_buffer)
                    .decode("pil")
                    .to_tuple(";".join(IMAGE_KEYS), "cls")
                    .map_tuple(lambda img: transform(img.convert("RGB"))[:in_chans], int)
                    .batched(self.phases["image"].micro_batch, partial=False))
-        return wds.WebLoader(dataset, batch_size=None, num_workers=cfg.data.num_workers)
+        return wds.WebLoader(dataset, batch_size=None, num_workers=self.images.train.num_workers)  # as vitwarm's
 
     def plain_image(self, steps: int, warm_steps: int, batches=None) -> float:
         """Images/s of the plain loop (forward under autocast for bf16, loss, backward, AdamW) over ``steps``
@@ -276,8 +279,8 @@ def main() -> None:
         if len(bench.images.train) < needed:
             raise SystemExit(f"e2e: error: --steps {args.steps} needs {needed} batches in one epoch, the shards "
                              f"give {len(bench.images.train)}: use fewer steps or more data")
-        print(f"{cfg.model.name} on {accelerator.device}, precision {cfg.precision}, compile "
-              f"{cfg.train.compile}, {args.threads} thread(s), data workers {cfg.data.num_workers}", flush=True)
+        print(f"{cfg.model.name} on {accelerator.device}, precision {cfg.precision}, compile {cfg.train.compile}, "
+              f"{args.threads} thread(s), data workers {bench.images.train.num_workers}", flush=True)
         results = run_phases(bench, args.phases.split(","), args.steps, args.warm_steps, args.rounds)
     print()
     for name, r in results.items():

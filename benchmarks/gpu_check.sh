@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One command for every GPU question (speed against a plain loop, eager and compiled, MFU, warm-up vs image
-# step, data pipeline per core, peak memory, EMA placement), in at most 8 minutes on one H100/H200.
+# One command for every GPU question, in at most 8 minutes on one H100/H200: the real loader on ImageNet-sized
+# JPEGs feeding ViT-B/16 against a plain timm loop fed the same way, MFU, the warm-up at the recipe's per-GPU
+# batch, recompiles and graph breaks, a 10-step profiler trace, the host-sync test, nvidia-smi's facts, EMA
+# placement; one Markdown report (benchmarks/gpu_check.py).
 #
 #   bash benchmarks/gpu_check.sh [--python PY] [--wheels DIR] [--out DIR] [--cpu-smoke] [gpu_check.py flags]
 #
 # Uses the PyTorch (and torchvision) that PY imports, whatever their version; installs the other
 # dependencies, if missing, from the wheel folder DIR with pip (no index; see docs/performance.md for
-# building DIR) under OUT/pip; imports vitwarm from this checkout. Writes OUT/gpu_check.json and
-# OUT/gpu_check.md (OUT defaults to gpu_check_out). When it cannot proceed it says why in one line.
+# building DIR) under OUT/pip; imports vitwarm from this checkout. Writes OUT/gpu_check.json, OUT/gpu_check.md
+# and OUT/trace.json (OUT defaults to gpu_check_out). When it cannot proceed it says why in one line.
 set -euo pipefail
 
 PY=python3 WHEELS="" OUT=gpu_check_out
@@ -17,7 +19,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | cut -c3-; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | cut -c3-; exit 0 ;;
     *) PASS+=("$1"); shift ;;
   esac
 done

@@ -25,11 +25,11 @@ from accelerate import Accelerator
 from vitwarm.config import load_config
 from vitwarm.data import ensure_fmnist_shards, read_splits
 from vitwarm.run.checkpoints import RunState
-from vitwarm.run.engine import accelerate_precision
 from vitwarm.run.images import ImageData
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import create_vit
 from vitwarm.run.plan import plan_phases, vit_flops_per_sample
+from vitwarm.run.precision import accelerate_precision
 
 from e2e import loop_only  # the sibling benchmark (run as python benchmarks/train_loop.py)
 
@@ -98,9 +98,10 @@ def main() -> None:
         with torch.device("meta"):
             probe = create_vit(cfg, "probe")
         images = ImageData.open(cfg, splits, img_size=probe.patch_embed.img_size[0], micro_batch=args.batch,
-                                rank=accelerator.process_index, world_size=accelerator.num_processes)
-        # Decoded and normalised once, reused by both loops (float batches pass through normalize again).
-        batches = [(images.train.normalize(x), y) for x, y in itertools.islice(images.train.epoch(0), 8)]
+                                rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                device=accelerator.device)
+        # Decoded and normalised once, reused by both loops.
+        batches = [(images.train.on_device(x), y) for x, y in itertools.islice(images.train.epoch(0), 8)]
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
 
         device = accelerator.device

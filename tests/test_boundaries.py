@@ -38,36 +38,45 @@ def test_slurm_script_forwards_overrides_as_arguments(tmp_path):
     """The script's real bash under fake srun / scontrol / accelerate that record what they are given."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=1 exec "$@"')
+    fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do echo "$1" >> "$OUT/srun"; shift; done; '
+                                  'SLURM_NODEID=1 exec "$@"')
     fake_command(bin_dir, "scontrol", SCONTROL)
-    fake_command(bin_dir, "accelerate", 'printf "%s\\0" "$@" > "$ARGS_OUT"')
+    fake_command(bin_dir, "accelerate", 'printf "%s\\0" "$@" > "$ARGS_OUT"; echo "$NCCL_DEBUG" > "$OUT/nccl"')
     work = tmp_path / "work"  # the job's working directory: where `touch F` would land
     work.mkdir()
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(tmp_path / "args"),
                         "OUT": str(tmp_path), "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2",
-                        "SLURM_JOB_ID": "7"}
+                        "SLURM_JOB_ID": "123457", "SLURM_CPUS_PER_TASK": "64"}
+    env.pop("NCCL_DEBUG", None)
     result = subprocess.run(["bash", str(SBATCH), "recipes/imagenet/vit_base_kdyck.yaml", *HOSTILE], cwd=work,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     args = (tmp_path / "args").read_text().split("\0")[:-1]
+    # The port follows the job id (15000 + 123457 % 15000): two jobs on one node do not share it.
     assert args == ["launch", "--config_file", "recipes/accelerate/multinode.yaml", "--num_machines", "2",
                     "--num_processes", "16", "--machine_rank", "1", "--main_process_ip", "node-a",
-                    "--main_process_port", "29500", "-m", "vitwarm.train", "--config",
-                    "recipes/imagenet/vit_base_kdyck.yaml", "precision=bf16", "run.stop_signal=SIGUSR1", *HOSTILE]
+                    "--main_process_port", "18457", "-m", "vitwarm.train", "--config",
+                    "recipes/imagenet/vit_base_kdyck.yaml", *HOSTILE]
     assert sorted(os.listdir(work)) == [], "an override was executed"
+    # The step gets the job's CPUs (newer SLURM does not pass sbatch's on to srun); NCCL reports warnings.
+    assert (tmp_path / "srun").read_text().split() == ["--kill-on-bad-exit=1", "--cpus-per-task=64"]
+    assert (tmp_path / "nccl").read_text().strip() == "WARN"
 
 
-def test_slurm_script_requeues_after_the_trainers_saved(tmp_path):
-    """SLURM's warning (USR1 to the batch script): the script passes USR1 to the job step, waits until the
-    trainers have stopped (saved, exit 75), then requeues the job: the real script under fake commands."""
+@pytest.mark.parametrize("signal_", ["USR1", "TERM"])
+def test_slurm_script_requeues_after_the_trainers_saved(tmp_path, signal_):
+    """The real script under fake commands, with the signals SLURM sends: USR1 to the batch script 120 s before
+    the time limit (--signal=B:USR1@120), which passes SIGTERM on to the job step; or, at preemption, SIGTERM to
+    the batch script and to every process of the step at once. Either way the step's launcher stops the way
+    the trainer does (SIGTERM, its stop signal: saves, exits 75), and only then is the job requeued."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_command(bin_dir, "srun", 'while [[ $1 == --* ]]; do shift; done; SLURM_NODEID=0 exec "$@"')
     fake_command(bin_dir, "scontrol", SCONTROL)
-    # The step's processes: a "launcher" that stops on USR1 the way the trainer does, a moment after the signal.
-    fake_command(bin_dir, "accelerate", 'trap \'sleep 1; echo saved >> "$OUT/events"; exit 75\' USR1\n'
+    # The step's processes: a "launcher" that stops on SIGTERM the way the trainer does, a moment after it.
+    fake_command(bin_dir, "accelerate", 'trap \'sleep 1; echo saved >> "$OUT/events"; exit 75\' TERM\n'
                                         'echo $$ > "$OUT/step_pid"\nwhile true; do sleep 0.1; done')
-    fake_command(bin_dir, "scancel", 'echo "scancel $*" >> "$OUT/events"; kill -USR1 "$(cat "$OUT/step_pid")"')
+    fake_command(bin_dir, "scancel", 'echo "scancel $*" >> "$OUT/events"; kill -TERM "$(cat "$OUT/step_pid")"')
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path),
                         "SLURM_JOB_NODELIST": "node-a", "SLURM_NNODES": "1", "SLURM_JOB_ID": "7"}
     script = subprocess.Popen(["bash", str(SBATCH), "recipes/imagenet/vit_base_kdyck.yaml"], cwd=tmp_path, env=env)
@@ -75,10 +84,14 @@ def test_slurm_script_requeues_after_the_trainers_saved(tmp_path):
     while not (tmp_path / "step_pid").exists():
         assert script.poll() is None and time.monotonic() < deadline, "the job step never started"
         time.sleep(0.05)
-    script.send_signal(signal.SIGUSR1)
+    script.send_signal(signal.Signals[f"SIG{signal_}"])
+    if signal_ == "TERM":  # preemption: SLURM signals the step's processes too
+        os.kill(int((tmp_path / "step_pid").read_text()), signal.SIGTERM)
     assert script.wait(timeout=60) == 0
-    # In this order: the warning passed on, the save, and only then the requeue.
-    assert (tmp_path / "events").read_text().splitlines() == ["scancel --signal=USR1 7", "saved", "requeue 7"]
+    # In this order: the stop signal passed on (by the script on the warning, by SLURM at preemption), the
+    # save, and only then the requeue.
+    passed_on = ["scancel --signal=TERM 7"] if signal_ == "USR1" else []
+    assert (tmp_path / "events").read_text().splitlines() == [*passed_on, "saved", "requeue 7"]
 
 
 @pytest.mark.slow

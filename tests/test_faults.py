@@ -33,8 +33,9 @@ pytestmark = pytest.mark.slow
 FIRST_IMAGE_SAVE = 10
 
 
-def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = ENV | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
+def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    env = ENV | (env or {}) | ({"VITWARM_KILL_AT": kill_at} if kill_at else {})
     command = [sys.executable, "-m", "vitwarm.train", "--config", str(TINY), f"data.source={shards}",
                f"run.dir={run_dir}", *overrides]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -110,6 +111,25 @@ def copy_of(tmp_path):
     def copy(run_dir: Path) -> Path:
         return Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
     return copy
+
+
+def test_kill_during_a_background_checkpoint_write_resumes_bitwise(tmp_path, reference, fmnist_shards):
+    """Checkpoints are written in a background thread while training goes on (vitwarm.run.saver). The write of
+    image step 6 is held at its last file for 2 s, then the process is SIGKILLed: meanwhile training went on
+    past step 6 (its records are in metrics.jsonl), the write never committed, and the resume continues from
+    image step 3 to the uninterrupted run's weights and records."""
+    run_dir = tmp_path / "run"
+    result = train(run_dir, fmnist_shards, kill_at=f"checkpoint:files@{FIRST_IMAGE_SAVE + 1}",
+                   env={"VITWARM_KILL_DELAY": "2"})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    image_steps = [r["step"] for r in records(run_dir) if r.get("phase") == "image" and "loss" in r]
+    assert max(image_steps) > 6, image_steps  # the step went on while step 6 was being written
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "1-image-00000006" not in names and ".tmp-1-image-00000006" in names and "1-image-00000003" in names
+    resumed = train(run_dir, fmnist_shards)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(image step 3)" in resumed.stdout
+    assert_same_run(run_dir, reference)
 
 
 def test_resume_between_log_records_logs_what_the_uninterrupted_run_logged(interrupted, copy_of, reference,

@@ -85,16 +85,18 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     result = gpu_check("--python", sys.executable, "--out", str(tmp_path), "--cpu-smoke", "--budget-s", "100000")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "gpu_check.json").read_text())
-    sections = ("environment", "data", "pico 32px eager", "pico 32px compiled", "ema")
+    sections = ("environment", "data", "pico 32px eager", "profile", "ema", "pico 32px compiled")
     for key in sections:
         assert not {"error", "skipped"} & results[key].keys(), (key, results[key])
+    assert results["host_syncs"]["skipped"] == "CUDA only"
     assert results["environment"]["torch"] == torch.__version__
-    assert results["data"]["images_per_s_per_core"] > 0
-    for mode in ("eager", "compiled"):
-        r = results[f"pico 32px {mode}"]
-        assert r["plain_img_s"] > 0 and r["vitwarm_img_s"] > 0 and r["warmup_seq_s"] > 0
-        assert 0 < r["mfu"] < 1  # of the nominal 1 TFLOP/s the smoke run assumes
+    assert results["data"]["images_per_s_per_worker"] > 0
+    eager, compiled = results["pico 32px eager"], results["pico 32px compiled"]
+    assert eager["plain_img_s"] > 0 and eager["vitwarm_img_s"] > 0 and eager["warmup_seq_s"] > 0
+    assert 0 < eager["mfu"] < 1  # of the nominal 1 TFLOP/s the smoke run assumes
+    assert compiled["vitwarm_img_s"] > 0 and compiled["recompiles"] >= 0 and compiled["graph_breaks"] >= 0
     assert results["ema"]["ema_device"] == "cpu" and results["ema"]["finite"] is True
-    table = (tmp_path / "gpu_check.md").read_text()
-    assert "| pico 32px | eager |" in table and "| pico 32px | compiled |" in table
-    assert "per core" in table
+    assert (tmp_path / "trace.json").stat().st_size > 0 and results["profile"]["top"]
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "| pico 32px | eager | real loaders" in report and "| pico 32px | compiled |" in report
+    assert "per worker" in report and "graph breaks" in report and "top operations" in report

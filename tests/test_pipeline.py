@@ -11,7 +11,10 @@ import dataclasses
 import inspect
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -37,6 +40,8 @@ from vitwarm.data import (
 from vitwarm.data.fmnist import FMNIST_MEAN, FMNIST_STD
 from vitwarm.data.transforms import AUG_OPTIONS, fix_posterize
 from vitwarm.seeds import derive_seed, seeded
+
+from helpers import ROOT
 
 IDENTITY = dict(auto_augment=None, re_prob=0.0, hflip=0.0, color_jitter=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 FM = dict(img_size=28, in_chans=1)
@@ -80,8 +85,8 @@ def test_epoch_is_exact_and_covers_the_split_once(fmnist_shards, train_pairs, wo
         for images, labels in batches:
             assert images.shape == (50, 1, 28, 28) and images.dtype == torch.uint8
             assert labels.shape == (50,) and labels.dtype == torch.int64
-            assert loader.normalize(images).dtype == torch.float32
-            seen.update(pairs(loader.normalize(images), labels))
+            assert loader.on_device(images).dtype == torch.float32
+            seen.update(pairs(loader.on_device(images), labels))
         assert loader.skipped == 0
     # 8 shards of 250 split evenly over every (rank, worker): each sample exactly once, with its IDX label.
     assert seen == train_pairs
@@ -123,6 +128,35 @@ def test_resume_gives_the_tail_of_the_epoch(fmnist_shards, num_workers):
         loader.epoch(2, start_batch=32)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_iteration_across_epochs_gives_the_epochs(fmnist_shards, num_workers):
+    """``epochs`` (the image phase's batches: the workers start the next epoch while the current one ends) gives
+    batch for batch what ``epoch`` gives epoch after epoch, from the start or from a resume position, also when
+    the workers do not divide an epoch's batches (15 here, 2 workers)."""
+    loader = make_train_loader(fmnist_shards, batch_size=64, rank=1, world_size=2, num_workers=num_workers,
+                               seed=3, **FM)
+    assert len(loader) == 15
+    epochs = {e: list(loader.epoch(e)) for e in (0, 1, 2)}
+    for epoch, start in ((0, 0), (1, 4)):
+        expected = epochs[epoch][start:] + [b for e in range(epoch + 1, 3) for b in epochs[e]]
+        across = loader.epochs(epoch, start_batch=start)
+        for (a, y), (b, z) in zip(expected, across):
+            assert torch.equal(y, z) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="start_batch"):
+        loader.epochs(0, start_batch=15)
+
+
+def test_a_process_exits_with_its_loader_workers_mid_epoch(fmnist_shards):
+    """Loader workers ignore SIGTERM (a scheduler's signal to every process is the trainer's to handle):
+    a process that ends while its workers still run must end them itself, not wait for them forever."""
+    script = ("import sys; from vitwarm.data import make_train_loader; "
+              "loader = make_train_loader(sys.argv[1], batch_size=32, num_workers=2, img_size=28, in_chans=1); "
+              "batches = loader.epochs(0); next(batches); next(batches); print('exiting')")
+    result = subprocess.run([sys.executable, "-c", script, str(fmnist_shards)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and result.stdout == "exiting\n", result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("world_size", "num_workers"), [(1, 0), (3, 2)])
 def test_validation_sees_every_sample_once(fmnist_shards, train_pairs, world_size, num_workers):
     seen, batches = Counter(), []
@@ -131,7 +165,7 @@ def test_validation_sees_every_sample_once(fmnist_shards, train_pairs, world_siz
                                  num_workers=num_workers, crop_pct=1.0, **FM)
         n = 0
         for images, labels in loader:
-            seen.update(pairs(loader.normalize(images), labels))
+            seen.update(pairs(loader.on_device(images), labels))
             n += 1
         assert n == len(loader)
         batches.append(n)
@@ -156,14 +190,16 @@ AUGMENTED = dict(auto_augment="rand-m9-mstd0.5-inc1", hflip=0.5, scale=(0.08, 1.
 
 
 @pytest.mark.parametrize("in_chans", [1, 3])
-@pytest.mark.parametrize("re_prob", [0.0, 0.25])
-def test_uint8_batches_normalised_on_the_device_are_the_float_pipelines_pixels(fmnist_shards, in_chans, re_prob):
-    """Workers ship uint8 and ``normalize`` runs where the model is: the float32 pixels are exactly those of
-    timm's own float pipeline (same random draws under the same seeds), for training with RandAugment and
-    for evaluation. With random erasing the workers keep the float ending (erasing follows Normalize)."""
+def test_uint8_batches_normalised_on_the_device_are_the_float_pipelines_pixels(fmnist_shards, in_chans):
+    """Workers ship uint8 and ``on_device`` normalises where the model is: the float32 pixels are exactly those
+    of timm's own float pipeline (same random draws under the same seeds), for training with RandAugment and
+    for evaluation. With random erasing on, the workers ship the very same uint8 images (erasing is the
+    device's, tests/test_erasing.py)."""
     images = [Image.open(io.BytesIO(data)) for data in first_pngs(fmnist_shards, 16)]
     mean, std = (0.5, 0.4, 0.3)[:in_chans], (0.2, 0.25, 0.3)[:in_chans]
-    cases = [(True, dict(AUGMENTED, re_prob=re_prob)), (False, dict(crop_pct=0.875, interpolation="bicubic"))]
+    cases = [(True, dict(AUGMENTED, re_prob=0.0)), (False, dict(crop_pct=0.875, interpolation="bicubic"))]
+    erasing = ImageTransform(is_training=True, img_size=28, in_chans=in_chans, mean=mean, std=std,
+                             **dict(AUGMENTED, re_prob=0.25))
     for is_training, options in cases:
         ours = ImageTransform(is_training=is_training, img_size=28, in_chans=in_chans, mean=mean, std=std, **options)
         reference = reference_transform(is_training, in_chans, mean, std, **options)
@@ -172,9 +208,12 @@ def test_uint8_batches_normalised_on_the_device_are_the_float_pipelines_pixels(f
                 shipped = ours(img)
             with seeded(derive_seed(5, "augment", i)):
                 expected = reference(img)
-            assert shipped.dtype == (torch.float32 if is_training and re_prob else torch.uint8)
+            assert shipped.dtype == torch.uint8
             assert expected.dtype == torch.float32 and expected.shape == (in_chans, 28, 28)
-            assert torch.equal(ours.normalize(torch.stack([shipped, shipped])), torch.stack([expected, expected]))
+            assert torch.equal(ours.on_device(torch.stack([shipped, shipped])), torch.stack([expected, expected]))
+            if is_training:
+                with seeded(derive_seed(5, "augment", i)):
+                    assert torch.equal(erasing(img), shipped)
 
 
 def first_pngs(root: Path, n: int) -> list[bytes]:

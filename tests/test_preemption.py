@@ -65,12 +65,24 @@ def wait_for(ready, process: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
-def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(tmp_path, reference, fmnist_shards):
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (its DataLoader workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [c for child in map(int, children) for c in (child, *descendants(child))]
+
+
+@pytest.mark.parametrize("to", ["the trainer", "every process"])
+def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(tmp_path, reference, fmnist_shards, to):
+    """SIGTERM to the trainer (a user's kill), or to every process of it at once, its loader workers included
+    (what SLURM does at preemption and at the time limit): the workers ignore it, the trainer stops politely."""
     run_dir = tmp_path / "run"
     command = train_command(run_dir, fmnist_shards, *OVERRIDES)
     process = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(image_record_written(run_dir), process)
-    process.send_signal(signal.SIGTERM)
+    workers = descendants(process.pid)
+    assert workers or to == "the trainer"  # tiny.yaml's image loader has a worker
+    for pid in [process.pid, *(workers if to == "every process" else [])]:
+        os.kill(pid, signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == STOPPED, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("vitwarm:")]  # besides the progress bars

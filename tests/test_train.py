@@ -178,3 +178,17 @@ def test_fine_tuning_starts_from_an_export(tmp_path, fmnist_shards, reference):
     missing = train(tmp_path / "none", fmnist_shards, f"model.finetune={tmp_path / 'nowhere'}", "warmup.fraction=0")
     assert missing.stderr.strip().splitlines()[-1] == (f"vitwarm: error: no exported weights at {tmp_path}/nowhere "
                                                        "(expected an export folder or a safetensors file)")
+
+
+def test_a_checkpoint_cadence_in_minutes_saves_at_log_steps(tmp_path, fmnist_shards):
+    """checkpoint.every_minutes: once the minutes have passed (here at once), the next sync (a log step or an
+    evaluation) saves, in every phase, besides the step cadence (here never) and the phase ends."""
+    run_dir = tmp_path / "run"
+    result = train(run_dir, fmnist_shards, "checkpoint.every_steps=1000", "checkpoint.every_minutes=0.00001",
+                   "checkpoint.keep=100", "log.every_steps=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    steps = {name.rsplit("-", 2)[1]: [] for name in names}
+    for name in names:
+        steps[name.rsplit("-", 2)[1]].append(int(name.rsplit("-", 1)[1]))
+    assert {5, 10, 15, 20} <= set(steps["warmup"]) and {5, 10, 15, 20} <= set(steps["image"]), names

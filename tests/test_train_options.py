@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from vitwarm.config import load_config
 from vitwarm.run.checkpoints import where_to_start
 from vitwarm.run.context import open_data
-from vitwarm.run.engine import accelerate_precision
 from vitwarm.run.phases import KINDS
 from vitwarm.run.phases.common import optimizer_implementation
+from vitwarm.run.precision import accelerate_precision
 from vitwarm.run.preflight import preflight
 
 from helpers import SYNTHETIC, TINY, kill_once, train, train_records

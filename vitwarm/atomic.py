@@ -21,6 +21,7 @@ import secrets
 import signal
 import socket
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,13 +29,16 @@ from pathlib import Path
 
 FAULT_ENV = "VITWARM_KILL_AT"
 FAULT_SIGNALS_ENV = "VITWARM_FAULT_SIGNALS"
+# Seconds between reaching the point and the kill, while the process's other threads run on (a background
+# checkpoint write killed after training has moved past its step).
+FAULT_DELAY_ENV = "VITWARM_KILL_DELAY"
 _passages: Counter[str] = Counter()
 
 
 def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``);
-    ``VITWARM_FAULT_SIGNALS`` sends other signals there instead, one after another (``SIGINT,SIGINT``: two
-    Ctrl-C in the middle of a save)."""
+    """Test hook: SIGKILL this process when ``VITWARM_KILL_AT`` names this point (``name`` or ``name@N``),
+    ``VITWARM_KILL_DELAY`` seconds (default 0) after it is reached; ``VITWARM_FAULT_SIGNALS`` sends other
+    signals there instead, one after another (``SIGINT,SIGINT``: two Ctrl-C in the middle of a save)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -42,6 +46,7 @@ def fault_point(name: str) -> None:
     if target == name:
         _passages[name] += 1
         if _passages[name] == int(nth or 1):
+            time.sleep(float(os.environ.get(FAULT_DELAY_ENV, "0")))
             for signal_name in os.environ.get(FAULT_SIGNALS_ENV, "SIGKILL").split(","):
                 os.kill(os.getpid(), signal.Signals[signal_name])
 

@@ -23,6 +23,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from .catalog import resolve_recipe
 from .data import SYNTHETIC, WRITTEN
+from .data.workers import AUTO, check_workers
 from .errors import ConfigError
 from .models import GROW_DEPTHS, PARTS, POS_EMBED_MODES, SHUFFLE_MODES, TRAINABLE
 from .procedural import parse_mixture
@@ -306,8 +307,9 @@ class DataConfig:
     """Where `test_split` is read when not from `source`: a shard directory, _info.json or pattern (path or URL)."""
     info: str | None = None
     """_info.json (path, URL or pipe: command) of pattern sources without one beside their shards; None = beside."""
-    num_workers: int = checked(2, Range(0))
-    """Image-decoding DataLoader workers per process."""
+    num_workers: int | str = checked(AUTO, Parses(check_workers))
+    """Image-decoding DataLoader workers per process, >= 0, or 'auto': from the CPUs the process may use and the
+    processes on its node (vitwarm.data.workers); a resumed run keeps the count its first launch chose."""
     shuffle_buffer: int = checked(2000, Range(1))
     """Samples in each worker's shuffle buffer."""
     mean: list[float] | None = None
@@ -381,6 +383,8 @@ class EvalConfig:
 class CheckpointConfig:
     every_steps: int = checked(200, Range(1))
     """Save a checkpoint every this many optimizer steps of a phase (and at each phase end)."""
+    every_minutes: float = checked(0.0, Range(0))
+    """Also save at the first log step after this many minutes since the last checkpoint, >= 0 (0: off)."""
     keep: int = checked(2, Range(1))
     """Newest checkpoints kept on disk."""
 
@@ -536,7 +540,7 @@ def _is_text(key: str) -> bool:
         if found is None:
             return False
         node = found.default_factory if is_dataclass(found.default_factory) else found.type
-    return isinstance(node, str) and "str" in node.split(" | ")
+    return isinstance(node, str) and {"str"} == set(node.split(" | ")) - {"None"}
 
 
 def _as_typed(override: str) -> str:

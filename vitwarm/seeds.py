@@ -28,8 +28,9 @@ The purposes, with their indices:
 | ``synthetic-class`` | class | the pattern every synthetic image of that class shows (``data.synthetic.seed``) |
 | ``synthetic`` | split, sample | one synthetic image's own noise (``data.synthetic.seed``) |
 
-The global generators (Python's ``random``, numpy's legacy global one, torch's) are what dropout, drop-path,
-timm's Mixup and timm's transforms draw from: ``seed_step`` seeds them at every training step, ``seeded``
+The global generators (Python's ``random``, numpy's legacy global one, torch's, the CUDA ones included) are
+what dropout, drop-path, timm's Mixup/CutMix and random erasing on the device (vitwarm.data.transforms.OnDevice)
+and timm's transforms in the loader workers draw from: ``seed_step`` seeds them at every training step, ``seeded``
 for one block (a batch's augmentation) and restores them afterwards.
 """
 

@@ -9,9 +9,14 @@ each sample of the split once over all ranks. Faulty samples skipped in the work
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit handler registered before ours below, which therefore runs first
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
+from itertools import chain, count
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -35,43 +40,71 @@ def _check_rank(rank: int, world_size: int, batch_size: int, num_workers: int) -
 
 class _EpochSource(IterableDataset):
     """The dataset of a training DataLoader whose workers persist across epochs: at each iteration, in each
-    worker, the ``TrainStream`` of the epoch and start batch that ``TrainLoader.epoch`` wrote last.
+    worker, the ``TrainStream`` of the epoch and start batch that ``TrainLoader.epoch`` wrote last, or
+    (``TrainLoader.epochs``) those of every epoch from there on.
 
     Persistent workers keep the dataset object they were started with, so the position travels through
-    shared memory: a 2-element int64 tensor (epoch, start batch), written by the training process before it
-    starts an iteration of the DataLoader and read by each worker when torch calls ``iter()`` on the dataset
-    at that iteration's start (and only then: a running epoch never sees the next one's position).
+    shared memory: a 3-element int64 tensor (epoch, start batch, across epochs), written by the training
+    process before it starts an iteration of the DataLoader and read by each worker when torch calls
+    ``iter()`` on the dataset at that iteration's start (and only then: a running epoch never sees the next
+    one's position).
+
+    Across epochs, DataLoader worker j hands out the j-th of every W batches counted from the iteration's
+    start (torch's round robin, which no worker breaks, since none runs out), so in epoch e it plays the
+    logical worker that makes those batches of e: the epochs' batches are the very ones ``epoch`` gives. A
+    worker starts its next epoch (its shards, its shuffle buffer) as soon as it has handed in its last batch
+    of the current one, while the other workers' batches are still being used: no stall at the boundary.
     """
 
-    def __init__(self, make_stream: Callable[..., TrainStream]):
+    def __init__(self, make_stream: Callable[..., TrainStream], num_batches: int):
         super().__init__()
-        self.make_stream = make_stream
-        self.position = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self.make_stream, self.num_batches = make_stream, num_batches
+        self.position = torch.zeros(3, dtype=torch.int64).share_memory_()
 
     def __iter__(self) -> Iterator:
-        epoch, start_batch = self.position.tolist()
-        return iter(self.make_stream(epoch=epoch, start_batch=start_batch))
+        epoch, start_batch, across = self.position.tolist()
+        if not across:
+            return iter(self.make_stream(epoch=epoch, start_batch=start_batch))
+        # Batch b of epoch e is batch (e - epoch) * L + b - start_batch of the iteration.
+        return chain.from_iterable(
+            self.make_stream(epoch=e, start_batch=start_batch if e == epoch else 0,
+                             rotation=start_batch - (e - epoch) * self.num_batches) for e in count(epoch))
 
 
 def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group.
+    """``worker_init_fn`` of every DataLoader of a run: its workers leave the training process's group and
+    ignore SIGTERM.
 
     A launcher stops a worker by signalling its process group (torch's elastic launcher sends SIGTERM to
-    each worker's group; a terminal sends Ctrl-C to its foreground group); torch's loader workers die of
-    a SIGTERM that is not their parent's, under the training process that handles it (vitwarm.run.preemption).
-    Out of the group they are stopped by the training process only (directly, with its loaders), and each
-    exits when its parent dies.
+    each worker's group; a terminal sends Ctrl-C to its foreground group), and a scheduler (SLURM at
+    preemption or the time limit) sends SIGTERM to every process of the job, loader workers included;
+    torch's loader workers would die of it under the training process that handles it as its polite stop
+    (vitwarm.run.preemption). Out of the group and deaf to SIGTERM, they are stopped by the training process
+    only (directly, with its loaders; SIGKILL still ends them), and each exits when its parent dies.
     """
     os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@atexit.register  # after multiprocessing's exit handler (imported above), so it runs before that one
+def _end_workers_at_exit() -> None:
+    """At the process's exit, SIGKILL its daemonic children (loader workers) still running: multiprocessing's exit
+    handler ends them with SIGTERM and then waits for them, which would wait forever for loader workers, which
+    ignore it (torch shuts its persistent workers down itself only when it pins memory). SIGKILL is what
+    SIGTERM was to them; a process cannot tell its loader workers apart once started."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()
 
 
 class _Loader:
-    """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``normalize``."""
+    """Shared parts: one DataLoader (its workers kept across iterations), the fault counter, ``on_device``."""
 
     def __init__(self, dataset: IterableDataset, info: DatasetInfo, transform: ImageTransform, num_workers: int,
                  pin_memory: bool):
         self.info, self.num_workers, self.pin_memory = info, num_workers, pin_memory
-        self.normalize = transform.normalize  # uint8 (B, C, H, W) on the device -> float32 normalised
+        self.on_device = transform.on_device  # uint8 (B, C, H, W) on the device -> float32 normalised (erased)
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
         self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                                   persistent_workers=num_workers > 0, worker_init_fn=worker_init)
@@ -90,8 +123,8 @@ class _Loader:
 
 
 class TrainLoader(_Loader):
-    """Epochs of exactly ``len(self)`` batches ``(images uint8 (B, C, S, S), labels int64 (B,))`` per rank
-    (images float32, normalised already, with random erasing; ``normalize`` them on the device either way).
+    """Epochs of exactly ``len(self)`` batches ``(images uint8 (B, C, S, S), labels int64 (B,))`` per rank;
+    ``on_device`` normalises (and erases) them on the training device.
 
     Use ``for images, labels in loader.epoch(e, start_batch=k)``, one epoch at a time (the workers persist,
     and starting the next epoch ends the previous one); the loader itself is not iterable, so an epoch
@@ -100,7 +133,7 @@ class TrainLoader(_Loader):
 
     def __init__(self, info: DatasetInfo, transform: ImageTransform, make_stream: Callable[..., TrainStream],
                  num_batches: int, num_workers: int, pin_memory: bool):
-        self._source = _EpochSource(make_stream)
+        self._source = _EpochSource(make_stream, num_batches)
         super().__init__(self._source, info, transform, num_workers, pin_memory)
         self._num_batches = num_batches
 
@@ -113,8 +146,16 @@ class TrainLoader(_Loader):
             raise ValueError(f"start_batch must be in [0, {len(self)}], got {start_batch}")
         if start_batch == len(self):
             return iter(())
-        self._source.position.copy_(torch.tensor([epoch, start_batch]))
+        self._source.position.copy_(torch.tensor([epoch, start_batch, 0]))
         # Near the end of an epoch, workers without a batch left yield none; the others keep their turns.
+        return self._iterate()
+
+    def epochs(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Endless: the batches of ``epoch(epoch, start_batch)``, then of every following epoch, with no stall
+        between epochs (see ``_EpochSource``); each is what ``epoch`` gives. Ends any iteration before it."""
+        if not 0 <= start_batch < len(self):
+            raise ValueError(f"start_batch must be in [0, {len(self)}), got {start_batch}")
+        self._source.position.copy_(torch.tensor([epoch, start_batch, 1]))
         return self._iterate()
 
 

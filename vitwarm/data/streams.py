@@ -16,7 +16,9 @@ per rank and ``L`` batches per epoch and rank:
 Every seed comes from ``vitwarm.seeds.derive_seed`` (purposes ``shards``, ``buffer``, ``pass``, ``augment``).
 
 Resuming at batch k: DataLoader worker j plays logical worker (j + k) % W, so the first batch handed out is
-batch k; each logical worker skips the samples of the batches it made before k, decoding them (a faulty
+batch k (``rotation``: in epochs after the first of an iteration that runs across epochs, the offset that
+keeps DataLoader worker j on the j-th of every W batches counted from the iteration's start, see
+vitwarm.data.loaders); each logical worker skips the samples of the batches it made before k, decoding them (a faulty
 sample took no place in a batch, so only decoding tells where those batches ended) but not augmenting them.
 
 Faults (see vitwarm.data.reader) are counted per worker and travel with each batch as a third item; a
@@ -104,17 +106,19 @@ class TrainStream(_ShardStream):
 
     def __init__(self, info: DatasetInfo, transform: ImageTransform, *, batch_size: int, rank: int,
                  world_size: int, strict: bool, seed: int, num_batches: int, shuffle_buffer: int,
-                 logical_workers: int, epoch: int, start_batch: int, http: HttpLimits = DEFAULT_HTTP):
+                 logical_workers: int, epoch: int, start_batch: int, rotation: int | None = None,
+                 http: HttpLimits = DEFAULT_HTTP):
         super().__init__(info, transform, batch_size=batch_size, rank=rank, world_size=world_size, strict=strict,
                          http=http)
         self.seed, self.num_batches, self.shuffle_buffer = seed, num_batches, shuffle_buffer
         self.logical_workers, self.epoch, self.start_batch = logical_workers, epoch, start_batch
+        self.rotation = start_batch if rotation is None else rotation
 
     def _batches(self, faults: Faults) -> Iterator[Batch]:
         # Logical worker w, rotated so that batch start_batch comes first. There are always max(1,
         # num_workers) logical workers, one per DataLoader worker.
         epoch, start_batch, num_workers = self.epoch, self.start_batch, self.logical_workers
-        w = (_worker_slot()[0] + start_batch) % num_workers
+        w = (_worker_slot()[0] + self.rotation) % num_workers
         order = list(range(len(self.info.urls)))
         random.Random(derive_seed(self.seed, "shards", epoch)).shuffle(order)
         mine = order[self.rank::self.world_size][w::num_workers]

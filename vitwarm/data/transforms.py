@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from timm.data import auto_augment, create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.random_erasing import RandomErasing
 
 # ImageTransform's training augmentation options: what ``make_train_loader(aug=...)`` accepts by name.
 AUG_OPTIONS = ("auto_augment", "re_prob", "re_mode", "color_jitter", "interpolation", "hflip", "scale", "ratio")
@@ -65,36 +66,47 @@ def fix_posterize(transform) -> None:
                 op.aug_fn = _posterize
 
 
-class Normalize:
-    """The normalisation the loader workers leave to the training device: uint8 batches (B, C, H, W) in
-    [0, 255] -> float32 ``(x / 255 - mean) / std``, the very operations of torchvision's ToTensor + Normalize
-    in their order (so the same pixels as normalising in the workers). Float batches, which the workers
-    normalised themselves (with random erasing, see ImageTransform), pass through.
+class OnDevice:
+    """What the training device does to the uint8 batches (B, C, H, W) in [0, 255] the workers ship, as timm's
+    prefetcher does: normalise to float32 ``(x / 255 - mean) / std`` (the very operations of torchvision's
+    ToTensor + Normalize in their order, so the same pixels as normalising in the workers), then, for training
+    with ``re_prob > 0``, timm's ``RandomErasing`` on the normalised batch. Erasing draws its boxes from
+    Python's ``random`` and its fill from the device's torch generator, both seeded at every step
+    (vitwarm.seeds.seed_step), so a resumed run erases alike.
+
+    ``to(device)`` puts mean and std on the device once, when the loaders open: a step copies nothing from
+    the host. The CPU is the device until then.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean, self.std = tuple(mean), tuple(std)
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # (C, 1, 1) each, per device
+    def __init__(self, mean: Sequence[float], std: Sequence[float], re_prob: float = 0.0, re_mode: str = "pixel"):
+        self.mean, self.std, self.re_prob, self.re_mode = tuple(mean), tuple(std), re_prob, re_mode
+        self.to(torch.device("cpu"))
+
+    def to(self, device: torch.device | str) -> OnDevice:
+        device = torch.device(device)
+        # (C, 1, 1) each, broadcast over the batch.
+        self._mean, self._std = (torch.tensor(v, dtype=torch.float32, device=device).view(-1, 1, 1)
+                                 for v in (self.mean, self.std))
+        self.erase = RandomErasing(self.re_prob, mode=self.re_mode, device=device) if self.re_prob > 0 else None
+        return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
-            return images
-        if images.device not in self._on:  # made once per device: no host-to-device copy per step
-            self._on[images.device] = tuple(torch.tensor(v, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-                                            for v in (self.mean, self.std))
-        mean, std = self._on[images.device]
-        return images.float().div_(255).sub_(mean).div_(std)
+            raise TypeError(f"expected a uint8 batch from the loader workers, got {images.dtype}")
+        images = images.float().div_(255).sub_(self._mean).div_(self._std)
+        return images if self.erase is None else self.erase(images)
 
 
 class ImageTransform:
-    """PIL image (any mode) -> uint8 tensor (in_chans, img_size, img_size); ``normalize`` (a ``Normalize``)
-    turns a batch of them into normalised float32 on the training device.
+    """PIL image (any mode) -> uint8 tensor (in_chans, img_size, img_size); ``on_device`` (an ``OnDevice``)
+    turns a batch of them into normalised (and, training with ``re_prob > 0``, erased) float32 on the
+    training device.
 
     Training (``is_training``) applies timm's augmentation with the options of ``AUG_OPTIONS`` (defaults:
     those of the config's ``data.aug``; ``interpolation`` also serves evaluation); evaluation resizes and
-    centre-crops ``crop_pct`` (None: timm's 0.875). With random erasing (``re_prob > 0``) the result is
-    float32 and normalised already: timm's RandomErasing runs after Normalize and draws its boxes and fill
-    per sample in the worker, and moving it to the batch on the device would change those draws.
+    centre-crops ``crop_pct`` (None: timm's 0.875). The workers ship uint8 in every case, a quarter of the
+    bytes of float32 through shared memory, pinning and the host-to-device copy; random erasing, which
+    needs the normalised image, runs on the device (``OnDevice``).
     """
 
     def __init__(
@@ -108,20 +120,19 @@ class ImageTransform:
         self.in_chans = in_chans
         # timm runs on 3 channels; a single-channel statistic is repeated so fill colours stay gray.
         mean3, std3 = mean * (3 // in_chans), std * (3 // in_chans)
-        self.normalize = Normalize(mean, std)
-        # timm's use_prefetcher: the pipeline ends in PILToTensor (uint8, no scaling), normalisation is left to
-        # the consumer; it also leaves out random erasing, so that case keeps timm's float ending.
-        uint8 = not is_training or re_prob == 0
+        self.on_device = OnDevice(mean, std, re_prob=re_prob if is_training else 0.0, re_mode=re_mode)
+        # timm's use_prefetcher: the pipeline ends in PILToTensor (uint8, no scaling) and leaves normalisation and
+        # random erasing to the consumer (here OnDevice).
         if is_training:
             self.tfm = create_transform(
-                (3, img_size, img_size), is_training=True, auto_augment=auto_augment, re_prob=re_prob,
-                re_mode=re_mode, color_jitter=color_jitter, interpolation=interpolation, hflip=hflip,
-                scale=scale, ratio=ratio, mean=mean3, std=std3, use_prefetcher=uint8)
+                (3, img_size, img_size), is_training=True, auto_augment=auto_augment, color_jitter=color_jitter,
+                interpolation=interpolation, hflip=hflip, scale=scale, ratio=ratio, mean=mean3, std=std3,
+                use_prefetcher=True)
             fix_posterize(self.tfm)
         else:
             self.tfm = create_transform(
                 (3, img_size, img_size), is_training=False, crop_pct=crop_pct, interpolation=interpolation,
-                mean=mean3, std=std3, use_prefetcher=uint8)
+                mean=mean3, std=std3, use_prefetcher=True)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         if self.in_chans == 1:

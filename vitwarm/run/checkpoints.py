@@ -10,8 +10,10 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/<phase index>-<phase>-<step>/`` h
 A run with ``run.parallel=fsdp`` writes DCP's files instead of the first three (vitwarm.run.sharded_checkpoints);
 the folder, state.json and everything below are the same for both.
 
-Writing: the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name that exists
-first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so some
+Writing: the content is copied to CPU memory at its step (``snapshot``) and written, usually in a background
+thread (vitwarm.run.saver); the files go into ``.tmp-<name>/``, which is renamed into place. Re-saving a name
+that exists first moves the old copy to ``.old-<name>/`` and deletes it only once the new one is in place, so
+some
 complete copy exists at every moment (``.old-`` folders count as checkpoints until then). Deleting
 renames to ``.del-<name>/`` first, so a half-deleted folder is never taken for a checkpoint.
 
@@ -101,6 +103,9 @@ class RunState:
     """The warmed-up ViT's attention-structure scores (vitwarm.models.attention_scores), once the warm-up ended."""
     data: dict[str, dict] = field(default_factory=dict)
     """The identity of the data the run trains on (vitwarm.data.identity): a resume on other data is refused."""
+    data_workers: int = 0
+    """Image-loader workers per process that data.num_workers=auto resolved to (0: not yet); the data order
+    depends on it, so a resume keeps it."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:
@@ -130,6 +135,37 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
+def _on_cpu(value):
+    """``value`` (a state dict, nested dicts/lists/tuples of tensors and plain values) with every tensor copied
+    to CPU memory: what training changes in place afterwards cannot reach the copy."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint's content in CPU memory, taken at its step; ``save_checkpoint`` writes it, possibly while
+    training goes on (vitwarm.run.saver)."""
+
+    state: dict
+    """``asdict(RunState)`` at the step."""
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    ema: dict[str, torch.Tensor] | None
+
+
+def snapshot(state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema: torch.nn.Module | None) -> Snapshot:
+    """Copy what a checkpoint of this step holds to CPU memory (a shared block's weights once)."""
+    return Snapshot(state=json.loads(json.dumps(asdict(state))), model=_on_cpu(unique_state_dict(model)),
+                    optimizer=_on_cpu(optimizer.state_dict()), ema=None if ema is None else _on_cpu(ema.state_dict()))
+
+
 def begin_checkpoint(run_dir: str | Path, name: str) -> Path:
     """An empty ``.tmp-<name>/`` to write checkpoint ``name``'s files into, leftovers of interrupted writes and
     deletions removed. Main process only."""
@@ -148,14 +184,14 @@ def temporary_folder(run_dir: str | Path, name: str) -> Path:
     return Path(run_dir) / CHECKPOINTS / f".tmp-{name}"
 
 
-def commit_checkpoint(run_dir: str | Path, name: str, state: RunState, keep: int) -> Path:
+def commit_checkpoint(run_dir: str | Path, name: str, state: dict, keep: int) -> Path:
     """Hash every file written into ``.tmp-<name>/``, write state.json last, rename the folder into place and
     delete all but the newest ``keep`` checkpoints. Main process only."""
     root = Path(run_dir) / CHECKPOINTS
     final, tmp, old = root / name, temporary_folder(run_dir, name), root / f".old-{name}"
     try:
         hashes = {p.name: file_hash(p) for p in sorted(tmp.iterdir())}
-        atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | asdict(state), indent=1))
+        atomic_write_text(tmp / STATE, json.dumps({"files": hashes} | state, indent=1))
     except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -172,20 +208,19 @@ def commit_checkpoint(run_dir: str | Path, name: str, state: RunState, keep: int
     return final
 
 
-def save_checkpoint(run_dir: str | Path, name: str, state: RunState, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None, keep: int) -> Path:
-    """Write one checkpoint and delete all but the newest ``keep``. Main process only."""
+def save_checkpoint(run_dir: str | Path, name: str, content: Snapshot, keep: int) -> Path:
+    """Write one checkpoint (its ``snapshot``) and delete all but the newest ``keep``. Main process only."""
     tmp = begin_checkpoint(run_dir, name)
     try:
-        write_safetensors(tmp / WEIGHTS, unique_state_dict(model))  # a shared block's weights once
-        atomic_write(tmp / "optimizer.pt", lambda path: save_torch(optimizer.state_dict(), path))
-        if ema is not None:
-            write_safetensors(tmp / EMA_WEIGHTS, ema.state_dict())
+        write_safetensors(tmp / WEIGHTS, content.model)
+        atomic_write(tmp / "optimizer.pt", lambda path: save_torch(content.optimizer, path))
+        if content.ema is not None:
+            write_safetensors(tmp / EMA_WEIGHTS, content.ema)
         fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
     except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return commit_checkpoint(run_dir, name, state, keep)
+    return commit_checkpoint(run_dir, name, content.state, keep)
 
 
 def read_state(checkpoint: str | Path) -> RunState:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from ..atomic import check_hashes
 from ..data import images_are_synthetic
 from ..seeds import seed_step
-from .checkpoints import RunState, Start, where_to_start
-from .context import Launch, open_data, open_log
+from .checkpoints import RunState, Start
+from .context import Launch, agreed_start, open_data, open_log
 from .export import export_run
 from .fsdp import resolve, whole
 from .images import evaluate
@@ -34,6 +34,7 @@ from .metrics import check_trackers, window_record
 from .outcome import headline, outcome_lines
 from .phases import KINDS, Training
 from .plan import Phase, Plan
+from .precision import accelerate_precision, check_launch_precision, use_tf32
 from .preemption import StopRequest, WaitInterrupted
 from .preflight import preflight
 from .probe import probe_summary
@@ -50,17 +51,13 @@ from .sharded_checkpoints import check_loadable, load_any
 from .step import StepSums, guarded_step, sync_window
 
 
-def accelerate_precision(precision: str) -> str:
-    """Accelerate's name for a precision: full fp32 is 'no' (mixed precision off)."""
-    return "no" if precision == "fp32" else precision
-
-
 def train(cfg: DictConfig) -> dict:
     """The whole run; returns the summary (also written to RUN_DIR/summary.json)."""
     started = time.perf_counter()
     cfg = resolve(cfg)  # the launch's parallel mode (vitwarm.run.fsdp), before Accelerate reads the environment
     # Every phase planned and dry-built before shards, run directory or process group exist.
     plan = preflight(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    check_launch_precision(cfg.precision)  # the recipe's precision is the run's (vitwarm.run.precision)
     # Several processes but no GPU (torchrun-style launch on a laptop or CI): Accelerate joins them over gloo
     # only when told to use the CPU; otherwise each process would silently train alone.
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -68,6 +65,9 @@ def train(cfg: DictConfig) -> dict:
                               project_dir=cfg.run.dir, log_with=check_trackers(cfg.log.trackers) or None)
     # One writer per run directory, from before the first read of it to the end (vitwarm.run.lock); the stop
     # signal only noted until a step boundary (vitwarm.run.preemption).
+    tf32 = use_tf32(cfg.precision, accelerator.device)
+    if tf32:
+        accelerator.print(tf32)
     with (hold_run_dir(cfg.run.dir, cfg.run.lock, accelerator, (cfg.log.project,) if cfg.log.trackers else ()),
           StopRequest(cfg.run.stop_signal, accelerator.num_processes) as stop):
         return launch_run(cfg, plan, accelerator, stop, started)
@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict:
 
 def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: StopRequest, started: float) -> dict:
     """The run from where its directory says it stands, in a run directory this launch holds."""
-    start = where_to_start(cfg)
+    start = agreed_start(cfg, accelerator)  # the checkpoints verified once, by the main process
     check_loadable(start.checkpoint, cfg.run.parallel)
     for warning in start.warnings:
         accelerator.print(warning)
@@ -84,8 +84,8 @@ def launch_run(cfg: DictConfig, plan: Plan, accelerator: Accelerator, stop: Stop
         for line in outcome_lines(start.summary, cfg.run.dir)[1:]:
             accelerator.print(line)
         return asdict(start.summary)
-    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator, start), open_log(cfg, start, accelerator),
-                    stop, started)
+    launch = Launch(cfg, plan, accelerator, open_data(cfg, plan, accelerator, start),
+                    open_log(cfg, start, accelerator), stop, started)
     accelerator.print(f"vitwarm: {accelerator.num_processes} process(es) on {accelerator.device}; plan:")
     for line in plan.lines():
         accelerator.print(line)
@@ -136,7 +136,7 @@ def run_phases(launch: Launch, start: Start) -> Training:
             launch.log.write({"event": "phase_end", "phase": phase.name, "step": state.step} | phase.used(state.step))
         if kind.end:
             accelerator.print(kind.end(cfg, training, accelerator, launch.images))
-        launch.save(phase, training, state)  # the phase-end checkpoint, marking the phase finished
+        launch.save(phase, training, state, wait=True)  # the phase-end checkpoint, marking the phase finished
         if not phase.final:
             del training
             accelerator.free_memory()  # the next phase prepares its own model and optimizer
@@ -201,13 +201,14 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             log_now = state.step % phase.log_every == 0 or done
             eval_now = phase.eval_every and state.step % phase.eval_every == 0 and not done
             save_now = state.step % phase.save_every == 0 and not done
-            stop_agreed = False
+            stop_now = False
             if log_now or eval_now or save_now or launch.stop.sync_now:
-                # The one host sync of the window (vitwarm.run.step); it also agrees on a stop request.
-                stop_agreed = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator,
-                                          stop=launch.stop.received)
-            # A stop agreed at this sync (vitwarm.run.preemption) saves this step; at a phase's end the phase ends.
-            stop_now = stop_agreed and not done
+                # The one host sync of the window (vitwarm.run.step); it also agrees on a stop request and on a
+                # checkpoint.every_minutes save (due at the first sync after they have passed).
+                stop_agreed, save_due = sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(),
+                                                    accelerator, stop=launch.stop.received, save_due=launch.save_due())
+                # A stop agreed here (vitwarm.run.preemption) saves this step; at a phase's end the phase ends.
+                stop_now, save_now = stop_agreed and not done, (save_now or save_due) and not done
             if log_now:
                 record = window_record(phase, state, time.perf_counter() - window_start,
                                        lr=training.optimizer.param_groups[0]["lr"])
@@ -221,7 +222,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             if eval_now:
                 launch.evaluate(phase, training, state)
             if save_now or stop_now:
-                launch.save(phase, training, state)
+                launch.save(phase, training, state, wait=stop_now)  # the stop's save is committed before exit 75
             if stop_now:
                 raise launch.stop.stopped(cfg.run.dir, launch.plan.position(phase), phase.name, state.step)
 

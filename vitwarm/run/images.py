@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import make_train_loader, make_val_loader
 from ..data.http_fetch import HttpLimits
+from ..data.workers import resolve_workers
 from .fsdp import lockstep
 
 
@@ -30,13 +31,17 @@ class ImageData:
 
     @classmethod
     def open(cls, cfg: DictConfig, splits, img_size: int, micro_batch: int, rank: int, world_size: int,
-             pin_memory: bool = False) -> ImageData:
-        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's; ``pin_memory``
-        when the training device is CUDA (batches then reach it by non-blocking copies from pinned memory)."""
-        data = cfg.data
-        common = dict(rank=rank, world_size=world_size, pin_memory=pin_memory,
-                      num_workers=data.num_workers, img_size=img_size, in_chans=cfg.model.in_chans,
-                      mean=data.mean, std=data.std, http=HttpLimits(data.stall_s, data.retries))
+             num_workers: int | None = None, device: torch.device | str = "cpu") -> ImageData:
+        """``splits``: ``vitwarm.data.read_splits(cfg.data)``; ``micro_batch``: the image phase's;
+        ``num_workers`` per process (None: what ``data.num_workers`` resolves to here, vitwarm.data.workers);
+        ``device``: the training device, where each loader's ``on_device`` gets its constants now (a CUDA one
+        also pins the batches, which then reach it by non-blocking copies)."""
+        data, device = cfg.data, torch.device(device)
+        if num_workers is None:
+            num_workers = resolve_workers(data.num_workers, len(splits["train"].urls), world_size)[0]
+        common = dict(rank=rank, world_size=world_size, pin_memory=device.type == "cuda", num_workers=num_workers,
+                      img_size=img_size, in_chans=cfg.model.in_chans, mean=data.mean, std=data.std,
+                      http=HttpLimits(data.stall_s, data.retries))
         aug = OmegaConf.to_container(data.aug)
         train = make_train_loader(splits["train"], batch_size=micro_batch, seed=cfg.seed,
                                   aug=aug, shuffle_buffer=data.shuffle_buffer, strict=data.strict, **common)
@@ -44,6 +49,9 @@ class ImageData:
                           interpolation=data.aug.interpolation, **common)
         val = make_val_loader(splits["val"], **evaluation)
         test = make_val_loader(splits["test"], **evaluation) if "test" in splits else None
+        for loader in (train, val, test):
+            if loader is not None:
+                loader.on_device.to(device)
         info = splits["train"]
         return cls(num_classes=info.num_classes, train_samples=info.num_samples, train=train, val=val, test=test)
 
@@ -59,7 +67,7 @@ def evaluate(model: torch.nn.Module, loader, accelerator: Accelerator) -> dict[s
         model(torch.zeros(1, model.patch_embed.proj.in_channels, h, w, device=accelerator.device))
 
     for images, labels in lockstep(loader, model, accelerator, idle):
-        images = loader.normalize(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
+        images = loader.on_device(images.to(accelerator.device, non_blocking=True))  # uint8 -> float32 (B, C, H, W)
         labels = labels.to(accelerator.device, non_blocking=True)
         with accelerator.autocast():
             logits = model(images).float()  # (B, classes)

@@ -71,13 +71,20 @@ def refuse_links(run_dir: str | Path, more: tuple[str, ...] = ()) -> None:
                               "follows no link in a run directory: remove it or choose another run.dir")
 
 
-def hash_exports(run_dir: str | Path) -> dict[str, str]:
+def hash_exports(run_dir: str | Path, known: dict | None = None) -> dict[str, str]:
     """sha256 of each file of each export folder present in the run directory, by name relative to it
-    (e.g. ``warmup/model.safetensors``)."""
-    run_dir = Path(run_dir)
-    return {path.relative_to(run_dir).as_posix(): file_hash(path)
-            for name in EXPORTS if (run_dir / name).is_dir()
-            for path in sorted((run_dir / name).rglob("*")) if path.is_file()}
+    (e.g. ``warmup/model.safetensors``). ``known``: the hashes of an earlier call, by name with the file's
+    (size, mtime_ns), updated here; a file unchanged since is not read again (an export is written once,
+    atomically, and then only read, so each checkpoint of a run need not re-hash it)."""
+    run_dir, hashes = Path(run_dir), {}
+    known = {} if known is None else known
+    for path in (p for name in EXPORTS if (run_dir / name).is_dir() for p in sorted((run_dir / name).rglob("*"))):
+        if path.is_file():
+            name, stat = path.relative_to(run_dir).as_posix(), path.stat()
+            if known.get(name, (None,))[0] != (stat.st_size, stat.st_mtime_ns):
+                known[name] = ((stat.st_size, stat.st_mtime_ns), file_hash(path))
+            hashes[name] = known[name][1]
+    return hashes
 
 
 def space_warning(run_dir: str | Path, needed: int) -> str | None:
@@ -106,8 +113,10 @@ _NOT_IDENTITY = ("run.", "resume", "log.", "checkpoint.", "eval.batch_size", "wa
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The config keys that make a run the run it is, flattened; two configs that agree here train alike."""
     keys = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
-    # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes).
-    keys["data.num_workers"] = max(1, keys["data.num_workers"])
+    # 0 and 1 image workers are one logical worker (test_order_depends_on_epoch_and_seed_but_not_on_worker_processes);
+    # 'auto' stays itself: the count it resolved to is kept in the checkpoints (RunState.data_workers).
+    if keys["data.num_workers"] != "auto":
+        keys["data.num_workers"] = max(1, keys["data.num_workers"])
     return keys
 
 

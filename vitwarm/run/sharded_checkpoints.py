@@ -21,6 +21,7 @@ processes, each reading the pieces of its own shards; with one process, into the
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch.distributed.checkpoint as dcp
@@ -54,7 +55,7 @@ def save_sharded(run_dir: str | Path, name: str, state: RunState, training: Trai
     dcp.save(_state(training), checkpoint_id=temporary_folder(run_dir, name))
     fault_point("checkpoint:shards")  # every shard and the index written: not yet a checkpoint
     accelerator.wait_for_everyone()
-    final = commit_checkpoint(run_dir, name, state, keep) if accelerator.is_main_process else Path(run_dir)
+    final = commit_checkpoint(run_dir, name, asdict(state), keep) if accelerator.is_main_process else Path(run_dir)
     accelerator.wait_for_everyone()
     return final
 

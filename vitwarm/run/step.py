@@ -68,19 +68,22 @@ def guarded_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], f
 
 
 def sync_window(run_dir: str, phase: Phase, state: RunState, sums: StepSums, skipped: int,
-                accelerator: Accelerator, stop: bool = False) -> bool:
+                accelerator: Accelerator, stop: bool = False, save_due: bool = False) -> tuple[bool, bool]:
     """Sum ``sums`` over processes into the (checkpointed) window in ``state`` and zero them; the loop's one sync.
 
     ``skipped``: training samples this process's loader skipped as corrupt since the last sync (a host
     count), summed into ``state.skipped_samples`` by the same reduction; ``stop``: whether this process got
-    the stop signal (vitwarm.run.preemption), reduced alike. Returns whether any process got it. Raises
-    NonFiniteLoss, naming the first non-finite step, when the window holds one.
+    the stop signal (vitwarm.run.preemption), and ``save_due``: whether this process's clock says a checkpoint is
+    due (``checkpoint.every_minutes``), reduced alike. Returns whether any process got the signal and whether
+    any says a checkpoint is due: every process decides alike. Raises NonFiniteLoss, naming the first
+    non-finite step, when the window holds one.
     """
     names = list(sums.counts)
-    # float64 (3 + counts,): the loss sum, the skipped samples, the stop flags, the counts; exact below 2**53.
-    host = torch.tensor([float(skipped), float(stop)], dtype=torch.float64, device=sums.loss.device)
+    # float64 (4 + counts,): the loss sum, the skipped samples, the stop and save flags, the counts; exact below
+    # 2**53.
+    host = torch.tensor([float(skipped), float(stop), float(save_due)], dtype=torch.float64, device=sums.loss.device)
     local = torch.cat([sums.loss[None], host] + [sums.counts[name].double()[None] for name in names])
-    loss, skipped_all, stops, *counts = accelerator.reduce(local, reduction="sum").tolist()
+    loss, skipped_all, stops, saves, *counts = accelerator.reduce(local, reduction="sum").tolist()
     if not math.isfinite(loss):  # every process sees the same sums, so all of them stop here
         rows = accelerator.gather(torch.stack([sums.bad_step.double(), sums.bad_loss])[None]).tolist()
         step, value = min((row for row in rows if row[0] >= 0), default=(state.step - 1, loss))
@@ -93,4 +96,4 @@ def sync_window(run_dir: str, phase: Phase, state: RunState, sums: StepSums, ski
         state.window_counts[name] = state.window_counts.get(name, 0) + int(count)
     sums.loss.zero_()
     sums.counts.clear()
-    return stops > 0
+    return stops > 0, saves > 0

@@ -46,11 +46,9 @@ def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Ac
 
 
 def image_batches(loader, start_micro: int) -> Iterator:
-    """Endless micro-batches over epochs, starting at micro-batch ``start_micro`` of the phase."""
-    epoch, skip = divmod(start_micro, len(loader))
-    while True:
-        yield from loader.epoch(epoch, start_batch=skip)
-        epoch, skip = epoch + 1, 0
+    """Endless micro-batches over epochs, starting at micro-batch ``start_micro`` of the phase (one iteration
+    of the loader across epochs: the workers start each epoch while the last one's batches are in use)."""
+    return loader.epochs(*divmod(start_micro, len(loader)))
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
@@ -72,8 +70,8 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 
     def loss(model, batch):
         x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W) uint8, (B,)
-        x = images.train.normalize(x)  # float32 (B, C, H, W), on the device
-        if mixup is not None:
+        x = images.train.on_device(x)  # float32 (B, C, H, W), normalised and erased on the device
+        if mixup is not None:  # timm's Mixup/CutMix, on the device, drawing from the generators seeded per step
             x, y = mixup(x, y)
         return train_loss(model(x), y), {}
 

@@ -1,0 +1,49 @@
+"""Checkpoints written while training goes on: one background write at a time.
+
+At a checkpoint step the main process copies the checkpoint's content to CPU memory
+(vitwarm.run.checkpoints.snapshot) and hands it to a thread that writes, hashes and commits it by the same
+atomic rename as ever (``save_checkpoint``); the step after it starts at once. At most one write is in
+flight: the next checkpoint first waits for the one before, so memory holds one copy at most and the
+checkpoints commit in step order. A write that fails raises in the training thread at the next checkpoint
+or at ``wait``. What needs a checkpoint committed waits for it: the stop's save (exit 75 promises it), a
+phase's end (the next phase may resume from it) and the end of the run.
+
+A process killed during a background write loses that write only: its folder is still ``.tmp-<name>``,
+never taken for a checkpoint, and a resume picks the newest complete one (tests/test_faults.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class BackgroundSaver:
+    """Runs one write at a time in a thread of its own; ``wait`` joins it and re-raises what it raised."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        """Start ``write()`` in the background, after the write in flight (if any) has finished."""
+        self.wait()
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as err:  # handed to the training thread, which raises it
+                self._error = err
+
+        # Not a daemon: a process that ends normally finishes the write in flight first.
+        self._thread = threading.Thread(target=run, name="vitwarm-checkpoint")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until no write is in flight; raises the error of a write that failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
