@@ -32,9 +32,9 @@ import torch
 
 from vitwarm.atomic import write_safetensors
 from vitwarm.models import unique_state_dict
-from vitwarm.run.checkpoints import RunState, Snapshot, save_checkpoint, snapshot
+from vitwarm.run.checkpoints import RunState, save_checkpoint
 from vitwarm.run.rundir import WARMUP_EXPORT, hash_exports
-from vitwarm.run.saver import BackgroundSaver
+from vitwarm.run.saver import BackgroundSaver, Snapshot, snapshot
 
 
 def step_workload(a: torch.Tensor) -> None:

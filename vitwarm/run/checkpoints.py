@@ -35,7 +35,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,9 +54,9 @@ from ..atomic import (
     write_safetensors,
 )
 from ..errors import ConfigError
-from ..models import unique_state_dict
 from ..models.hub import WEIGHTS
 from .rundir import CHECKPOINTS, SUMMARY, Summary, check_identity, identity, read_summary
+from .saver import Snapshot
 
 _NAME = re.compile(r"^(?:\.old-)?(\d+-[a-z]+-\d+)$")
 STATE = "state.json"
@@ -133,37 +133,6 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
     os.replace(path, doomed)
     shutil.rmtree(doomed)
-
-
-def _on_cpu(value):
-    """``value`` (a state dict, nested dicts/lists/tuples of tensors and plain values) with every tensor copied
-    to CPU memory: what training changes in place afterwards cannot reach the copy."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _on_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_on_cpu(v) for v in value)
-    return value
-
-
-@dataclass
-class Snapshot:
-    """A checkpoint's content in CPU memory, taken at its step; ``save_checkpoint`` writes it, possibly while
-    training goes on (vitwarm.run.saver)."""
-
-    state: dict
-    """``asdict(RunState)`` at the step."""
-    model: dict[str, torch.Tensor]
-    optimizer: dict
-    ema: dict[str, torch.Tensor] | None
-
-
-def snapshot(state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             ema: torch.nn.Module | None) -> Snapshot:
-    """Copy what a checkpoint of this step holds to CPU memory (a shared block's weights once)."""
-    return Snapshot(state=json.loads(json.dumps(asdict(state))), model=_on_cpu(unique_state_dict(model)),
-                    optimizer=_on_cpu(optimizer.state_dict()), ema=None if ema is None else _on_cpu(ema.state_dict()))
 
 
 def begin_checkpoint(run_dir: str | Path, name: str) -> Path:

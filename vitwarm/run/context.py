@@ -15,7 +15,7 @@ from ..config import flatten
 from ..data import prepare_data, read_splits
 from ..data.identity import data_identity
 from ..data.workers import resolve_workers
-from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint, snapshot, where_to_start
+from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint, where_to_start
 from .curves import write_curves
 from .images import ImageData, evaluate
 from .metrics import MetricsLog
@@ -23,7 +23,7 @@ from .phases import Training
 from .plan import Phase, Plan
 from .preemption import StopRequest
 from .rundir import CHECKPOINTS, check_data, eval_record, hash_exports, write_config
-from .saver import BackgroundSaver
+from .saver import BackgroundSaver, snapshot
 from .sharded_checkpoints import save_sharded
 
 

@@ -42,5 +42,5 @@ def use_tf32(precision: str, device: torch.device) -> str | None:
     if device.type != "cuda" or precision != "fp32":
         return None
     torch.set_float32_matmul_precision("high")
-    return ("vitwarm: warning: precision=fp32 on a GPU trains with TF32 matmuls; precision=bf16 (the ImageNet "
+    return ("vitwarm: warning: precision=fp32 on a GPU trains with TF32 matmuls; precision=bf16 (the GPU "
             "recipes') is about twice as fast")

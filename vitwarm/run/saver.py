@@ -1,7 +1,7 @@
 """Checkpoints written while training goes on: one background write at a time.
 
 At a checkpoint step the main process copies the checkpoint's content to CPU memory
-(vitwarm.run.checkpoints.snapshot) and hands it to a thread that writes, hashes and commits it by the same
+(``snapshot``) and hands it to a thread that writes, hashes and commits it by the same
 atomic rename as ever (``save_checkpoint``); the step after it starts at once. At most one write is in
 flight: the next checkpoint first waits for the one before, so memory holds one copy at most and the
 checkpoints commit in step order. A write that fails raises in the training thread at the next checkpoint
@@ -14,8 +14,46 @@ never taken for a checkpoint, and a resume picks the newest complete one (tests/
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..models import unique_state_dict
+
+
+def _on_cpu(value):
+    """``value`` (a state dict, nested dicts/lists/tuples of tensors and plain values) with every tensor copied
+    to CPU memory: what training changes in place afterwards cannot reach the copy."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint's content in CPU memory, taken at its step; ``save_checkpoint`` writes it, possibly while
+    training goes on (vitwarm.run.saver)."""
+
+    state: dict
+    """``asdict(RunState)`` at the step."""
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    ema: dict[str, torch.Tensor] | None
+
+
+def snapshot(state, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema: torch.nn.Module | None) -> Snapshot:
+    """Copy what a checkpoint of this step holds to CPU memory (a shared block's weights once); ``state``: the
+    step's vitwarm.run.checkpoints.RunState."""
+    return Snapshot(state=json.loads(json.dumps(asdict(state))), model=_on_cpu(unique_state_dict(model)),
+                    optimizer=_on_cpu(optimizer.state_dict()), ema=None if ema is None else _on_cpu(ema.state_dict()))
 
 
 class BackgroundSaver:
