@@ -205,7 +205,7 @@ cfg = OmegaConf.create({"run": {"parallel": "fsdp", "grad_checkpointing": False}
 torch.manual_seed(0)
 model = shard(cfg, accelerator, timm.create_model("vitwarm_pico_patch7_28", in_chans=1, num_classes=10))
 class Split(list):
-    normalize = staticmethod(lambda x: x.float() / 255)
+    on_device = staticmethod(lambda x: x.float() / 255)
 batch = (torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), torch.arange(4))
 result = evaluate(model, Split([batch] * (3 if accelerator.process_index == 0 else 1)), accelerator)
 if accelerator.is_main_process:  # the result is summed over both processes

@@ -21,6 +21,7 @@ import secrets
 import signal
 import socket
 import struct
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -49,6 +50,10 @@ def fault_point(name: str) -> None:
             time.sleep(float(os.environ.get(FAULT_DELAY_ENV, "0")))
             for signal_name in os.environ.get(FAULT_SIGNALS_ENV, "SIGKILL").split(","):
                 os.kill(os.getpid(), signal.Signals[signal_name])
+                # Python runs handlers in the main thread, and two signals that arrive before it does run one
+                # handler: from a background write, give it the moment to take each one.
+                if threading.current_thread() is not threading.main_thread():
+                    time.sleep(0.5)
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -125,7 +130,14 @@ def save_torch(obj, path: str | Path) -> None:
     import torch  # here: a leaf module that imports torch only where it is needed
 
     with open(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            # A write that fails inside torch's zip writer (ENOSPC) is replaced by the writer's own error on its
+            # way out ("unexpected pos"): the OS error it handled is the one to raise.
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,8 +178,10 @@ def commit_checkpoint(run_dir: str | Path, name: str, state: dict, keep: int) ->
     return final
 
 
-def save_checkpoint(run_dir: str | Path, name: str, content: Snapshot, keep: int) -> Path:
-    """Write one checkpoint (its ``snapshot``) and delete all but the newest ``keep``. Main process only."""
+def save_checkpoint(run_dir: str | Path, name: str, content: Snapshot, keep: int,
+                    cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """Write one checkpoint (its ``snapshot``) and delete all but the newest ``keep``. Main process only.
+    ``cancelled()`` true before the commit (a second Ctrl-C, vitwarm.run.saver): the write is abandoned."""
     tmp = begin_checkpoint(run_dir, name)
     try:
         write_safetensors(tmp / WEIGHTS, content.model)
@@ -186,6 +189,8 @@ def save_checkpoint(run_dir: str | Path, name: str, content: Snapshot, keep: int
         if content.ema is not None:
             write_safetensors(tmp / EMA_WEIGHTS, content.ema)
         fault_point("checkpoint:files")  # every file but state.json written: not yet a checkpoint
+        if cancelled():
+            raise KeyboardInterrupt
     except BaseException:  # a full disk, a second Ctrl-C: the previous checkpoint stays the newest
         shutil.rmtree(tmp, ignore_errors=True)
         raise

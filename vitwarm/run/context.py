@@ -80,7 +80,8 @@ class Launch:
             save_sharded(run_dir, name, state, training, self.cfg.checkpoint.keep, self.accelerator)
         elif self.accelerator.is_main_process:
             content = snapshot(state, self.accelerator.unwrap_model(training.model), training.optimizer, training.ema)
-            self.saver.submit(lambda: save_checkpoint(run_dir, name, content, self.cfg.checkpoint.keep))
+            self.saver.submit(lambda: save_checkpoint(run_dir, name, content, self.cfg.checkpoint.keep,
+                                                      cancelled=self.saver.cancelled.is_set))
             if wait:
                 self.saver.wait()
         self.last_save = time.monotonic()

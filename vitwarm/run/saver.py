@@ -57,15 +57,21 @@ def snapshot(state, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class BackgroundSaver:
-    """Runs one write at a time in a thread of its own; ``wait`` joins it and re-raises what it raised."""
+    """Runs one write at a time in a thread of its own; ``wait`` joins it and re-raises what it raised.
+
+    A second Ctrl-C while the training thread waits for a write abandons that write (``cancelled``, which the
+    write checks before it commits: vitwarm.run.checkpoints.save_checkpoint), so that the previous checkpoint
+    stays the newest, as a second Ctrl-C during a save promises (docs/training.md)."""
 
     def __init__(self):
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.cancelled = threading.Event()
 
     def submit(self, write: Callable[[], object]) -> None:
         """Start ``write()`` in the background, after the write in flight (if any) has finished."""
         self.wait()
+        self.cancelled.clear()
 
         def run() -> None:
             try:
@@ -80,7 +86,13 @@ class BackgroundSaver:
     def wait(self) -> None:
         """Until no write is in flight; raises the error of a write that failed."""
         if self._thread is not None:
-            self._thread.join()
+            try:
+                self._thread.join()
+            except KeyboardInterrupt:  # the write gives up before its commit and removes its files
+                self.cancelled.set()
+                self._thread.join()
+                self._thread, self._error = None, None
+                raise
             self._thread = None
         error, self._error = self._error, None
         if error is not None:
