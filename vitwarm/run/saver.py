@@ -66,18 +66,22 @@ class BackgroundSaver:
     def __init__(self):
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._done = threading.Event()  # set by the write when it ends, however it ends
         self.cancelled = threading.Event()
 
     def submit(self, write: Callable[[], object]) -> None:
         """Start ``write()`` in the background, after the write in flight (if any) has finished."""
         self.wait()
         self.cancelled.clear()
+        self._done.clear()
 
         def run() -> None:
             try:
                 write()
             except BaseException as err:  # handed to the training thread, which raises it
                 self._error = err
+            finally:
+                self._done.set()
 
         # Not a daemon: a process that ends normally finishes the write in flight first.
         self._thread = threading.Thread(target=run, name="vitwarm-checkpoint")
@@ -86,13 +90,16 @@ class BackgroundSaver:
     def wait(self) -> None:
         """Until no write is in flight; raises the error of a write that failed."""
         if self._thread is not None:
+            # An Event, not Thread.join: after a join that Ctrl-C interrupted, a second join returned at once
+            # with the write still running (CPython 3.11), and the process ended mid-write, its files left.
             try:
-                self._thread.join()
+                self._done.wait()
             except KeyboardInterrupt:  # the write gives up before its commit and removes its files
                 self.cancelled.set()
-                self._thread.join()
+                self._done.wait()
                 self._thread, self._error = None, None
                 raise
+            self._thread.join()
             self._thread = None
         error, self._error = self._error, None
         if error is not None:
