@@ -14,6 +14,7 @@ import multiprocessing
 import multiprocessing.util  # its exit handler registered before ours below, which therefore runs first
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import chain, count
@@ -91,7 +92,19 @@ def _end_workers_at_exit() -> None:
     """At the process's exit, SIGKILL its daemonic children (loader workers) still running: multiprocessing's exit
     handler ends them with SIGTERM and then waits for them, which would wait forever for loader workers, which
     ignore it (torch shuts its persistent workers down itself only when it pins memory). SIGKILL is what
-    SIGTERM was to them; a process cannot tell its loader workers apart once started."""
+    SIGTERM was to them; a process cannot tell its loader workers apart once started.
+
+    A worker killed while it fetches a tensor's file descriptor from this process (multiprocessing's
+    resource sharer, a thread here) leaves that thread a reset connection; its traceback would be the last
+    thing a stopped run prints, about a kill made on purpose, so it is not printed."""
+    report = threading.excepthook
+
+    def quiet_sharer(args) -> None:
+        killed = issubclass(args.exc_type, (ConnectionError, EOFError))
+        if not (killed and args.thread is not None and "_serve" in args.thread.name):
+            report(args)
+
+    threading.excepthook = quiet_sharer
     for child in multiprocessing.active_children():
         if child.daemon:
             child.kill()
