@@ -23,7 +23,7 @@ from vitwarm.analysis.results import (
     load_results,
 )
 from vitwarm.analysis.share import gain_vs_share
-from vitwarm.analysis.stats import RULE
+from vitwarm.analysis.stats import RULE, ci_text
 
 DIFFER, UNKNOWN = "†", "‡"
 MACHINE_NOTES = {
@@ -131,7 +131,7 @@ def equivalence_table(cell_keys: list[str], estimates: list[dict], metric: str) 
 
 
 def _interval(row: dict) -> str:
-    return "-" if row["ci"] is None else f"[{row['ci'][0]:+.2f}, {row['ci'][1]:+.2f}]"
+    return "-" if row["ci"] is None else ci_text(row["ci"])
 
 
 def _p(row: dict) -> str:

@@ -51,12 +51,16 @@ def paired(differences: list[float]) -> dict:
                   "shown": low > 0 or high < 0}
 
 
+def ci_text(ci: list[float], digits: int = 2) -> str:
+    """``[-0.49, +4.67]``: a 95% interval as every table writes it."""
+    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
 def interval_text(row: dict, digits: int = 2) -> str:
-    """``+2.09 [−0.49, +4.67]``: a mean with its 95% interval, or with ``(n=1)`` where there is none."""
+    """``+2.09 [-0.49, +4.67]``: a mean with its 95% interval, or with ``(n=1)`` where there is none."""
     if row.get("ci") is None:
         return f"{row['mean']:+.{digits}f} (no interval, n={row['n']})"
-    low, high = row["ci"]
-    return f"{row['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"{row['mean']:+.{digits}f} {ci_text(row['ci'], digits)}"
 
 
 def bootstrap_interval(values: np.ndarray, estimate, resamples: int = 2000, seed: int = 0) -> tuple:

@@ -259,10 +259,11 @@ def finish(launch: Launch, training: Training, state: RunState) -> dict:
         schema_version=SCHEMA_VERSION,
     )
     run_dir = Path(cfg.run.dir)
-    exported = whole(training.model, accelerator)  # gathered to the CPU under FSDP: every process takes part
+    # gathered to the CPU under FSDP (every process takes part); a warm-up alone has no image model to export
+    exported = whole(training.model, accelerator) if final.counts_images else None
     if accelerator.is_main_process:
         launch.log.sync()
-        if final.counts_images:
+        if exported is not None:
             export_run(cfg, exported, MODEL_EXPORT)  # RUN_DIR/model/: a timm hub folder, head included
         launch.draw()
         write_summary(run_dir, summary)

@@ -219,10 +219,11 @@ def environment(accelerator_device: str, num_processes: int) -> dict[str, Any]:
     A resumed run records the machine and source that finished it.
     """
     capability = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512: the kernel path
+    machine = provenance.machine(capability)
     env = {"vitwarm": __version__, "source": provenance.source(), "python": platform.python_version(),
            "torch": torch.__version__, "timm": version("timm"), "accelerate": version("accelerate"),
-           "os": f"{platform.system()} {platform.machine()}", "machine": provenance.machine(capability),
-           "cpu": provenance.machine(capability)["cpu"], "cpu_count": os.cpu_count(),
+           "os": f"{platform.system()} {platform.machine()}", "machine": machine,
+           "cpu": machine["cpu"], "cpu_count": os.cpu_count(),
            "torch_cpu_capability": capability, "torch_threads": torch.get_num_threads(),
            "device": accelerator_device, "num_processes": num_processes}
     if accelerator_device.startswith("cuda"):
