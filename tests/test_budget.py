@@ -190,3 +190,26 @@ def test_compute_matched_to_a_finished_runs_flops():
     # Shorter warm-up sequences cost less per sequence: the matched steps follow the FLOPs, not the samples.
     short = plan_phases(cfg, train_samples=5504, world_size=1, flops_per_sample=2.0, warmup_flops_per_sample=0.5)[0]
     assert short.steps == round(22_016 / 64) + round(22_016 / 4 / 64)
+
+
+# ---- a warm-up of fixed length (warmup.sequences) ---------------------------------------------------
+
+@pytest.mark.parametrize("epochs", [4, 40])
+def test_sequences_fix_the_warmups_length_whatever_the_image_budget(epochs):
+    phases = plan([f"budget.epochs={epochs}", "warmup.fraction=1.0", "warmup.sequences=22000",
+                   "budget.regime=additive", "warmup.batch_size=8", "train.batch_size=100"], train_samples=550)
+    assert phases["warmup"].samples == 22_000 and phases["warmup"].steps == 2750
+    assert phases["image"].samples == epochs * 550
+
+
+def test_sequences_leave_a_substitutive_image_phase_the_rest():
+    phases = plan(["budget.epochs=4", "warmup.fraction=0.5", "warmup.sequences=10000",
+                   "budget.regime=substitutive", "warmup.batch_size=100", "train.batch_size=100"])
+    assert phases["warmup"].samples == 10_000 and phases["image"].samples == 190_000
+    with pytest.raises(ConfigError, match=r"warmup.sequences=200000 takes the whole budget of 200000 samples"):
+        plan(["budget.epochs=4", "warmup.sequences=200000", "budget.regime=substitutive"])
+
+
+def test_sequences_without_a_fraction_run_no_warmup():
+    # warmup.fraction=0 is every sweep's "no warm-up" cell; a fixed length does not turn it back on.
+    assert list(plan(["warmup.fraction=0", "warmup.sequences=22000"])) == ["image"]

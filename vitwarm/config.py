@@ -187,6 +187,9 @@ class WarmupModelConfig:
 class WarmupConfig:
     fraction: float = checked(0.01, Range(0, 1))
     """Warm-up samples as a fraction of the image budget (0 disables the warm-up)."""
+    sequences: int = checked(0, Range(0))
+    """The warm-up's length in sequences instead of warmup.fraction x B, >= 0 (0: the fraction's); with
+    warmup.fraction > 0, which still turns the warm-up on: a fixed warm-up whatever the image budget."""
     batch_size: int = checked(256, Range(1))
     """Global batch of sequences per optimizer step (all processes, all accumulation steps)."""
     grad_accum: int = checked(1, Range(1))

@@ -5,6 +5,8 @@ A run's budget B is counted in image samples: ``budget.epochs`` x the train spli
 
 - substitutive: the warm-up gets f·B sequences and the image phase (1 - f)·B images (the total is fixed);
 - additive:     the warm-up gets f·B sequences on top of the image phase's B images;
+- ``warmup.sequences`` > 0 fixes the warm-up's length instead (the same warm-up whatever B; a study of
+  data sizes keeps its warm-up one setting so): the regimes above use it in place of f·B;
 - compute_matched: no warm-up phase; the image phase gets B images plus the extra steps whose training
   FLOPs equal those of the additive warm-up of fraction f (the control that spends the warm-up's compute
   on more image training instead); with ``warmup.model``, those of the smaller warm-up model.
@@ -176,15 +178,25 @@ def plan_phases(cfg: DictConfig, *, train_samples: int, world_size: int, flops_p
     if warmup_flops_per_sample is None:
         warmup_flops_per_sample = flops_per_sample
     budget_samples = cfg.budget.epochs * train_samples
-    warmup_samples = cfg.warmup.fraction * budget_samples
-    image_samples = budget_samples * (1 - cfg.warmup.fraction if cfg.budget.regime == "substitutive" else 1)
+    substitutive = cfg.budget.regime == "substitutive"
+    if cfg.warmup.sequences and cfg.warmup.fraction:
+        warmup_samples, length = cfg.warmup.sequences, f"warmup.sequences={cfg.warmup.sequences}"
+        image_samples = budget_samples - warmup_samples * substitutive
+        if image_samples <= 0:
+            raise ConfigError(f"{length} takes the whole budget of {budget_samples:g} samples (budget.epochs="
+                              f"{cfg.budget.epochs} x {train_samples} train samples) in the substitutive regime; "
+                              "lower it or use budget.regime=additive")
+    else:
+        warmup_samples = cfg.warmup.fraction * budget_samples
+        length = (f"warmup.fraction={cfg.warmup.fraction} x budget.epochs={cfg.budget.epochs} x {train_samples} "
+                  "train samples")
+        image_samples = budget_samples * (1 - cfg.warmup.fraction if substitutive else 1)
 
     warm_batch, image_batch = cfg.warmup.batch_size, cfg.train.batch_size
     # A batch larger than its whole budget would round up to one step of that batch: a run of another size.
     if 0 < warmup_samples < warm_batch:
         raise ConfigError(f"warmup.batch_size={warm_batch} is larger than the whole warm-up budget of "
-                          f"{warmup_samples:g} sequences (warmup.fraction={cfg.warmup.fraction} x budget.epochs="
-                          f"{cfg.budget.epochs} x {train_samples} train samples); lower warmup.batch_size")
+                          f"{warmup_samples:g} sequences ({length}); lower warmup.batch_size")
     if image_batch > min(train_samples, image_samples):
         raise ConfigError(f"train.batch_size={image_batch} is larger than the image budget of {image_samples:g} "
                           f"samples or the train split's {train_samples} samples; lower train.batch_size")
