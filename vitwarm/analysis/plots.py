@@ -2,7 +2,8 @@
 
 (a) final metric vs warm-up fraction, (b) evaluation curves vs image samples seen, (c) metric vs image samples
 for the baseline and the warm-up cells with the data-equivalence construction drawn in, (d) the gain of each
-warm-up against its share of the compute, beside the compute-matched line (vitwarm.analysis.share).
+warm-up against its share of the compute, beside the compute-matched line (vitwarm.analysis.share), (e) a
+study's lines against training-set size (vitwarm.analysis.sizes).
 """
 
 from __future__ import annotations
@@ -194,6 +195,26 @@ def plot_gain_vs_share(
     return _finish(fig, ax, out, f"{metric}_gain_vs_warmup_share.png",
                    xlabel="warm-up FLOPs / image-phase FLOPs (log)", ylabel=f"{metric} gain over no warm-up (points)",
                    title="what a warm-up buys for its compute (paired by seed, 95% t-intervals)")
+
+
+def plot_by_size(section: dict, metric: str, out: Path) -> str | None:
+    """Final metric against training-set size (log x), one line per ``by_size`` line, with 95% t-intervals over
+    each cell's seeds (vitwarm.analysis.sizes)."""
+    lines = {label: [r for r in rows if r["mean"] is not None] for label, rows in section["lines"].items()}
+    if not any(lines.values()):
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = line_axes(fig)
+    for label, rows in lines.items():
+        if rows:
+            ax.errorbar([r["images"] for r in rows], [r["mean"] for r in rows], yerr=_interval_bars(rows),
+                        marker="o", capsize=3, label=label.replace("$", r"\$"))
+    ax.set_xscale("log")
+    sizes = sorted({r["images"] for rows in lines.values() for r in rows})
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    return _finish(fig, ax, out, f"{metric}_by_size.png", xlabel="training images (log)", ylabel=f"final {metric} (%)",
+                   title="final accuracy against data size (mean over seeds, 95% t-intervals)")
 
 
 def make_plots(

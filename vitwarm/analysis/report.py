@@ -23,7 +23,8 @@ from vitwarm.analysis.results import (
     load_results,
 )
 from vitwarm.analysis.share import gain_vs_share
-from vitwarm.analysis.stats import RULE, ci_text
+from vitwarm.analysis.sizes import by_size
+from vitwarm.analysis.stats import RULE, ci_text, interval_text
 
 DIFFER, UNKNOWN = "†", "‡"
 MACHINE_NOTES = {
@@ -181,6 +182,41 @@ def share_table(cell_keys: list[str], rows: list[dict]) -> str:
     return markdown_table(header, body)
 
 
+def _worth(worth: dict | None) -> list[str]:
+    if worth is None:
+        return ["-", "-", "-"]
+    point = worth["point"]
+    n_star = ("" if point["relation"] == "=" else point["relation"]) + _fmt_count(point["n_star"])
+    return [n_star, _pct(point, "worth"), f"[{_pct(worth['low'], 'worth')}, {_pct(worth['high'], 'worth')}]"]
+
+
+def size_tables(section: dict, metric: str) -> str:
+    """The ``by_size`` section (vitwarm.analysis.sizes) as markdown: each cell's metric, then each line's gain
+    over the reference and its worth in images, then the change in gain with size."""
+    reference = section["reference"]
+    cells = markdown_table(
+        ["line", "cell", "images", "n", f"{metric} mean", "sd", "95% interval"],
+        [[label, r["cell"], f"{r['images']:,}", str(r["n"]), _fmt(r["mean"]), _fmt(r["std"]),
+          "-" if r["ci"] is None else f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"]
+         for label, rows in section["lines"].items() for r in rows])
+    gains = markdown_table(
+        ["line", "images", "n", "seeds", f"gain over {reference}", "se", "p", "shown", "n*", "worth n*/N - 1",
+         "worth, 95% bootstrap"],
+        [[label, f"{r['images']:,}", str(g["n"]), seed_list(g["seeds"]), interval_text(g), _fmt(g["sem"]), _p(g),
+          "yes" if g["shown"] else "no", *_worth(r.get("worth"))]
+         for label, rows in section["lines"].items() for r in rows if (g := r.get("gain"))])
+    trends = "".join(
+        f"- {label}: gain at {t['small']:,} images minus gain at {t['large']:,}: "
+        f"{t['mean']:+.2f} {'[no interval]' if t['ci'] is None else ci_text(t['ci'])} (Welch, df "
+        f"{_fmt(t['df'], 1)}, p {_p(t)}): "
+        f"{'shown' if t['shown'] else 'not shown'}\n"
+        for label, t in section["trends"].items())
+    return (f"{cells}\n\nPaired by seed against the {reference} cell of the same size; worth: the size n* at which "
+            f"the {reference} line (piecewise linear in log size, means over the matched seeds) reaches the cell's "
+            f"mean, n*/N - 1 ('<' / '>': beyond the line's range, a bound); its 95% percentile bootstrap over the "
+            f"matched seeds is too narrow at 3-5 seeds.\n\n{gains}\n\n{trends}")
+
+
 def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
     columns = [*cell_keys, "n", "mean", "std", "sem", "image_samples", "warmup_samples", "masked_acc", "probe_acc",
                "mimetic_qk", "mimetic_vo", "train_s"]
@@ -193,7 +229,7 @@ def write_csv(path: Path, cell_keys: list[str], stats: list[dict]) -> None:
 
 def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: str = "top1", log_x: bool = False,
                  paired_to: list[str] = (), results: SweepResults | None = None, pairs: list[tuple[str, str]] = (),
-                 title: str | None = None) -> dict:
+                 title: str | None = None, sizes: dict | None = None) -> dict:
     """Write report.md, report.csv, report.json and the plots into ``out`` (default: the sweep directory).
 
     ``paired_to``: selections of reference cells (``"warmup.fraction=0,budget.epochs=4"``); for each, the
@@ -205,7 +241,8 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
     line before anything is written.
 
     A study passes its named cells as ``results`` (results.load_named_cells) and its comparisons as ``pairs``
-    (cell, reference): one paired table per reference, of the cells compared with it (paired.named_pairs).
+    (cell, reference): one paired table per reference, of the cells compared with it (paired.named_pairs), and
+    its ``by_size`` lines as ``sizes`` (vitwarm.analysis.sizes): their tables and a figure against data size.
 
     Returns the report.json content, with ``markdown`` added: report.md without its title and figures.
     """
@@ -240,6 +277,12 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
     figures, plot_notes = plots.make_plots(keys, cells, stats, curves, estimates, (share_rows, share_lines), metric,
                                            out, log_x)
     notes += plot_notes
+    size_section = None
+    if sizes:
+        size_section, size_notes = by_size(sizes, cells, metric)
+        notes += size_notes
+        if size_figure := plots.plot_by_size(size_section, metric, out):
+            figures.append(size_figure)
 
     text = f"{len(results.runs)} finished run(s) in {len(stats)} cell(s). The rule: {RULE}; ± is a standard " \
            "deviation (sd) over seeds, se a standard error.\n\n"
@@ -267,6 +310,8 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
             "'-' beyond its last point).\n\n"
             f"{share_table(keys, share_rows)}\n"
         )
+    if size_section:
+        text += f"\n## By training-set size ({metric}, %)\n\n{size_tables(size_section, metric)}"
     for block in paired:
         reference = ", ".join(f"{k}={v}" for k, v in block["reference"].items())
         text += (
@@ -292,6 +337,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
         "data_equivalence": estimates,
         "paired": paired,
         "gain_vs_share": {"rows": share_rows, "lines": share_lines},
+        "by_size": size_section,
         "unfinished": [{"name": n, "state": s} for n, s in results.unfinished],
         "notes": notes,
         "plots": figures,

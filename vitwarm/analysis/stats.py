@@ -78,3 +78,26 @@ def bootstrap_interval(values: np.ndarray, estimate, resamples: int = 2000, seed
     low = results[int(math.floor(alpha * (resamples - 1)))]
     high = results[int(math.ceil((1 - alpha) * (resamples - 1)))]
     return low, high
+
+
+def mean_interval(scores: list[float]) -> list[float] | None:
+    """The 95% interval of a mean over seeds from Student's t with n - 1 degrees of freedom (mean ± t·se), or
+    None below two seeds or without spread."""
+    row = spread(scores)
+    if not row["sem"]:
+        return None
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, row["n"] - 1)) * row["sem"]
+    return [row["mean"] - half, row["mean"] + half]
+
+
+def welch(first: list[float], second: list[float]) -> dict:
+    """``mean(first) - mean(second)`` for two independent samples (no pairing: other cells, other seeds' runs),
+    with Welch's 95% interval and two-sided p (scipy's ``ttest_ind``, unequal variances) and ``shown``."""
+    row = {"mean": float(np.mean(first) - np.mean(second)), "n": [len(first), len(second)], "df": None,
+           "ci": None, "p": None, "shown": False}
+    if len(first) < 2 or len(second) < 2 or not (np.std(first) or np.std(second)):
+        return row
+    test = stats.ttest_ind(first, second, equal_var=False)
+    interval = test.confidence_interval(LEVEL)
+    low, high = float(interval.low), float(interval.high)
+    return row | {"df": float(test.df), "ci": [low, high], "p": float(test.pvalue), "shown": low > 0 or high < 0}

@@ -109,7 +109,7 @@ def report(study: Study, archived: bool, metric: str) -> int:
     out = (study.archive if archived else study.out) / "report"
     out = out if metric == "top1" else out / metric  # validation top-1, the other metrics beside it
     result = build_report(root, out, metric, results=named_results(study, root, archived), pairs=study.compare,
-                          title=f"Study report: {study.name}")
+                          title=f"Study report: {study.name}", sizes=study.by_size)
     print(result["markdown"])
     print(f"report written to {out}")
     return 0

@@ -15,6 +15,7 @@ A study is data (docs/studies.md has a worked example)::
     stages:                      # default: one stage "runs" of every cell, in file order
       - {name: runs, cells: [none, W, C]}
     compare: [[W, none], [C, none], [W, C]]   # cell minus reference, paired by seed
+    by_size: {reference: none, lines: {none: [none_1k, none_5k], W: [W_1k, W_5k]}}  # cells at several data sizes
     archive: results/fraction    # where `archive` copies the finished runs (default results/<name>)
 
 A cell is its overrides (``set``), on top of those of the cell it ``extends`` and of the cell an earlier
@@ -38,7 +39,7 @@ from vitwarm.errors import ConfigError
 from vitwarm.sweeps.grid import MANAGED_KEYS
 from vitwarm.sweeps.rules import check_rule
 
-TOP_KEYS = ("name", "base", "out", "seeds", "set", "launch", "cells", "stages", "compare", "archive")
+TOP_KEYS = ("name", "base", "out", "seeds", "set", "launch", "cells", "stages", "compare", "by_size", "archive")
 CELL_KEYS = ("set", "extends", "matched_to", "seeds", "from")
 STAGE_KEYS = ("name", "kind", "cells", "choose", "max_steps")
 LAUNCH_KEYS = ("entry", "nproc", "accelerate_config")
@@ -80,6 +81,7 @@ class Study:
     cells: dict[str, Cell]
     stages: list[Stage]
     compare: list[tuple[str, str]]
+    by_size: dict | None = None  # {reference: LINE, lines: {LINE: [CELL, ...]}} (vitwarm.analysis.sizes)
     stage_of: dict[str, str] = field(default_factory=dict)  # cell -> its stage
 
     def stage(self, name: str) -> Stage:
@@ -226,10 +228,29 @@ def _check_links(study: Study) -> None:
             if stage not in order[:here] or not study.stage(stage).choose:
                 raise ConfigError(f"{_where(path, f'{key}.from')}: {stage!r} is no earlier stage with a choose rule "
                                   f"(stages before this cell's: {', '.join(order[:here]) or 'none'})")
+    for label, names in (study.by_size or {}).get("lines", {}).items():
+        for name in names:
+            if name not in cells or study.stage(study.stage_of[name]).kind != "train":
+                raise ConfigError(f"{_where(path, f'by_size.lines.{label}')}: {name!r} is no cell of a train stage "
+                                  f"(cells: {', '.join(cells)})")
     for i, pair in enumerate(study.compare):
         for name in pair:
             if name not in cells:
                 raise ConfigError(f"{_where(path, f'compare[{i}]')}: unknown cell {name!r} (cells: {', '.join(cells)})")
+
+
+def _by_size(value, path: Path) -> dict | None:
+    if value is None:
+        return None
+    spec = _mapping(value, path, "by_size", ("reference", "lines"))
+    lines = _mapping(spec.get("lines"), path, "by_size.lines")
+    for label, cells in lines.items():
+        if not isinstance(cells, list) or not cells:
+            raise ConfigError(f"{_where(path, f'by_size.lines.{label}')} must be a list of cell names (one per size)")
+    if spec.get("reference") not in lines:
+        raise ConfigError(f"{_where(path, 'by_size.reference')}: {spec.get('reference')!r} is not one of its lines "
+                          f"({', '.join(map(str, lines)) or 'none'})")
+    return {"reference": str(spec["reference"]), "lines": {str(k): [str(c) for c in v] for k, v in lines.items()}}
 
 
 def _compare(value, path: Path) -> list[tuple[str, str]]:
@@ -276,6 +297,7 @@ def read_study(path: str | Path) -> Study:
                   archive=Path(spec.get("archive") or f"results/{name}").absolute(),
                   launch=_launch(spec.get("launch"), path),
                   set=_overrides(spec.get("set"), path, "set"), cells=cells,
-                  stages=_stages(spec.get("stages"), cells, path), compare=_compare(spec.get("compare"), path))
+                  stages=_stages(spec.get("stages"), cells, path), compare=_compare(spec.get("compare"), path),
+                  by_size=_by_size(spec.get("by_size"), path))
     _check_links(study)
     return study
