@@ -16,7 +16,11 @@ Sections, in priority order (each is skipped, and says so, when the time budget 
 4. the CUDA host-sync test (tests/test_host_syncs.py, when pytest is importable);
 5. a 10-step profiler trace of the image phase (OUT/trace.json, the top operations in the report);
 6. that the EMA of a ``train.ema_decay > 0`` run lives on the GPU after real steps;
-7. ViT-B/16 compiled (``train.compile=true``): vitwarm's images/s, and the recompiles and graph breaks
+7. sharding: ViT-L/16 in bf16 under FSDP (``run.parallel=fsdp``) and under DDP over every GPU, activation
+   checkpointing off and on: images/s and peak GPU memory per process (benchmarks/fsdp_memory.py, one
+   ``accelerate launch`` per case). With one GPU FSDP shards nothing (vitwarm.run.fsdp), so only DDP runs and
+   the report says so;
+8. ViT-B/16 compiled (``train.compile=true``): vitwarm's images/s, and the recompiles and graph breaks
    TorchDynamo logs (``TORCH_LOGS=recompiles,graph_breaks``); last, because compiling costs the most.
 
 ``--cpu-smoke`` runs every section on the CPU with a 32 px model in fp32, a few steps and small images, to
@@ -44,6 +48,7 @@ import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks
+import fsdp_memory  # noqa: E402
 from gpu_probes import compiled_speed, host_syncs, profile  # noqa: E402
 
 from vitwarm.config import AugConfig  # noqa: E402
@@ -70,6 +75,12 @@ GPU = dict(label="ViT-B/16", recipe="recipes/imagenet/vit_base_kdyck.yaml", over
 SMOKE = dict(label="pico 32px", recipe="recipes/fmnist_demo.yaml", overrides=("model.in_chans=3",), batch=8,
              warmup_batch=8, steps=2, warm_steps=2, rounds=1, jpegs=64, jpeg_size=(96, 72), data_px=64,
              precision="fp32")  # CPU bf16 compiles slowly
+# The sharding case: ViT-L/16 at 64 images per GPU and step (about 12 GiB of bf16 activations without
+# checkpointing); the smoke run's pico model on 2 CPU processes, checkpointing on only (the same code path).
+SHARDING = dict(model="vit_large_patch16_224", batch=64, steps=5, precision="bf16", device="cuda",
+                checkpointing=(False, True))
+SHARDING_SMOKE = dict(model="vitwarm_pico_patch4_32", batch=4, steps=2, precision="fp32", device="cpu",
+                      checkpointing=(True,))
 
 
 class Budget:
@@ -178,6 +189,22 @@ def ema_on_device(bench: e2e.Bench, plan: dict) -> dict:
     return {"ema_device": devices.pop(), "finite": finite}
 
 
+def sharding(case: dict) -> dict:
+    """DDP and FSDP (FSDP only over 2 or more processes), each with activation checkpointing off and on:
+    fsdp_memory.compare's figures per case (bytes, seconds, images/s over all processes)."""
+    processes = torch.cuda.device_count() if case["device"] == "cuda" else 2
+    modes = ("ddp", "fsdp") if processes > 1 else ("ddp",)
+    found = {"model": case["model"], "batch_per_process": case["batch"], "processes": processes,
+             "precision": case["precision"]}
+    for checkpointing in case["checkpointing"]:
+        args = argparse.Namespace(model=case["model"], batch=case["batch"], steps=case["steps"],
+                                  grad_checkpointing=checkpointing, device=case["device"], precision=case["precision"])
+        found[f"checkpointing {'on' if checkpointing else 'off'}"] = fsdp_memory.compare(args, modes)
+    if len(modes) == 1:
+        found["fsdp"] = "not run: one GPU, and FSDP over one process shards nothing"
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and trace.json")
@@ -229,6 +256,8 @@ def main() -> None:
         section(results, "profile", budget, 30, lambda: fresh(lambda: profile(bench("profile"), out)), out)
         section(results, "ema", budget, 20, lambda: fresh(lambda: ema_on_device(bench("ema", "train.ema_decay=0.999"),
                                                                                 plan)), out)
+        section(results, "sharding", budget, 150, lambda: sharding(SHARDING_SMOKE if args.cpu_smoke else SHARDING),
+                out)
         section(results, f"{label} compiled", budget, 100,
                 lambda: fresh(lambda: compiled_speed(bench("compiled", "train.compile=true"), plan, peak, mfu)), out)
     print((out / "gpu_check.md").read_text())
@@ -276,7 +305,28 @@ def markdown(results: dict) -> str:
     else:
         lines.append(f"profile: {prof.get('skipped') or prof.get('error')}")
     lines.append(f"EMA after real steps: on {ema.get('ema_device', '?')}, finite {ema.get('finite', '?')}")
+    lines += sharding_lines(results.get("sharding", {}))
     return "\n".join(lines) + "\n"
+
+
+def sharding_lines(found: dict) -> list[str]:
+    if "processes" not in found:
+        return ["", f"sharding: {found.get('skipped') or found.get('error')}"]
+    gib = 2 ** 30
+    lines = ["", f"sharding, {found['model']}, {found['batch_per_process']} images per process, "
+                 f"{found['processes']} process(es), {found['precision']}:", "",
+             "| mode | activation checkpointing | img/s (all processes) | step (s) | peak GiB per process |",
+             "|---|---|---|---|---|"]
+    for key, modes in found.items():
+        if key.startswith("checkpointing "):
+            for mode in ("ddp", "fsdp"):
+                if mode in modes:
+                    r = modes[mode]
+                    lines.append(f"| {mode} | {key.split()[1]} | {r['images_per_s']:.1f} | {r['step_s']:.3f} | "
+                                 f"{r['training'] / gib:.2f} |")
+    if isinstance(found.get("fsdp"), str):
+        lines += ["", f"FSDP {found['fsdp']}"]
+    return lines
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     result = gpu_check("--python", sys.executable, "--out", str(tmp_path), "--cpu-smoke", "--budget-s", "100000")
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "gpu_check.json").read_text())
-    sections = ("environment", "data", "pico 32px eager", "profile", "ema", "pico 32px compiled")
+    sections = ("environment", "data", "pico 32px eager", "profile", "ema", "sharding", "pico 32px compiled")
     for key in sections:
         assert not {"error", "skipped"} & results[key].keys(), (key, results[key])
     assert results["host_syncs"]["skipped"] == "CUDA only"
@@ -96,7 +96,11 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     assert 0 < eager["mfu"] < 1  # of the nominal 1 TFLOP/s the smoke run assumes
     assert compiled["vitwarm_img_s"] > 0 and compiled["recompiles"] >= 0 and compiled["graph_breaks"] >= 0
     assert results["ema"]["ema_device"] == "cpu" and results["ema"]["finite"] is True
+    sharded = results["sharding"]["checkpointing on"]  # 2 CPU processes: both modes, from real launches
+    assert sharded["ddp"]["processes"] == sharded["fsdp"]["processes"] == 2
+    assert sharded["ddp"]["images_per_s"] > 0 and sharded["fsdp"]["training"] > 0 and sharded["ratios"]["step"] > 0
     assert (tmp_path / "trace.json").stat().st_size > 0 and results["profile"]["top"]
     report = (tmp_path / "gpu_check.md").read_text()
     assert "| pico 32px | eager | real loaders" in report and "| pico 32px | compiled |" in report
     assert "per worker" in report and "graph breaks" in report and "top operations" in report
+    assert "| fsdp | on |" in report and "| ddp | on |" in report
