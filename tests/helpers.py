@@ -58,6 +58,13 @@ def launch_command(accelerate_config: str, run_dir: Path, shards: Path, *overrid
             *train_command(run_dir, shards, *overrides)[1:]]
 
 
+# tests/tiny.yaml with a 6-block image model grown from a 4-block warm-up model of half the width, its middle
+# blocks shared (tests/test_grow_run.py; under FSDP in tests/test_fsdp.py).
+GROWN = ("model.kwargs={embed_dim: 64, depth: 6, num_heads: 2}",
+         "warmup.model.kwargs={embed_dim: 32, num_heads: 1, depth: 4}", "warmup.model.shared_middle=true",
+         "transfer.grow_depth=core")
+
+
 def train(run_dir: Path, shards: Path, *overrides: str, kill_at: str | None = None,
           signals: str | None = None, launch: str | None = None) -> subprocess.CompletedProcess:
     """A run; ``kill_at``: the fault point (vitwarm.atomic.fault_point, ``name@N``) at which it SIGKILLs itself,

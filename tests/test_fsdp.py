@@ -27,6 +27,7 @@ from vitwarm.run.sharded_checkpoints import load_any
 
 from helpers import (
     ENV,
+    GROWN,
     PER_STEP_LOGS,
     ROOT,
     STOCK_EVAL,
@@ -56,9 +57,9 @@ def assert_close_losses(run_dir, reference, phase: str, first: int) -> None:
         assert got[step] == pytest.approx(expected[step], rel=1e-5), (phase, step, got[step], expected[step])
 
 
-def interrupt(run_dir, shards, launch: str, kill_at: str) -> None:
+def interrupt(run_dir, shards, launch: str, kill_at: str, *overrides: str) -> None:
     """A run of 2 processes SIGKILLed at the fault point ``kill_at`` (vitwarm.atomic.fault_point)."""
-    result = train(run_dir, shards, *PER_STEP_LOGS, launch=launch, kill_at=kill_at)
+    result = train(run_dir, shards, *PER_STEP_LOGS, *overrides, launch=launch, kill_at=kill_at)
     assert result.returncode != 0 and not (run_dir / "summary.json").exists(), result.stderr[-3000:]
 
 
@@ -114,6 +115,19 @@ def test_first_losses_of_both_phases_match_a_ddp_run_whose_checkpoints_resume_wi
     # ...while a DDP run resumes them on another number of processes: whole tensors load anywhere.
     resume(run_dir, fmnist_shards, "1-image-00000006")  # one process
     assert sorted(losses(run_dir, "image")) == sorted(losses(fsdp_run, "image"))
+
+
+@pytest.mark.slow
+def test_a_small_core_grows_under_fsdp_as_under_ddp(tmp_path, fmnist_shards):
+    # The growth test's run (a 4-block core, its middle blocks shared, grown into 6 blocks) sharded and not, both
+    # stopped writing image step 9's checkpoint: the core's steps, the growth and the grown model's steps agree.
+    for launch, kill_at in ((FSDP, "checkpoint:shards@12"), (DDP, "checkpoint:files@12")):
+        interrupt(tmp_path / launch, fmnist_shards, launch, kill_at, *GROWN)
+    assert_close_losses(tmp_path / FSDP, tmp_path / DDP, "warmup", first=1)
+    assert_close_losses(tmp_path / FSDP, tmp_path / DDP, "image", first=1)
+    assert max(losses(tmp_path / FSDP, "image")) >= 8
+    checkpoint = json.loads((tmp_path / FSDP / "checkpoints" / "1-image-00000006" / "state.json").read_text())
+    assert set(checkpoint["files"]) == SHARDED_FILES  # the grown model trains sharded
 
 
 @pytest.mark.slow

@@ -21,13 +21,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from vitwarm.config import load_config
 from vitwarm.run.preflight import preflight
 
-from helpers import ENV, ROOT, TINY, Mistake, check_mistake, train, train_records
+from helpers import ENV, GROWN, ROOT, TINY, Mistake, check_mistake, train, train_records
 
 pytestmark = pytest.mark.slow
 
-GROWN = ("model.kwargs={embed_dim: 64, depth: 6, num_heads: 2}",
-         "warmup.model.kwargs={embed_dim: 32, num_heads: 1, depth: 4}", "warmup.model.shared_middle=true",
-         "transfer.grow_depth=core")
 SMALL = dict(embed_dim=32, num_heads=1, depth=4)
 
 
