@@ -199,12 +199,13 @@ def size_tables(section: dict, metric: str) -> str:
         [[label, r["cell"], f"{r['images']:,}", str(r["n"]), _fmt(r["mean"]), _fmt(r["std"]),
           "-" if r["ci"] is None else f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"]
          for label, rows in section["lines"].items() for r in rows])
-    gains = markdown_table(
-        ["line", "images", "n", "seeds", f"gain over {reference}", "se", "p", "shown", "n*", "worth n*/N - 1",
-         "worth, 95% bootstrap"],
-        [[label, f"{r['images']:,}", str(g["n"]), seed_list(g["seeds"]), interval_text(g), _fmt(g["sem"]), _p(g),
-          "yes" if g["shown"] else "no", *_worth(r.get("worth"))]
-         for label, rows in section["lines"].items() for r in rows if (g := r.get("gain"))])
+    gain_rows = [[label, f"{r['images']:,}", str(g["n"]), seed_list(g["seeds"]), interval_text(g), _fmt(g["sem"]),
+                  _p(g), "yes" if g["shown"] else "no", *_worth(r.get("worth"))]
+                 for label, rows in section["lines"].items() for r in rows if (g := r.get("gain"))]
+    if not gain_rows:  # no line has a cell beside a reference cell yet
+        return f"{cells}\n"
+    gains = markdown_table(["line", "images", "n", "seeds", f"gain over {reference}", "se", "p", "shown", "n*",
+                            "worth n*/N - 1", "worth, 95% bootstrap"], gain_rows)
     trends = "".join(
         f"- {label}: gain at {t['small']:,} images minus gain at {t['large']:,}: "
         f"{t['mean']:+.2f} {'[no interval]' if t['ci'] is None else ci_text(t['ci'])} (Welch, df "
@@ -310,7 +311,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None, metric: s
             "'-' beyond its last point).\n\n"
             f"{share_table(keys, share_rows)}\n"
         )
-    if size_section:
+    if size_section and any(size_section["lines"].values()):  # else its notes say which cells have no run yet
         text += f"\n## By training-set size ({metric}, %)\n\n{size_tables(size_section, metric)}"
     for block in paired:
         reference = ", ".join(f"{k}={v}" for k, v in block["reference"].items())
