@@ -145,7 +145,7 @@ class Bench:
                    .to_tuple(";".join(IMAGE_KEYS), "cls")
                    .map_tuple(lambda img: transform(img.convert("RGB"))[:in_chans], int)
                    .batched(self.phases["image"].micro_batch, partial=False))
-        return wds.WebLoader(dataset, batch_size=None, num_workers=self.images.train.num_workers)  # as vitwarm's
+        return wds.WebLoader(dataset, batch_size=None, num_workers=self.images.train[0].num_workers)  # as vitwarm's
 
     def plain_image(self, steps: int, warm_steps: int, batches=None) -> float:
         """Images/s of the plain loop (forward under autocast for bf16, loss, backward, AdamW) over ``steps``
@@ -276,11 +276,11 @@ def main() -> None:
         accelerator = Accelerator(mixed_precision=accelerate_precision(cfg.precision))
         bench = Bench(cfg, accelerator)
         needed = (args.warm_steps + args.steps) * cfg.train.grad_accum
-        if len(bench.images.train) < needed:
+        if len(bench.images.train[0]) < needed:
             raise SystemExit(f"e2e: error: --steps {args.steps} needs {needed} batches in one epoch, the shards "
-                             f"give {len(bench.images.train)}: use fewer steps or more data")
+                             f"give {len(bench.images.train[0])}: use fewer steps or more data")
         print(f"{cfg.model.name} on {accelerator.device}, precision {cfg.precision}, compile {cfg.train.compile}, "
-              f"{args.threads} thread(s), data workers {bench.images.train.num_workers}", flush=True)
+              f"{args.threads} thread(s), data workers {bench.images.train[0].num_workers}", flush=True)
         results = run_phases(bench, args.phases.split(","), args.steps, args.warm_steps, args.rounds)
     print()
     for name, r in results.items():

@@ -167,7 +167,7 @@ def model_speed(bench: e2e.Bench, plan: dict, peak: float | None) -> dict:
             "ratio_range": [image["ratio_min"], image["ratio_max"]], "rounds": plan["rounds"],
             "mfu": mfu(bench, image["vitwarm_per_s"], peak), "warmup_seq_s": warm,
             "warmup_batch": bench.phases["warmup"].micro_batch, "batch": plan["batch"],
-            "workers": bench.images.train.num_workers, "peak_memory_gib": max(memory) if cuda else None}
+            "workers": bench.images.train[0].num_workers, "peak_memory_gib": max(memory) if cuda else None}
 
 
 def mfu(bench: e2e.Bench, images_per_s: float, peak: float | None) -> float | None:

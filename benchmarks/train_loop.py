@@ -101,7 +101,7 @@ def main() -> None:
                                 rank=accelerator.process_index, world_size=accelerator.num_processes,
                                 device=accelerator.device)
         # Decoded and normalised once, reused by both loops.
-        batches = [(images.train.on_device(x), y) for x, y in itertools.islice(images.train.epoch(0), 8)]
+        batches = [(images.train[0].on_device(x), y) for x, y in itertools.islice(images.train[0].epoch(0), 8)]
         flops = 3 * vit_flops_per_sample(probe, probe.patch_embed.num_patches)
 
         device = accelerator.device

@@ -107,6 +107,9 @@ class RunState:
     data_workers: int = 0
     """Image-loader workers per process that data.num_workers=auto resolved to (0: not yet); the data order
     depends on it, so a resume keeps it."""
+    data_ranks: int = 0
+    """Processes the image phase's data order is laid out for: the run's first launch's (0: not yet); a resume
+    on a number of processes that divides it makes each process stand for several (vitwarm.run.images)."""
 
 
 def checkpoint_name(phase_index: int, phase: str, step: int) -> str:

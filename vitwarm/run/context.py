@@ -17,7 +17,7 @@ from ..data.identity import data_identity
 from ..data.workers import resolve_workers
 from .checkpoints import RunState, Start, checkpoint_name, save_checkpoint, where_to_start
 from .curves import write_curves
-from .images import ImageData, evaluate
+from .images import ImageData, data_layout, evaluate
 from .metrics import MetricsLog
 from .phases import Training
 from .plan import Phase, Plan
@@ -40,7 +40,7 @@ class Launch:
     started: float
     """``time.perf_counter()`` when the launch started (before preflight)."""
     skipped_synced: int = 0
-    """Of this process's skipped training samples (``images.train.skipped``), those already synced."""
+    """Of this process's skipped training samples (its train loaders' ``skipped``), those already synced."""
     saver: BackgroundSaver = field(default_factory=BackgroundSaver)
     """The checkpoint write in flight (main process)."""
     export_hashes: dict = field(default_factory=dict)
@@ -50,7 +50,8 @@ class Launch:
 
     def new_skipped(self) -> int:
         """This process's skipped training samples since the last sync (a host count: no device read)."""
-        new, self.skipped_synced = self.images.train.skipped - self.skipped_synced, self.images.train.skipped
+        skipped = sum(loader.skipped for loader in self.images.train)
+        new, self.skipped_synced = skipped - self.skipped_synced, skipped
         return new
 
     def evaluate(self, phase: Phase, training: Training, state: RunState) -> None:
@@ -130,9 +131,12 @@ def open_data(cfg: DictConfig, plan: Plan, accelerator: Accelerator, start: Star
                                                   accelerator.num_processes, recorded=state.data_workers)
     if warning:
         accelerator.print(warning)
+    state.data_ranks, warning = data_layout(state.data_ranks, accelerator.num_processes)
+    if warning:
+        accelerator.print(warning)
     return ImageData.open(cfg, splits, img_size=plan.img_size, micro_batch=plan.final.micro_batch,
                           rank=accelerator.process_index, world_size=accelerator.num_processes,
-                          num_workers=state.data_workers, device=accelerator.device)
+                          num_workers=state.data_workers, device=accelerator.device, data_ranks=state.data_ranks)
 
 
 def open_log(cfg: DictConfig, start: Start, accelerator: Accelerator) -> MetricsLog:

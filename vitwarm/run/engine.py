@@ -158,6 +158,7 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
         window_start = time.perf_counter()
         sums = StepSums(accelerator.device)
         trained = [p for p in model.parameters() if p.requires_grad]
+        ranks = training.data_ranks or [accelerator.process_index]  # the data ranks this process stands for
         watch = training.watch
         if watch:
             for record in watch.begin(accelerator.unwrap_model(model), state):
@@ -170,20 +171,21 @@ def train_phase(launch: Launch, phase: Phase, training: Training, state: RunStat
             # not shift the draws of this step (a resumed run starts its iterators at another step).
             try:
                 with launch.stop.waiting_for_data():
-                    micro_batches = [next(training.batches) for _ in range(phase.grad_accum)]
+                    micro_batches = [next(training.batches) for _ in range(phase.grad_accum * len(ranks))]
             except WaitInterrupted:  # one process, its data stalled: the last finished step is the one saved
                 sync_window(cfg.run.dir, phase, state, sums, launch.new_skipped(), accelerator, stop=True)
                 launch.save(phase, training, state)
                 raise launch.stop.stopped(cfg.run.dir, launch.plan.phases.index(phase), phase.name, step) from None
-            seed_step(cfg.seed, phase.name, step, accelerator.process_index)
             training.scheduler.step_update(step)
             step_loss = torch.zeros((), device=accelerator.device)
             for micro, batch in enumerate(micro_batches):
-                last = micro == phase.grad_accum - 1
+                if micro % phase.grad_accum == 0:  # each data rank's micro-batches under its own per-step seeds
+                    seed_step(cfg.seed, phase.name, step, ranks[micro // phase.grad_accum])
+                last = micro == len(micro_batches) - 1
                 with nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per step
                     loss, counts = training.loss(model, batch)
-                    accelerator.backward(loss / phase.grad_accum)
-                step_loss += loss.detach() / phase.grad_accum
+                    accelerator.backward(loss / len(micro_batches))
+                step_loss += loss.detach() / len(micro_batches)
                 sums.add(counts)
             finite = sums.add_loss(step, step_loss)
             if phase.grad_clip > 0:  # on the device: the norm and the clip factor stay tensors

@@ -40,6 +40,8 @@ class Training:
     loss: Callable  # (model, batch) -> (loss, {name: count tensor to all-reduce})
     ema: ModelEmaV3 | None = None
     watch: object | None = None  # vitwarm.run.probe.Watch: the warm-up's probe and stop rule; None: neither
+    data_ranks: list[int] | None = None  # the data ranks whose micro-batches ``batches`` gives in turn, each
+    # grad_accum per step (vitwarm.run.images); None: this process's own rank
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ uninterrupted run would have used next.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 import torch
 from accelerate import Accelerator
@@ -45,10 +46,14 @@ def compose_sources(cfg: DictConfig, image_vit: torch.nn.Module, accelerator: Ac
     accelerator.print(f"vitwarm: composed transfer from {len(sources)} warm-up exports\n{report}")
 
 
-def image_batches(loader, start_micro: int) -> Iterator:
-    """Endless micro-batches over epochs, starting at micro-batch ``start_micro`` of the phase (one iteration
-    of the loader across epochs: the workers start each epoch while the last one's batches are in use)."""
-    return loader.epochs(*divmod(start_micro, len(loader)))
+def image_batches(loaders: list, start_step: int, grad_accum: int) -> Iterator:
+    """Endless micro-batches over epochs from ``start_step`` on: per step, ``grad_accum`` of each data rank's
+    loader in turn (vitwarm.run.images), each loader iterated once across epochs (its workers start each epoch
+    while the last one's batches are in use)."""
+    streams = [loader.epochs(*divmod(start_step * grad_accum, len(loader))) for loader in loaders]
+    while True:
+        for stream in streams:
+            yield from islice(stream, grad_accum)
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
@@ -70,13 +75,14 @@ def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: Image
 
     def loss(model, batch):
         x, y = (t.to(accelerator.device, non_blocking=True) for t in batch)  # (B, C, H, W) uint8, (B,)
-        x = images.train.on_device(x)  # float32 (B, C, H, W), normalised and erased on the device
+        x = images.train[0].on_device(x)  # float32 (B, C, H, W), normalised and erased on the device (every
+        # data rank's loader has the same transform; the erasing draws from the generators seeded per step)
         if mixup is not None:  # timm's Mixup/CutMix, on the device, drawing from the generators seeded per step
             x, y = mixup(x, y)
         return train_loss(model(x), y), {}
 
-    batches = image_batches(images.train, start_step * phase.grad_accum)
-    return Training(model, optimizer, scheduler, batches, loss, ema)
+    batches = image_batches(images.train, start_step, phase.grad_accum)
+    return Training(model, optimizer, scheduler, batches, loss, ema, data_ranks=images.data_ranks)
 
 
 def check_transforms(data: DictConfig, in_chans: int, img_size: int) -> None:
