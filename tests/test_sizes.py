@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from vitwarm.analysis.report import size_tables
 from vitwarm.analysis.results import CELL_KEY, Cell, RunResult
 from vitwarm.analysis.sizes import by_size, train_images
+from vitwarm.analysis.tables import size_tables
 
 EPOCHS = {550: 29.0909, 5500: 5.818182}  # 250 and 500 image steps of 64 (the third study's pilot grid)
 

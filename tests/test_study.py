@@ -60,7 +60,7 @@ MISTAKES = [
           append="stages:\n  - {name: a, cells: [none, W]}\n  - {name: b, cells: [C], choose: {rule: converged}}\n"),
     study("a cell in no stage", "stages:\n  - {name: a, cells: [none, W]}\n", "cells.C: the cell is in no stage"),
     study("by_size's reference is none of its lines", "by_size: {reference: base, lines: {none: [none], W: [W]}}\n",
-          "by_size.reference: 'base' is not one of its lines (none, W)"),
+          "by_size: needs lines of cell names (one per size) and a reference that is one of them (lines: none, W)"),
     study("by_size names an unknown cell", "by_size: {reference: none, lines: {none: [none], W: [W2]}}\n",
           "by_size.lines.W: 'W2' is no cell"),
     study("unknown stage asked for", "", "'main' is no stage", "main", status=2),

@@ -244,12 +244,9 @@ def _by_size(value, path: Path) -> dict | None:
         return None
     spec = _mapping(value, path, "by_size", ("reference", "lines"))
     lines = _mapping(spec.get("lines"), path, "by_size.lines")
-    for label, cells in lines.items():
-        if not isinstance(cells, list) or not cells:
-            raise ConfigError(f"{_where(path, f'by_size.lines.{label}')} must be a list of cell names (one per size)")
-    if spec.get("reference") not in lines:
-        raise ConfigError(f"{_where(path, 'by_size.reference')}: {spec.get('reference')!r} is not one of its lines "
-                          f"({', '.join(map(str, lines)) or 'none'})")
+    if not all(isinstance(cells, list) and cells for cells in lines.values()) or spec.get("reference") not in lines:
+        raise ConfigError(f"{_where(path, 'by_size')}: needs lines of cell names (one per size) and a reference that "
+                          f"is one of them (lines: {', '.join(map(str, lines)) or 'none'}); got {value!r}")
     return {"reference": str(spec["reference"]), "lines": {str(k): [str(c) for c in v] for k, v in lines.items()}}
 
 

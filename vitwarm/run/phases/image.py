@@ -14,7 +14,7 @@ uninterrupted run would have used next.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import islice
+from itertools import cycle
 
 import torch
 from accelerate import Accelerator
@@ -51,9 +51,9 @@ def image_batches(loaders: list, start_step: int, grad_accum: int) -> Iterator:
     loader in turn (vitwarm.run.images), each loader iterated once across epochs (its workers start each epoch
     while the last one's batches are in use)."""
     streams = [loader.epochs(*divmod(start_step * grad_accum, len(loader))) for loader in loaders]
-    while True:
-        for stream in streams:
-            yield from islice(stream, grad_accum)
+    # map and cycle, not a generator: with a generator here a stopped run printed a loader worker's traceback
+    # as it exited (tests/test_preemption.py)
+    return map(next, cycle([stream for stream in streams for _ in range(grad_accum)]))
 
 
 def setup(cfg: DictConfig, phase: Phase, accelerator: Accelerator, images: ImageData, start_step: int) -> Training:
