@@ -179,6 +179,19 @@ def test_every_shipped_study_file_plans_its_runs(name):
     assert sorted(planned) == sorted(f"{c}/s{s}" for c, cell in study.cells.items() for s in cell.seeds)
 
 
+def test_the_third_study_runs_its_pilot_before_any_size(tmp_path, monkeypatch):
+    """Its sizes' budgets are the pilot's choice: before the pilot has run, only the pilot's runs are planned."""
+    monkeypatch.chdir(tmp_path)  # no runs of the study here
+    status, output = call_main(study_main, [str(ROOT / "studies" / "study3.yaml"), "--dry-run"])
+    assert status == 0, output[-2000:]
+    study = read_study(ROOT / "studies" / "study3.yaml")
+    planned = re.findall(r"^  new +(\S+/s\d+) ", output, flags=re.M)
+    pilot = study.stage("pilot").cells
+    assert sorted(planned) == sorted(f"{c}/s{s}" for c in pilot for s in study.cells[c].seeds) and len(planned) == 24
+    for stage in ("n550", "n1100", "n2200", "n5500"):
+        assert f"stage {stage}: waits (" in output and "run stage pilot first" in output
+
+
 def test_archives_are_in_results_and_no_path_is_long():
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
