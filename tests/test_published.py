@@ -24,6 +24,8 @@ from vitwarm.analysis.report import build_report
 from vitwarm.analysis.stats import interval_text, paired
 from vitwarm.cli.study import main as study_main
 from vitwarm.cli.study import named_results
+from vitwarm.sweeps.archive import RUNS
+from vitwarm.sweeps.rules import CellResults, apply_rule
 from vitwarm.sweeps.study import read_study
 
 from helpers import ROOT, call_main
@@ -192,6 +194,26 @@ def test_the_third_study_runs_its_pilot_before_any_size(tmp_path, monkeypatch):
         assert f"stage {stage}: waits (" in output and "run stage pilot first" in output
 
 
+def test_the_third_studys_pilot_and_its_choice_are_its_archives(tmp_path):
+    """docs/study3.md's pilot table (each grid cell's validation top-1 over seeds 0-1, mean and per seed) and the
+    budget the pilot's rule chose at each size, from results/study3."""
+    study = read_study(ROOT / "studies" / "study3.yaml")
+    pilot = study.stage("pilot")
+    runs = {c: [json.loads((RESULTS / "study3" / RUNS / c / f"s{s}" / "summary.json").read_text())
+                for s in study.cells[c].seeds] for c in pilot.cells}
+    text = (ROOT / "docs" / "study3.md").read_text()
+    table = text[text.index("| cell | images | image steps | epochs |"):].split("\n\n")[0].splitlines()[2:]
+    assert len(table) == len(pilot.cells)
+    for line in table:
+        cell, images, steps, epochs, mean, per_seed, chosen = [c.strip() for c in line.strip("|").split("|")]
+        scores = [r["top1"] for r in runs[cell]]
+        assert mean == f"{sum(scores) / len(scores):.2f}" and per_seed == " / ".join(f"{x:.2f}" for x in scores), cell
+        assert steps == f"{runs[cell][0]['phases']['image']['steps']:,}", cell
+    chosen = apply_rule(pilot.choose, {c: CellResults(study.overrides(c, {}), runs[c]) for c in pilot.cells})
+    stated = {line.split("|")[1].strip() for line in table if line.rstrip("| ").endswith("chosen")}
+    assert stated == set(chosen.values())
+
+
 def test_archives_are_in_results_and_no_path_is_long():
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
@@ -199,4 +221,4 @@ def test_archives_are_in_results_and_no_path_is_long():
     paths = listed.stdout.splitlines()
     assert [p for p in paths if len(p) > 100] == []
     assert [p for p in paths if re.match(r"docs/(.+/)?runs/", p)] == []
-    assert {p.split("/")[1] for p in paths if p.startswith("results/")} >= {"first", "growth", "study2"}
+    assert {p.split("/")[1] for p in paths if p.startswith("results/")} >= {"first", "growth", "study2", "study3"}
