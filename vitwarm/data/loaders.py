@@ -14,6 +14,7 @@ import multiprocessing
 import multiprocessing.util  # its exit handler registered before ours below, which therefore runs first
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -85,6 +86,27 @@ def worker_init(worker_id: int) -> None:
     """
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _quiet_fd_sharer()  # the trainer may go (stopped, killed) while this worker hands it a batch's memory
+
+
+def _quiet_fd_sharer() -> None:
+    """Leave unprinted the traceback of this process's file-descriptor sharer (multiprocessing's resource
+    sharer, a thread, which reports its errors through ``sys.excepthook`` itself) when its peer went away
+    mid-transfer: a trainer or loader worker that ended on purpose leaves the other side a reset connection
+    (a worker killed by a SIGTERM to every process before it could ignore it, as it starts, does that to the
+    trainer's), and that traceback would be the last thing a stopped run prints. Every other exception is
+    reported as before. Installed once per process."""
+    report = sys.excepthook
+    if getattr(report, "quiets_fd_sharer", False):
+        return
+
+    def quiet_sharer(exc_type, exc, traceback) -> None:
+        gone = issubclass(exc_type, (ConnectionError, EOFError)) and "_serve" in threading.current_thread().name
+        if not gone:
+            report(exc_type, exc, traceback)
+
+    quiet_sharer.quiets_fd_sharer = True
+    sys.excepthook = quiet_sharer
 
 
 @atexit.register  # after multiprocessing's exit handler (imported above), so it runs before that one
@@ -92,19 +114,9 @@ def _end_workers_at_exit() -> None:
     """At the process's exit, SIGKILL its daemonic children (loader workers) still running: multiprocessing's exit
     handler ends them with SIGTERM and then waits for them, which would wait forever for loader workers, which
     ignore it (torch shuts its persistent workers down itself only when it pins memory). SIGKILL is what
-    SIGTERM was to them; a process cannot tell its loader workers apart once started.
-
-    A worker killed while it fetches a tensor's file descriptor from this process (multiprocessing's
-    resource sharer, a thread here) leaves that thread a reset connection; its traceback would be the last
-    thing a stopped run prints, about a kill made on purpose, so it is not printed."""
-    report = threading.excepthook
-
-    def quiet_sharer(args) -> None:
-        killed = issubclass(args.exc_type, (ConnectionError, EOFError))
-        if not (killed and args.thread is not None and "_serve" in args.thread.name):
-            report(args)
-
-    threading.excepthook = quiet_sharer
+    SIGTERM was to them; a process cannot tell its loader workers apart once started. A worker killed while
+    it fetches a tensor's file descriptor from this process leaves this process's sharer thread a reset
+    connection, which is not printed (``_quiet_fd_sharer``, installed by every loader and worker)."""
     for child in multiprocessing.active_children():
         if child.daemon:
             child.kill()
@@ -118,6 +130,7 @@ class _Loader:
                  pin_memory: bool):
         self.info, self.num_workers, self.pin_memory = info, num_workers, pin_memory
         self.on_device = transform.on_device  # uint8 (B, C, H, W) on the device -> float32 normalised (erased)
+        _quiet_fd_sharer()
         self.skipped = 0  # faulty samples / broken-off shards skipped so far, summed over workers and epochs
         self._loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                                   persistent_workers=num_workers > 0, worker_init_fn=worker_init)
