@@ -101,8 +101,9 @@ def _equivalence(s_w: float, s_star: float, relation: str) -> dict:
     }
 
 
-def _s_star(rows: np.ndarray, xs: list[float], log_x: bool) -> tuple[float, str]:
-    """S* for a table of seeds' rows (warm-up accuracy, then the baseline points' accuracies)."""
+def crossing(rows: np.ndarray, xs: list[float], log_x: bool) -> tuple[float, str]:
+    """Where the curve through ``xs`` of a table of seeds' rows (the compared cell's metric, then the curve's
+    points' metrics) reaches the cell's mean: :func:`invert_curve` on the rows' means."""
     means = rows.mean(axis=0)
     return invert_curve(xs, [float(m) for m in means[1:]], float(means[0]), log_x)
 
@@ -143,7 +144,7 @@ def data_equivalence(
         table = np.array([[seed_mean(warm[s], metric)] + [seed_mean(p["by_seed"][s], metric) for p in points]
                           for s in seeds])
         s_w, (a_w, *ys) = row["image_samples"], table.mean(axis=0)
-        low, high = bootstrap_interval(table, functools.partial(_s_star, xs=xs, log_x=log_x))
+        low, high = bootstrap_interval(table, functools.partial(crossing, xs=xs, log_x=log_x))
         used = {s: warm[s] + [r for p in points for r in p["by_seed"][s]] for s in seeds}
         estimates.append({
             **{k: row[k] for k in cell_keys},

@@ -30,7 +30,7 @@ import functools
 
 import numpy as np
 
-from vitwarm.analysis.equivalence import invert_curve
+from vitwarm.analysis.equivalence import crossing
 from vitwarm.analysis.paired import runs_by_seed, seed_differences, seed_mean
 from vitwarm.analysis.results import CELL_KEY, Cell, RunResult
 from vitwarm.analysis.stats import bootstrap_interval, mean_interval, spread, welch
@@ -52,12 +52,6 @@ def _worth(n_star: float, relation: str, size: int) -> dict:
     return {"n_star": n_star, "relation": relation, "worth": n_star / size - 1.0}
 
 
-def _n_star(rows: np.ndarray, sizes: list[int]) -> tuple[float, str]:
-    """n* for a table of seeds' rows (the cell's metric, then the reference cells' in size order)."""
-    means = rows.mean(axis=0)
-    return invert_curve(sizes, [float(m) for m in means[1:]], float(means[0]), log_x=True)
-
-
 def worth_in_images(cell: Cell, size: int, reference: list[tuple[int, Cell]], metric: str) -> dict | None:
     """The cell's worth in images on the reference line (module docstring), or None without a matched seed."""
     ours = runs_by_seed(cell.runs, metric)
@@ -68,8 +62,8 @@ def worth_in_images(cell: Cell, size: int, reference: list[tuple[int, Cell]], me
     sizes = [n for n, _ in reference]
     # (seeds, 1 + sizes): a seed's run of the cell and its reference runs, resampled together
     table = np.array([[seed_mean(ours[s], metric)] + [seed_mean(t[s], metric) for t in theirs] for s in seeds])
-    low, high = bootstrap_interval(table, functools.partial(_n_star, sizes=sizes))
-    return {"seeds": seeds, "point": _worth(*_n_star(table, sizes), size), "low": _worth(*low, size),
+    low, high = bootstrap_interval(table, functools.partial(crossing, xs=sizes, log_x=True))
+    return {"seeds": seeds, "point": _worth(*crossing(table, sizes, log_x=True), size), "low": _worth(*low, size),
             "high": _worth(*high, size)}
 
 
