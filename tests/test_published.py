@@ -214,6 +214,22 @@ def test_the_third_studys_pilot_and_its_choice_are_its_archives(tmp_path):
     assert stated == set(chosen.values())
 
 
+def test_the_third_studys_gains_are_its_archives():
+    """Every row of docs/study3.md's gains table (a paired difference at one size, validation and test) is the
+    row of the report rebuilt from results/study3, restated under the one rule."""
+    text = (ROOT / "docs" / "study3.md").read_text()
+    table = text[text.index("| size | difference | n | validation"):].split("\n\n")[0].splitlines()[2:]
+    reports = [json.loads((RESULTS / "study3" / "report" / sub / "report.json").read_text())
+               for sub in ("", "test_top1")]
+    assert table
+    for line in table:
+        size, difference, n, *stated = [c.strip() for c in line.strip("|").split("|")]
+        cell, reference = (f"{name}_{size.replace(',', '')}" for name in difference.split(" − "))
+        for report, (interval, shown) in zip(reports, [stated[:2], stated[2:]]):
+            row = paired(named_row(report, cell, reference)["differences"])
+            assert (interval, shown, int(n)) == (interval_text(row), "yes" if row["shown"] else "no", row["n"]), line
+
+
 def test_archives_are_in_results_and_no_path_is_long():
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:
