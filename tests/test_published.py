@@ -53,15 +53,17 @@ CLAIMS = {
 STATS = ("n", "mean", "sem", "ci", "p", "shown", "seeds")  # what a paired row states
 
 
+def table_rows(path, header: str) -> list[list[str]]:
+    """The body of the markdown table of ``path`` that starts with ``header``: each row's cells, stripped."""
+    text = path.read_text()
+    lines = text[text.index(header):].split("\n\n")[0].splitlines()[2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
 def readme_rows() -> dict[str, list[str]]:
     """README's results table: claim (without its parenthesis) -> the other cells of its row."""
-    text = (ROOT / "README.md").read_text()
-    table = text[text.index("| claim | difference [95% interval] |"):].split("\n\n")[0].splitlines()[2:]
-    rows = {}
-    for line in table:
-        claim, *rest = [c.strip() for c in line.strip("|").split("|")]
-        rows[re.sub(r" \(.*\)$", "", claim)] = rest
-    return rows
+    return {re.sub(r" \(.*\)$", "", claim): rest
+            for claim, *rest in table_rows(ROOT / "README.md", "| claim | difference [95% interval] |")}
 
 
 def named_row(report: dict, cell: str, reference: str) -> dict:
@@ -159,12 +161,11 @@ def test_the_first_studys_runs_of_two_machines_give_its_first_report(tmp_path):
 
 def test_the_growth_pages_table_is_its_archives_report(tmp_path):
     """docs/models.md's paired table: mean ± se, validation and test, and the per-seed validation differences."""
-    text = (ROOT / "docs" / "models.md").read_text()
-    table = text[text.index("| difference | validation | test |"):].split("\n\n")[0].splitlines()[2:]
+    table = table_rows(ROOT / "docs" / "models.md", "| difference | validation | test |")
     cells = {"grown core": "core", "no warm-up": "none", "full size, same FLOPs": "full_same_flops"}
     reports = {m: rebuild("growth", m, tmp_path / m) for m in ("top1", "test_top1")}
-    for line in table:
-        label, val, test, per_seed = [c.strip().replace("−", "-") for c in line.strip("|").split("|")]
+    for row in table:
+        label, val, test, per_seed = [c.replace("−", "-") for c in row]
         cell, reference = (cells[side.strip()] for side in label.split(" - "))
         for metric, stated in (("top1", val), ("test_top1", test)):
             row = named_row(reports[metric], cell, reference)
@@ -201,33 +202,30 @@ def test_the_third_studys_pilot_and_its_choice_are_its_archives(tmp_path):
     pilot = study.stage("pilot")
     runs = {c: [json.loads((RESULTS / "study3" / RUNS / c / f"s{s}" / "summary.json").read_text())
                 for s in study.cells[c].seeds] for c in pilot.cells}
-    text = (ROOT / "docs" / "study3.md").read_text()
-    table = text[text.index("| cell | images | image steps | epochs |"):].split("\n\n")[0].splitlines()[2:]
+    table = table_rows(ROOT / "docs" / "study3.md", "| cell | images | image steps | epochs |")
     assert len(table) == len(pilot.cells)
-    for line in table:
-        cell, images, steps, epochs, mean, per_seed, chosen = [c.strip() for c in line.strip("|").split("|")]
+    for cell, _images, steps, _epochs, mean, per_seed, _chosen in table:
         scores = [r["top1"] for r in runs[cell]]
         assert mean == f"{sum(scores) / len(scores):.2f}" and per_seed == " / ".join(f"{x:.2f}" for x in scores), cell
         assert steps == f"{runs[cell][0]['phases']['image']['steps']:,}", cell
     chosen = apply_rule(pilot.choose, {c: CellResults(study.overrides(c, {}), runs[c]) for c in pilot.cells})
-    stated = {line.split("|")[1].strip() for line in table if line.rstrip("| ").endswith("chosen")}
+    stated = {row[0] for row in table if row[-1] == "chosen"}
     assert stated == set(chosen.values())
 
 
 def test_the_third_studys_gains_are_its_archives():
     """Every row of docs/study3.md's gains table (a paired difference at one size, validation and test) is the
     row of the report rebuilt from results/study3, restated under the one rule."""
-    text = (ROOT / "docs" / "study3.md").read_text()
-    table = text[text.index("| size | difference | n | validation"):].split("\n\n")[0].splitlines()[2:]
+    table = table_rows(ROOT / "docs" / "study3.md", "| size | difference | n | validation")
     reports = [json.loads((RESULTS / "study3" / "report" / sub / "report.json").read_text())
                for sub in ("", "test_top1")]
     assert table
-    for line in table:
-        size, difference, n, *stated = [c.strip() for c in line.strip("|").split("|")]
+    for size, difference, n, *stated in table:
         cell, reference = (f"{name}_{size.replace(',', '')}" for name in difference.split(" − "))
         for report, (interval, shown) in zip(reports, [stated[:2], stated[2:]]):
             row = paired(named_row(report, cell, reference)["differences"])
-            assert (interval, shown, int(n)) == (interval_text(row), "yes" if row["shown"] else "no", row["n"]), line
+            expected = (interval_text(row), "yes" if row["shown"] else "no", row["n"])
+            assert (interval, shown, int(n)) == expected, (size, difference)
 
 
 def test_archives_are_in_results_and_no_path_is_long():
