@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def launch(mode: str, args: argparse.Namespace) -> dict:
                  *(["--multi_gpu"] if gpus > 1 else [])]
     else:
         where = ["--config_file", str(ROOT / "recipes/accelerate/cpu_ddp.yaml")]
+    # A free port for the rendezvous: the config's fixed one may be taken by another launch on this machine.
+    where += ["--main_process_port", str(free_port())]
     command = [sys.executable, "-m", "accelerate.commands.launch", *where, __file__, "--worker", mode,
                "--model", args.model, "--batch", str(args.batch), "--steps", str(args.steps),
                "--device", args.device, "--precision", args.precision]
@@ -107,6 +110,13 @@ def launch(mode: str, args: argparse.Namespace) -> dict:
     if result.returncode:
         raise RuntimeError(f"the {mode} launch failed:\n{result.stderr[-3000:]}")
     return json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def compare(args: argparse.Namespace, modes=("ddp", "fsdp")) -> dict:

@@ -93,6 +93,13 @@ class Budget:
         return self.end - time.monotonic()
 
 
+def error_line(err: Exception) -> str:
+    """One line for a section's error: its first line and, where the message goes on (a launch's stderr), its
+    last line, which holds the root cause."""
+    lines = [line for line in f"{type(err).__name__}: {err}".splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
+
+
 def section(results: dict, key: str, budget: Budget, estimate_s: float, fn, out: Path) -> None:
     """Run ``fn() -> dict`` into ``results[key]``, or record why not; an error is recorded, not raised.
 
@@ -106,7 +113,7 @@ def section(results: dict, key: str, budget: Budget, estimate_s: float, fn, out:
             results[key] = fn()
         except Exception as err:  # one broken section must not cost the figures of the others
             traceback.print_exc()
-            results[key] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
+            results[key] = {"error": error_line(err)}
         results[key]["seconds"] = round(time.monotonic() - started, 1)
     print(f"gpu_check: {key}: {json.dumps(results[key])}", flush=True)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))

@@ -3,7 +3,8 @@
 - ``ROOT``, ``TINY``: the repository and the tiny test recipe; ``ENV``: the environment of every trainer
   subprocess (one thread per process: identical arithmetic in every run, so resume checks are bitwise).
 - ``train``, ``train_command``, ``train_records``, ``kill_once``, ``trained``: real ``python -m vitwarm.train``
-  runs; ``assert_same_weights_and_records``: the check of a resumed run against its reference;
+  runs; ``kill_group``: SIGKILL a launcher's process group and wait until all of it has stopped;
+  ``assert_same_weights_and_records``: the check of a resumed run against its reference;
   ``train_in_process``: the same entry point called in the test's process, for runs refused before step 1;
   ``launch_command``: the same run under ``accelerate launch`` with one of recipes/accelerate/;
   ``STOCK_EVAL``: an export evaluated by stock timm alone, in a fresh interpreter.
@@ -173,9 +174,33 @@ def kill_once(run_dir: Path, shards: Path, ready, *overrides: str) -> None:
     while not ready() and process.poll() is None:
         assert time.monotonic() < deadline, f"the run never reached the point to kill it at ({run_dir})"
         time.sleep(0.01)
+    kill_group(process)
+    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+
+
+def kill_group(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGKILL the process group that ``process`` leads and return once none of its processes runs any more.
+
+    ``process.wait()`` alone reaps the leader only: a child of the same group (a study's trainer) dies a moment
+    later, and a write it was inside (a rename is one system call) still completes. A test that looks at the run
+    directories before then sees a run unfinished that is finished by the time the re-launch looks.
+    """
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (run_dir / "summary.json").exists(), "the run ended before it could be killed"
+    deadline = time.monotonic() + timeout_s
+    while group_running(process.pid):
+        assert time.monotonic() < deadline, f"process group {process.pid} still runs {timeout_s:.0f} s after SIGKILL"
+        time.sleep(0.01)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (Linux /proc; a zombie has stopped for good)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # the process ended while the listing was read
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state != "Z":
+                return True
+    return False
 
 
 def free_port() -> int:

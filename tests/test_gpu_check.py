@@ -87,7 +87,7 @@ def test_cpu_smoke_runs_every_section(tmp_path):
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = ("environment", "data", "pico 32px eager", "profile", "ema", "sharding", "pico 32px compiled")
     for key in sections:
-        assert not {"error", "skipped"} & results[key].keys(), (key, results[key])
+        assert not {"error", "skipped"} & results[key].keys(), (key, results[key], result.stderr[-3000:])
     assert results["host_syncs"]["skipped"] == "CUDA only"
     assert results["environment"]["torch"] == torch.__version__
     assert results["data"]["images_per_s_per_worker"] > 0

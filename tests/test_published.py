@@ -228,6 +228,30 @@ def test_the_third_studys_gains_are_its_archives():
             assert (interval, shown, int(n)) == expected, (size, difference)
 
 
+@pytest.mark.slow
+def test_the_third_studys_report_is_the_one_its_archive_rebuilds(tmp_path):
+    for metric in ("top1", "test_top1"):
+        rebuilt = rebuild("study3", metric, tmp_path / metric)
+        committed = json.loads((RESULTS / "study3" / "report" / ("." if metric == "top1" else metric) /
+                                "report.json").read_text())
+        assert rebuilt["unfinished"] == [] and {k: v for k, v in rebuilt.items() if k != "markdown"} == committed
+
+
+def test_the_third_studys_fifth_part_on_two_machines_is_its_archive():
+    """docs/study3.md's table of part 5's runs of the first machine (results/study3/superseded) against their
+    re-runs on the second (results/study3/runs): each run's validation top-1 and the machine it records."""
+    table = table_rows(ROOT / "docs" / "study3.md", "| run | first machine | second machine | difference |")
+    superseded = sorted(f"{d.parent.name}/{d.name}" for d in (RESULTS / "study3" / "superseded").glob("*/s*"))
+    assert sorted(row[0] for row in table) == superseded and superseded
+    for run, first, second, difference in table:
+        old, new = (json.loads((RESULTS / "study3" / where / run / "summary.json").read_text())
+                    for where in ("superseded", RUNS))
+        assert (first, second) == (f"{old['top1']:.2f}", f"{new['top1']:.2f}"), run
+        assert difference == f"{new['top1'] - old['top1']:+.2f}" and old["identity"] == new["identity"], run
+        machines = [r["environment"]["machine"]["fingerprint"] for r in (old, new)]
+        assert machines == ["3206e714d419c0f8", "473ce3fadb8abf91"], run
+
+
 def test_archives_are_in_results_and_no_path_is_long():
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ from vitwarm.run.rundir import read_overrides
 from vitwarm.sweeps.grid import planned_identity
 from vitwarm.sweeps.rules import CellResults, cheapest_plateau, converged
 
-from helpers import ENV, ROOT, TINY, Mistake, call_main, check_mistake, write_finished
+from helpers import ENV, ROOT, TINY, Mistake, call_main, check_mistake, kill_group, write_finished
 
 GOOD = """
 base: {tiny}
@@ -171,8 +169,7 @@ def test_a_tiny_study_runs_resumes_after_a_kill_reports_and_archives(tmp_path, f
             and any((r / "config.yaml").exists() and not (r / "summary.json").exists() for r in main_runs)):
         assert time.monotonic() < deadline, "the study never reached its main stage"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_group(process)  # every trainer of the group has stopped before the run directories are read
     finished = [r for r in main_runs if (r / "summary.json").exists()]
     killed = [r for r in main_runs if commands_run(r) and not (r / "summary.json").exists()]
     assert finished and killed
