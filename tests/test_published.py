@@ -32,6 +32,7 @@ from helpers import ROOT, call_main
 
 RESULTS = ROOT / "results"
 STUDY2, FIRST = RESULTS / "study2" / "report" / "report.json", RESULTS / "first" / "report" / "report.json"
+STUDY3 = RESULTS / "study3" / "report" / "report.json"
 # README's claim -> (report, cell, reference): the row of the cell minus its reference, paired by seed
 CLAIMS = {
     "W2 − no warm-up, 4 epochs": (STUDY2, "W2_4ep", "none_4ep"),
@@ -49,6 +50,8 @@ CLAIMS = {
     "first study: k-Dyck − its compute-matched control, 4 epochs": (FIRST, "kdyck_4ep", "kdyck_4ep_ctl"),
     "first study: k-Dyck − no warm-up, 12 epochs": (FIRST, "kdyck_12ep", "none_12ep"),
     "first study: k-Dyck − mimetic init, 12 epochs": (FIRST, "kdyck_12ep", "mimetic_12ep"),
+    "third study: mimetic init − no warm-up, 550 images": (STUDY3, "mimetic_550", "none_550"),
+    "third study: mimetic init − no warm-up, 5,500 images": (STUDY3, "mimetic_5500", "none_5500"),
 }
 STATS = ("n", "mean", "sem", "ci", "p", "shown", "seeds")  # what a paired row states
 
@@ -99,7 +102,7 @@ def rebuild(name: str, metric: str, out, superseded: bool = False) -> dict:
         (runs / run_dir.parent.name).mkdir(parents=True, exist_ok=True)
         (runs / run_dir.parent.name / run_dir.name).symlink_to(older if superseded and older.is_dir() else run_dir)
     results = named_results(study, runs, archived=True)
-    return build_report(runs, out / "report", metric, results=results, pairs=study.compare)
+    return build_report(runs, out / "report", metric, results=results, pairs=study.compare, sizes=study.by_size)
 
 
 def rounded(row: dict) -> dict:
