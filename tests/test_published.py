@@ -146,14 +146,16 @@ def check_against(rebuilt: dict, published: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, published", [("study2", "docs/study2/report"),
-                                             ("first", "docs/comparisons/same_machine")])
+                                             ("first", "docs/comparisons/same_machine"),
+                                             ("study3", None)])  # its page states rows of the committed one
 def test_a_studys_report_rebuilt_from_its_archive_is_the_committed_and_the_published_one(name, published, tmp_path):
     for metric, split in (("top1", "."), ("test_top1", "test")):
         rebuilt = rebuild(name, metric, tmp_path / metric)
         committed = json.loads((RESULTS / name / "report" / ("." if metric == "top1" else metric) /
                                 "report.json").read_text())
         assert rebuilt["unfinished"] == [] and {k: v for k, v in rebuilt.items() if k != "markdown"} == committed
-        check_against(rebuilt, json.loads((ROOT / published / split / "report.json").read_text()))
+        if published:
+            check_against(rebuilt, json.loads((ROOT / published / split / "report.json").read_text()))
 
 
 @pytest.mark.slow
@@ -229,15 +231,6 @@ def test_the_third_studys_gains_are_its_archives():
             row = paired(named_row(report, cell, reference)["differences"])
             expected = (interval_text(row), "yes" if row["shown"] else "no", row["n"])
             assert (interval, shown, int(n)) == expected, (size, difference)
-
-
-@pytest.mark.slow
-def test_the_third_studys_report_is_the_one_its_archive_rebuilds(tmp_path):
-    for metric in ("top1", "test_top1"):
-        rebuilt = rebuild("study3", metric, tmp_path / metric)
-        committed = json.loads((RESULTS / "study3" / "report" / ("." if metric == "top1" else metric) /
-                                "report.json").read_text())
-        assert rebuilt["unfinished"] == [] and {k: v for k, v in rebuilt.items() if k != "markdown"} == committed
 
 
 def test_the_third_studys_fifth_part_on_two_machines_is_its_archive():
